@@ -1,0 +1,45 @@
+# bertlab's two commands: `make demo` and `make test` do all the set-up on a fresh machine.
+#
+# Without an active virtual environment, one is created in .venv. The pinned torch is installed
+# first, before anything that depends on torch, so pip never pulls a multi-GB CUDA build for a
+# CPU machine (on a GPU machine, set TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0").
+
+SHELL := /bin/bash
+ENV_DIR := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
+PYTHON := $(ENV_DIR)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(ENV_DIR)/.bertlab-installed
+# The demo's data: the text CPython ships as its own documentation, unless CORPUS names files.
+CORPUS ?=
+DEMO_DIR ?= demo
+SHARED_DATA ?= $(CURDIR)/../shared/data
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	@test -x $(PYTHON) || python3 -m venv $(ENV_DIR)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check bertlab tools tests setup.py
+	$(PYTHON) -m ruff format --check bertlab tools tests setup.py
+	$(ENV_DIR)/bin/hadolint docker/Dockerfile
+
+format: $(STAMP)
+	$(PYTHON) -m ruff format bertlab tools tests setup.py
+	$(PYTHON) -m ruff check --fix bertlab tools tests setup.py
+
+demo: $(STAMP)
+	CORPUS="$(CORPUS)" DEMO_DIR="$(DEMO_DIR)" PYTHON="$(PYTHON)" bash tools/demo.sh
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

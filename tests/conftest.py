@@ -1,0 +1,123 @@
+"""Shared, session-scoped fixtures: the real pipeline run once on the shared data, reused by all tests.
+
+Run everything with `make test`; one file with `.venv/bin/python -m pytest tests/test_X.py`.
+
+The fixtures call the library functions (fast, in-process); each tool's own test also runs its
+script through the real entry point. The shared data lives in ../shared/data (or
+$BERTLAB_SHARED_DATA); a missing folder is an error, not a skip, so CI cannot pass vacuously.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = Path(os.environ.get("BERTLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    assert (path / "enwiki-sample.xml.bz2").exists(), f"shared test data not found in {path}"
+    return path
+
+
+def run_tool(script: str, *args: str, check: bool = True, cwd: Path | None = None, env=None):
+    """Run tools/<script> (or `-m bertlab`) in a real subprocess, as a user would."""
+    command = [sys.executable, str(REPO / "tools" / script), *map(str, args)]
+    if script == "bertlab":
+        command = [sys.executable, "-m", "bertlab", *map(str, args)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=900
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} {' '.join(map(str, args))} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def en_corpus(shared_data: Path, tmp_path_factory) -> Path:
+    """The shared English Wikipedia sample as a corpus folder: train.txt, valid.txt, test.txt."""
+    from bertlab.corpus import prepare_corpus
+
+    out = tmp_path_factory.mktemp("en_corpus")
+    prepare_corpus(
+        input=[str(shared_data / "enwiki-sample.xml.bz2")],
+        output_dir=str(out),
+        lang="en",
+        valid_docs=10,
+        test_docs=5,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def ja_corpus(shared_data: Path, tmp_path_factory) -> Path:
+    """The first 300 documents of the shared Japanese text as a corpus folder."""
+    from bertlab.corpus import prepare_corpus
+
+    tmp = tmp_path_factory.mktemp("ja_corpus")
+    with gzip.open(shared_data / "ja-manpages.txt.gz", "rt", encoding="utf-8") as f:
+        documents = f.read().split("\n\n")[:300]
+    subset = tmp / "ja-subset.txt"
+    subset.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+    out = tmp / "corpus"
+    prepare_corpus(input=[str(subset)], output_dir=str(out), lang="ja", valid_docs=30, test_docs=10)
+    return out
+
+
+@pytest.fixture(scope="session")
+def en_wordpiece(en_corpus: Path, tmp_path_factory) -> Path:
+    """A small cased WordPiece tokenizer trained on the English corpus."""
+    from bertlab.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("en_wordpiece")
+    train_tokenizer(
+        train_file=str(en_corpus / "train.txt"),
+        output_dir=str(out),
+        model_type="wordpiece",
+        vocab_size=3000,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def ja_unigram(ja_corpus: Path, tmp_path_factory) -> Path:
+    """A small SentencePiece unigram tokenizer trained on the Japanese corpus."""
+    from bertlab.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("ja_unigram")
+    train_tokenizer(
+        train_file=str(ja_corpus / "train.txt"),
+        output_dir=str(out),
+        model_type="unigram",
+        vocab_size=3000,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def en_samples(en_corpus: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
+    """NSP sentence-pair samples (max_seq_len 64) of the English corpus: train/, valid/, test/."""
+    from bertlab.samples import prepare_samples
+
+    out = tmp_path_factory.mktemp("en_samples")
+    for split, shards in (("train", 4), ("valid", 1), ("test", 1)):
+        prepare_samples(
+            input=str(en_corpus / f"{split}.txt"),
+            tokenizer=str(en_wordpiece),
+            output_dir=str(out / split),
+            max_seq_len=64,
+            num_shards=shards,
+            dupe_factor=1,
+            seed=0,
+        )
+    return out
