@@ -1,12 +1,14 @@
 """bertlab: BERT pre-training with PyTorch Lightning, from a Wikipedia dump to the Model Hub."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="bertlab",
     version="0.1.0",
-    description="BERT pre-training with PyTorch Lightning: corpus, tokenizer, samples, training, export.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    description="BERT pre-training with PyTorch Lightning, from raw text to the Model Hub.",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

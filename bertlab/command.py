@@ -35,7 +35,8 @@ def _annotation_args(annotation: Any) -> tuple[Any, ...]:
 
 
 def _is_list(annotation: Any) -> bool:
-    return any(typing.get_origin(a) in (list, tuple, Sequence) for a in _annotation_args(annotation))
+    sequences = (list, tuple, Sequence)
+    return any(typing.get_origin(a) in sequences for a in _annotation_args(annotation))
 
 
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
@@ -57,11 +58,11 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         if not isinstance(value, str):
             return [value]
         return value
-    if str in options and not isinstance(value, str) and not isinstance(value, bool):
-        if not (int in options and isinstance(value, int)) and not (
-            float in options and isinstance(value, float)
-        ):
-            return str(value)
+    already_number = (int in options and isinstance(value, int)) or (
+        float in options and isinstance(value, float)
+    )
+    if str in options and not isinstance(value, (str, bool)) and not already_number:
+        return str(value)
     if float in options and isinstance(value, int) and not isinstance(value, bool):
         return value if int in options else float(value)
     if int in options and isinstance(value, str) and str not in options:

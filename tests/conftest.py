@@ -1,4 +1,4 @@
-"""Shared, session-scoped fixtures: the real pipeline run once on the shared data, reused by all tests.
+"""Shared session fixtures: the real pipeline run once on the shared data, reused by all tests.
 
 Run everything with `make test`; one file with `.venv/bin/python -m pytest tests/test_X.py`.
 
