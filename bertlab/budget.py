@@ -1,0 +1,226 @@
+"""Budget planning: how many optimizer steps, epochs and hours a token budget costs.
+
+Decisions:
+- A budget is counted in sequence slots, `sequences × seq_len`, the way the BERT paper counts
+  it ("256 sequences * 512 tokens = 128,000 tokens/batch"). Padding and short sequences are
+  inside the count: it measures what the model is fed, not how much of it is real text.
+- "The BERT paper budget" (`--target bert`) is the one the paper quotes as its headline: 1,000,000
+  steps × 256 sequences × 512 tokens = 131,072,000,000 tokens. The paper actually trained 90% of
+  the steps at length 128 and the last 10% at 512 (Devlin et al. 2019, appendix A.2);
+  `--target bert-phased` is that schedule's smaller count, 900,000 × 256 × 128 + 100,000 × 256 ×
+  512 = 42,598,400,000 tokens. `--target_tokens N` sets any other budget.
+- A step is an optimizer step, the unit of Lightning's `trainer.max_steps`: it sees
+  `batch_size × accumulate_grad_batches × num_devices × num_nodes` sequences, `batch_size` being
+  the per-device micro-batch (`data.batch_size`). Steps round up: the budget is a minimum.
+- Epochs are sequences seen over the samples available (`--num_samples`, or read from a samples
+  folder's meta.json with `--samples`). The paper's sanity check, "approximately 40 epochs over
+  the 3.3 billion word corpus", is 131 billion slots over 3.3 billion words, about 39.7.
+- Throughput is for the whole job (all devices and nodes), in the same sequence slots as the
+  budget; `--samples_per_second` is converted with `seq_len`.
+"""
+
+from __future__ import annotations
+
+import json as json_module
+import math
+from pathlib import Path
+from typing import Any
+
+# name -> (tokens, description): the budgets `--target` knows.
+TARGETS: dict[str, tuple[int, str]] = {
+    "bert": (
+        1_000_000 * 256 * 512,
+        "BERT paper headline budget: 1,000,000 steps x 256 sequences x 512 tokens",
+    ),
+    "bert-phased": (
+        900_000 * 256 * 128 + 100_000 * 256 * 512,
+        "BERT paper schedule: 900,000 steps x 256 x 128 then 100,000 steps x 256 x 512",
+    ),
+}
+
+DEFAULT_SEQ_LEN = 512
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"--{name} must be a positive number, got {value!r}")
+
+
+def _read_samples_meta(samples: str) -> dict[str, Any]:
+    path = Path(samples)
+    meta_path = path / "meta.json" if path.is_dir() else path
+    if not meta_path.is_file():
+        raise ValueError(f"--samples {samples}: no meta.json found (expected a samples folder)")
+    try:
+        meta = json_module.loads(meta_path.read_text(encoding="utf-8"))
+        return {"num_samples": int(meta["num_samples"]), "max_seq_len": int(meta["max_seq_len"])}
+    except (json_module.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"--samples {meta_path}: not a bertlab samples meta.json ({error})"
+        ) from None
+
+
+def _duration(seconds: float) -> str:
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes = rest / 60
+    if days:
+        return f"{int(days)}d {int(hours)}h {minutes:.0f}m"
+    if hours:
+        return f"{int(hours)}h {minutes:.0f}m"
+    return f"{minutes:.1f}m" if minutes >= 1 else f"{seconds:.1f}s"
+
+
+def compute_budget(
+    batch_size: int,
+    accumulate_grad_batches: int = 1,
+    seq_len: int | None = None,
+    num_samples: int | None = None,
+    num_devices: int = 1,
+    num_nodes: int = 1,
+    target_tokens: int | None = None,
+    target: str = "bert",
+    tokens_per_second: float | None = None,
+    samples_per_second: float | None = None,
+    samples: str | None = None,
+) -> dict[str, Any]:
+    """The plan as a dict (see plan_budget for the meaning of each argument)."""
+    for name, value in (
+        ("batch_size", batch_size),
+        ("accumulate_grad_batches", accumulate_grad_batches),
+        ("seq_len", seq_len),
+        ("num_samples", num_samples),
+        ("num_devices", num_devices),
+        ("num_nodes", num_nodes),
+        ("target_tokens", target_tokens),
+        ("tokens_per_second", tokens_per_second),
+        ("samples_per_second", samples_per_second),
+    ):
+        _positive(name, value)
+    for name, value in (
+        ("batch_size", batch_size),
+        ("accumulate_grad_batches", accumulate_grad_batches),
+        ("num_devices", num_devices),
+        ("num_nodes", num_nodes),
+    ):
+        if not isinstance(value, int):
+            raise ValueError(f"--{name} must be an integer, got {value!r}")
+    if tokens_per_second is not None and samples_per_second is not None:
+        raise ValueError("--tokens_per_second and --samples_per_second: give one, not both")
+
+    if samples is not None:
+        meta = _read_samples_meta(samples)
+        num_samples = num_samples or meta["num_samples"]
+        seq_len = seq_len or meta["max_seq_len"]
+    seq_len = seq_len or DEFAULT_SEQ_LEN
+
+    if target_tokens is not None:
+        budget, description = int(target_tokens), f"{int(target_tokens):,} tokens (--target_tokens)"
+    elif target in TARGETS:
+        budget, description = TARGETS[target]
+    else:
+        raise ValueError(f"--target {target!r} is unknown; known targets: {', '.join(TARGETS)}")
+
+    sequences_per_step = batch_size * accumulate_grad_batches * num_devices * num_nodes
+    tokens_per_step = sequences_per_step * seq_len
+    steps = math.ceil(budget / tokens_per_step)
+    sequences = steps * sequences_per_step
+    plan: dict[str, Any] = {
+        "target": description,
+        "target_tokens": budget,
+        "seq_len": seq_len,
+        "sequences_per_step": sequences_per_step,
+        "tokens_per_step": tokens_per_step,
+        "steps": steps,
+        "micro_batches_per_device": steps * accumulate_grad_batches,
+        "sequences": sequences,
+        "tokens": sequences * seq_len,
+        "num_samples": num_samples,
+        "epochs": sequences / num_samples if num_samples else None,
+    }
+    if samples_per_second is not None:
+        tokens_per_second = samples_per_second * seq_len
+    plan["tokens_per_second"] = tokens_per_second
+    plan["seconds"] = plan["tokens"] / tokens_per_second if tokens_per_second else None
+    return plan
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The plan as the few lines a person reads."""
+    lines = [
+        f"target:   {plan['target']} = {plan['target_tokens']:,} tokens",
+        f"per step: {plan['sequences_per_step']:,} sequences x {plan['seq_len']} tokens"
+        f" = {plan['tokens_per_step']:,} tokens",
+        f"steps:    {plan['steps']:,} optimizer steps (--trainer.max_steps {plan['steps']}),"
+        f" {plan['micro_batches_per_device']:,} micro-batches per device",
+    ]
+    if plan["epochs"] is not None:
+        lines.append(
+            f"epochs:   {plan['epochs']:,.2f} over {plan['num_samples']:,} samples"
+            f" ({plan['sequences']:,} sequences seen)"
+        )
+    else:
+        lines.append("epochs:   unknown (give --num_samples or --samples)")
+    if plan["seconds"] is not None:
+        lines.append(
+            f"time:     {_duration(plan['seconds'])} at {plan['tokens_per_second']:,.0f} tokens/s"
+            f" ({plan['seconds'] / 3600:,.1f} hours)"
+        )
+    else:
+        lines.append(
+            "time:     unknown (give a measured --tokens_per_second or --samples_per_second)"
+        )
+    return "\n".join(lines)
+
+
+def plan_budget(
+    batch_size: int,
+    accumulate_grad_batches: int = 1,
+    seq_len: int | None = None,
+    num_samples: int | None = None,
+    num_devices: int = 1,
+    num_nodes: int = 1,
+    target_tokens: int | None = None,
+    target: str = "bert",
+    tokens_per_second: float | None = None,
+    samples_per_second: float | None = None,
+    samples: str | None = None,
+    json: bool = False,
+) -> dict[str, Any]:
+    """Print the optimizer steps, epochs and wall-clock time needed to train on a token budget.
+
+    The budget counts sequences x seq_len, padding included, as the BERT paper does. `--target
+    bert` is its 1,000,000 steps x 256 sequences x 512 tokens (131,072,000,000 tokens);
+    `--target bert-phased` the schedule it really ran (90% of steps at 128 tokens, 10% at 512).
+
+    Args:
+        batch_size: sequences per device per forward pass (data.batch_size).
+        accumulate_grad_batches: micro-batches per optimizer step (trainer.accumulate_grad_batches).
+        seq_len: tokens per sequence; default 512, or max_seq_len from --samples.
+        num_samples: samples in the training set, for the number of epochs.
+        num_devices: devices per node (trainer.devices).
+        num_nodes: nodes (trainer.num_nodes).
+        target_tokens: a budget in tokens; overrides --target.
+        target: a named budget: bert or bert-phased.
+        tokens_per_second: measured throughput of the whole job, for the wall-clock time.
+        samples_per_second: the same throughput in sequences per second.
+        samples: a samples folder (or its meta.json): reads num_samples and max_seq_len.
+        json: print the plan as one JSON object instead of text.
+    """
+    plan = compute_budget(
+        batch_size=batch_size,
+        accumulate_grad_batches=accumulate_grad_batches,
+        seq_len=seq_len,
+        num_samples=num_samples,
+        num_devices=num_devices,
+        num_nodes=num_nodes,
+        target_tokens=target_tokens,
+        target=target,
+        tokens_per_second=tokens_per_second,
+        samples_per_second=samples_per_second,
+        samples=samples,
+    )
+    print(json_module.dumps(plan) if json else format_plan(plan))
+    return plan
