@@ -1,0 +1,164 @@
+"""Figures from TensorBoard logs: two runs written here, plotted through the real tool.
+
+Run: .venv/bin/python -m pytest tests/test_plots.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import run_tool
+
+from bertlab.plots import plot_runs
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+START = 1_700_000_000.0  # a fixed wall-clock origin, so times are exact
+
+
+def write_run(folder: Path, *, seconds_per_step: float, downstream: bool, lr_groups: int = 2):
+    """A run as bertlab's module and callbacks log it: losses, lr per group, throughput."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder))
+    for step in range(1, 41):
+        when = START + step * seconds_per_step
+        loss = 10 * math.exp(-step / 15) + 2
+        writer.add_scalar("train/loss", loss, step, walltime=when)
+        writer.add_scalar("train/mlm_loss", loss - 0.5, step, walltime=when)
+        for group in range(1, lr_groups + 1):
+            writer.add_scalar(f"lr-AdamW/pg{group}", 1e-4 * min(1, step / 10), step, walltime=when)
+        writer.add_scalar("train/tokens_per_sec", 1000 / seconds_per_step, step, walltime=when)
+        if step % 10 == 0:
+            writer.add_scalar("val_loss", loss + 0.3, step, walltime=when)
+            writer.add_scalar("val/mlm_loss", loss - 0.2, step, walltime=when)
+            if downstream:
+                writer.add_scalar("downstream/accuracy", 0.5 + step / 100, step, walltime=when)
+    writer.add_scalar("epoch", 0, 40, walltime=START + 41 * seconds_per_step)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    small = root / "small" / "lightning_logs" / "version_0"
+    large = root / "large"
+    write_run(small, seconds_per_step=5, downstream=True)
+    write_run(large, seconds_per_step=20, downstream=False, lr_groups=1)
+    return root / "small", large
+
+
+def check_png(path: Path, width: int, height: int) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[:2] == (height, width)
+    assert pixels.std() > 0, f"{path} is blank"
+
+
+def test_tool_overlays_two_runs(two_runs, tmp_path):
+    small, large = two_runs
+    out = tmp_path / "plots"
+    result = run_tool(
+        "plot_runs.py", "--logdir", small, large, "--names", "small", "large",
+        "--output_dir", out, "--smoothing", "0.5",
+    )  # fmt: skip
+    manifest = json.loads(result.stdout)
+    figures = manifest["figures"]
+    assert set(figures) == {
+        "loss_step.png",
+        "loss_time.png",
+        "lr_step.png",
+        "throughput_step.png",
+        "downstream_time.png",
+    }
+    losses = {f"{run}: {tag}" for run in ("small", "large") for tag in (
+        "train/loss", "train/mlm_loss", "val_loss", "val/mlm_loss")}  # fmt: skip
+    assert set(figures["loss_step.png"]) == losses == set(figures["loss_time.png"])
+    # Two AdamW parameter groups with the same schedule are one curve.
+    assert figures["lr_step.png"] == ["small: lr-AdamW/pg1", "large: lr-AdamW/pg1"]
+    assert set(figures["throughput_step.png"]) == {
+        "small: train/tokens_per_sec",
+        "large: train/tokens_per_sec",
+    }
+    assert figures["downstream_time.png"] == ["small: downstream/accuracy"]
+    notes = "\n".join(manifest["notes"])
+    assert "mfu_step.png skipped" in notes
+    assert "downstream_time.png: large has no tag" in notes
+    assert "pg2 is identical to lr-AdamW/pg1" in notes
+    for name in figures:
+        check_png(out / name, 800, 500)
+    assert sorted(p.name for p in out.iterdir()) == sorted(figures), "stray files in output_dir"
+
+
+def test_several_versions_under_one_logdir_are_separate_runs(two_runs, tmp_path):
+    small, _ = two_runs
+    write_run(small / "lightning_logs" / "version_1", seconds_per_step=5, downstream=False)
+    try:
+        manifest = plot_runs([str(small)], str(tmp_path), dpi=50)
+    finally:
+        for file in (small / "lightning_logs" / "version_1").iterdir():
+            file.unlink()
+        (small / "lightning_logs" / "version_1").rmdir()
+    runs = {label.split(": ")[0] for label in manifest["figures"]["loss_step.png"]}
+    assert runs == {f"{small}/lightning_logs/version_0", f"{small}/lightning_logs/version_1"}
+    check_png(tmp_path / "loss_step.png", 400, 250)
+
+
+def test_patterns_select_other_tags(two_runs, tmp_path):
+    _, large = two_runs
+    manifest = plot_runs(
+        [str(large)], str(tmp_path), names=["L"], patterns={"loss": r"^train/loss$"}
+    )
+    assert manifest["figures"]["loss_step.png"] == ["L: train/loss"]
+
+
+def test_non_finite_values_are_left_out_and_noted(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "run"))
+    for step, value in enumerate([3.0, 2.5, float("nan"), float("inf"), 2.0]):
+        writer.add_scalar("train/loss", value, step, walltime=START + step)
+    writer.close()
+    manifest = plot_runs([str(tmp_path / "run")], str(tmp_path / "out"))
+    assert manifest["figures"]["loss_step.png"] == [f"{tmp_path / 'run'}: train/loss"]
+    assert any("2 non-finite values left out" in note for note in manifest["notes"])
+
+
+@pytest.mark.parametrize(
+    ("make_args", "flag"),
+    [
+        (lambda tmp, runs: ["--logdir", tmp / "empty", "--output_dir", tmp / "o"], "--logdir"),
+        (lambda tmp, runs: ["--logdir", tmp / "missing", "--output_dir", tmp / "o"], "--logdir"),
+        (
+            lambda tmp, runs: ["--logdir", *runs, "--names", "one", "--output_dir", tmp / "o"],
+            "--names",
+        ),
+        (
+            lambda tmp, runs: ["--logdir", runs[1], "--output_dir", tmp / "o", "--smoothing", "1"],
+            "--smoothing",
+        ),
+        (
+            lambda tmp, runs: [
+                "--logdir",
+                runs[1],
+                "--output_dir",
+                tmp / "o",
+                "--patterns",
+                '{"los": "x"}',
+            ],
+            "--patterns",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_input_is_one_line_naming_the_flag(two_runs, tmp_path, make_args, flag):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no events here")
+    result = run_tool("plot_runs.py", *make_args(tmp_path, two_runs), check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
