@@ -1,0 +1,348 @@
+"""Raw text -> the BERT corpus format: train/valid/test.txt, one sentence a line, documents apart.
+
+Decisions:
+- Inputs, by file name: MediaWiki dumps (`*.xml`, `*-pages-articles*.xml-p1p2.bz2`), plain text
+  (`*.txt`: documents separated by blank lines) and JSON Lines (`*.jsonl`: one document a line,
+  in its `text` field), each optionally compressed (`.gz`, `.bz2`, `.xz`). Directories are read
+  recursively and globs expanded, in sorted order; hidden files and other extensions inside a
+  directory are skipped, but a file named explicitly must have a known extension.
+- Inside a document every line is a paragraph (plain text and the `text` field alike); each is cut
+  into sentences by the rule for --lang (bertlab.sentences). A plain-text file already in corpus
+  format therefore comes out unchanged. Hard-wrapped text should be unwrapped first: a line break
+  always ends a sentence.
+- A sentence with no letter or digit is dropped, as is a document left with fewer than
+  `min_doc_sentences` sentences; empty documents never reach the output.
+- The split is by document and depends only on each document's text and --seed: documents are
+  ranked by a keyed 64-bit BLAKE2 hash of their text, the lowest go to valid, the next to test.
+  Fractions are rounded, at least one document when the fraction is not zero. Within a split,
+  documents keep their input order. A rerun gives byte-identical files.
+- Memory stays flat: documents stream to a spool file beside the outputs while only their hashes
+  are kept; a second pass over the spool writes the three splits. Each output is written with
+  bertlab.atomic, so a failed run never leaves a file that looks complete.
+- Bad input is a one-line ValueError naming the file, with the line (JSON Lines) or byte offset
+  (UTF-8, compressed data) where the problem is.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import glob
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import zlib
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from tqdm import tqdm
+
+from bertlab.atomic import atomic_write
+from bertlab.download import download_dump
+from bertlab.sentences import split_sentences
+from bertlab.wikipedia import iter_articles
+
+SPLITS = ("train", "valid", "test")
+_FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
+_OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+_DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def prepare_corpus(
+    input: list[str] | None = None,
+    output_dir: str = "corpus",
+    lang: str | None = None,
+    valid_docs: int | float = 0.01,
+    test_docs: int | float = 0.01,
+    seed: int = 0,
+    download: str | None = None,
+    date: str | None = None,
+    download_dir: str | None = None,
+    mirror: str | None = None,
+    min_doc_sentences: int = 1,
+) -> dict:
+    """Turn Wikipedia dumps, plain text or JSON Lines into train.txt, valid.txt and test.txt.
+
+    Output: UTF-8, one sentence a line, a blank line between documents; the split is by document,
+    deterministic (same inputs and seed, byte-identical files). Prints a summary line.
+
+    Args:
+        input: files, directories or globs. Wikipedia dumps `*pages-articles*.xml.bz2`, plain
+            text `.txt` with documents separated by blank lines and one paragraph a line, JSON
+            Lines `.jsonl` with a "text" field a line; any of them may end in .gz, .bz2 or .xz.
+        output_dir: folder for train.txt, valid.txt and test.txt.
+        lang: language code choosing the sentence splitter. ja and zh split after the full
+            stop, ! and ? of Chinese and Japanese text; any other code uses English-style rules
+            for space-delimited text. Default is the --download language, else en.
+        valid_docs: documents for valid.txt, a count like 10 or a fraction below 1 like 0.01.
+        test_docs: documents for test.txt, a count or a fraction below 1.
+        seed: changes which documents go to valid and test.
+        download: a Wikipedia language code such as en or ja. Downloads that wiki's
+            pages-articles dump of --date first, resuming a partial download and checking the
+            checksum, and uses it as an input.
+        date: the dump date YYYYMMDD, with --download.
+        download_dir: where the dump is stored, by default OUTPUT_DIR/raw.
+        mirror: base URL of the Wikimedia dumps site, for a mirror or a local copy. The
+            default is $BERTLAB_WIKIMEDIA_MIRROR if set, else dumps.wikimedia.org itself.
+        min_doc_sentences: drop documents with fewer sentences than this.
+    """
+    output = Path(output_dir)
+    lang = lang or download or "en"
+    if min_doc_sentences < 1:
+        raise ValueError(f"--min_doc_sentences must be at least 1, got {min_doc_sentences}")
+    _check_split_size("valid_docs", valid_docs)
+    _check_split_size("test_docs", test_docs)
+    paths = expand_inputs([input] if isinstance(input, str) else list(input or []))
+    if download is not None:
+        if date is None:
+            raise ValueError("--download needs --date YYYYMMDD (a dump date of that wiki)")
+        paths.append(download_dump(download, date, download_dir or output / "raw", mirror))
+    elif date is not None:
+        raise ValueError("--date is only used with --download LANG")
+    if not paths:
+        raise ValueError("--input is required (or --download LANG --date YYYYMMDD)")
+    outputs = [(output / f"{split}.txt").resolve() for split in SPLITS]
+    for path in paths:
+        if path.resolve() in outputs:
+            raise ValueError(f"--input {path} is one of this run's outputs")
+
+    output.mkdir(parents=True, exist_ok=True)
+    spool = output / f".spool-{os.getpid()}.tmp"
+    try:
+        hashes = _spool_documents(paths, spool, lang, seed, min_doc_sentences)
+        names = ", ".join(str(p) for p in paths)
+        if not hashes:
+            raise ValueError(f"{names}: no documents left after cleaning (empty corpus)")
+        split_of = _assign_splits(hashes, valid_docs, test_docs)
+        counts = _write_splits(spool, output, split_of)
+    finally:
+        spool.unlink(missing_ok=True)
+    summary = {
+        "output_dir": str(output),
+        "inputs": [str(p) for p in paths],
+        "lang": lang,
+        "seed": seed,
+        "splits": counts,
+    }
+    print(
+        f"prepare_corpus: {output}: "
+        + "; ".join(
+            f"{split} {c['documents']:,} documents, {c['sentences']:,} sentences, "
+            f"{c['characters']:,} characters"
+            for split, c in counts.items()
+        )
+    )
+    return summary
+
+
+def _check_split_size(flag: str, value: int | float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"--{flag} must be a count or a fraction, got {value!r}")
+    if value < 0 or (isinstance(value, float) and value >= 1):
+        raise ValueError(f"--{flag} {value}: give a count (10) or a fraction below 1 (0.01)")
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files named by `inputs` (files, directories read recursively, globs), in a stable order."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = str(item)
+        if glob.has_magic(item) and not Path(item).exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise ValueError(f"--input {item}: no file matches this pattern")
+            candidates = [Path(m) for m in matches]
+        else:
+            candidates = [Path(item)]
+        for path in candidates:
+            if path.is_dir():
+                found = [
+                    p
+                    for p in sorted(path.rglob("*"))
+                    if p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                    and _FORMAT.fullmatch(p.name)
+                ]
+                if not found:
+                    raise ValueError(f"--input {path}: no .xml, .txt or .jsonl files in it")
+                paths.extend(found)
+            elif path.is_file():
+                if not _FORMAT.fullmatch(path.name):
+                    raise ValueError(
+                        f"--input {path}: unknown format; expected .xml (a Wikipedia dump), "
+                        ".txt or .jsonl, optionally .gz, .bz2 or .xz"
+                    )
+                paths.append(path)
+            else:
+                raise ValueError(f"--input {path}: no such file or directory")
+    return paths
+
+
+def read_documents(path: Path, progress: tqdm | None = None) -> Iterator[list[str]]:
+    """Yield each document of one input file as a list of paragraphs (raw, unsplit)."""
+    match = _FORMAT.fullmatch(path.name)
+    assert match is not None, path
+    kind, compression = match.group(1).lower(), (match.group(2) or "").lower()
+    with open(path, "rb") as raw:
+        stream: IO[bytes] = _OPENERS[compression](raw) if compression else raw
+        done = 0
+        try:
+            if kind == "xml":
+                documents = (article.paragraphs for article in iter_articles(stream, str(path)))
+            elif kind == "jsonl":
+                documents = _jsonl_documents(stream, path)
+            else:
+                documents = _text_documents(stream, path)
+            for document in documents:
+                yield document
+                if progress is not None:
+                    progress.update(raw.tell() - done)
+                    done = raw.tell()
+        except _DECOMPRESSION_ERRORS as error:
+            if not compression:
+                raise
+            raise ValueError(
+                f"{path}: truncated or corrupt {compression} data near compressed byte "
+                f"{raw.tell()} ({error})"
+            ) from None
+        if progress is not None:
+            progress.update(os.path.getsize(path) - done)
+
+
+def _decoded_lines(stream: IO[bytes], path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line; invalid UTF-8 is a ValueError with its byte offset."""
+    match = _FORMAT.fullmatch(path.name)
+    compressed = match is not None and match.group(2) is not None
+    offset = 0
+    for number, data in enumerate(stream, start=1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            where = "decompressed byte" if compressed else "byte"
+            raise ValueError(
+                f"{path}: not UTF-8 at {where} {offset + error.start} (line {number})"
+            ) from None
+        offset += len(data)
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        yield number, line.rstrip("\r\n")
+
+
+def _text_documents(stream: IO[bytes], path: Path) -> Iterator[list[str]]:
+    paragraphs: list[str] = []
+    for _, line in _decoded_lines(stream, path):
+        if line.strip():
+            paragraphs.append(line)
+        elif paragraphs:
+            yield paragraphs
+            paragraphs = []
+    if paragraphs:
+        yield paragraphs
+
+
+def _jsonl_documents(stream: IO[bytes], path: Path) -> Iterator[list[str]]:
+    for number, line in _decoded_lines(stream, path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise ValueError(f'{path}: line {number}: no "text" string field in this JSON line')
+        yield text.split("\n")
+
+
+def document_sentences(paragraphs: list[str], lang: str) -> list[str]:
+    """The sentences of one document: each paragraph split, sentences without letters dropped."""
+    sentences = []
+    for paragraph in paragraphs:
+        for sentence in split_sentences(paragraph, lang):
+            if any(ch.isalnum() for ch in sentence):
+                sentences.append(sentence)
+    return sentences
+
+
+def document_hash(sentences: list[str], seed: int) -> int:
+    """The 64-bit key that orders documents for the split: depends on the text and the seed only."""
+    digest = hashlib.blake2b(
+        "\n".join(sentences).encode("utf-8"), digest_size=8, key=str(seed).encode("utf-8")
+    )
+    return int.from_bytes(digest.digest(), "big")
+
+
+def _spool_documents(
+    paths: list[Path], spool: Path, lang: str, seed: int, min_doc_sentences: int
+) -> array:
+    hashes = array("Q")
+    total = sum(os.path.getsize(p) for p in paths)
+    progress = tqdm(total=total, unit="B", unit_scale=True, desc="reading", disable=None)
+    with progress, open(spool, "w", encoding="utf-8", newline="\n") as out:
+        for path in paths:
+            for paragraphs in read_documents(path, progress):
+                sentences = document_sentences(paragraphs, lang)
+                if len(sentences) < min_doc_sentences:
+                    continue
+                hashes.append(document_hash(sentences, seed))
+                out.write("\n".join(sentences) + "\n\n")
+    return hashes
+
+
+def _split_count(value: int | float, num_documents: int) -> int:
+    if isinstance(value, float):
+        return max(1, round(value * num_documents)) if value > 0 else 0
+    return value
+
+
+def _assign_splits(hashes: array, valid_docs: int | float, test_docs: int | float) -> bytearray:
+    """Split index (0 train, 1 valid, 2 test) of each document, by rank of its hash."""
+    n = len(hashes)
+    num_valid = _split_count(valid_docs, n)
+    num_test = _split_count(test_docs, n)
+    if num_valid + num_test >= n:
+        raise ValueError(
+            f"--valid_docs {valid_docs} and --test_docs {test_docs} leave no training documents "
+            f"(the corpus has {n} documents)"
+        )
+    split_of = bytearray(n)
+    ranked = sorted(range(n), key=lambda i: (hashes[i], i))
+    for i in ranked[:num_valid]:
+        split_of[i] = 1
+    for i in ranked[num_valid : num_valid + num_test]:
+        split_of[i] = 2
+    return split_of
+
+
+def _write_splits(spool: Path, output: Path, split_of: bytearray) -> dict[str, dict[str, int]]:
+    counts = {s: {"documents": 0, "sentences": 0, "characters": 0} for s in SPLITS}
+    with contextlib.ExitStack() as stack:
+        files = [
+            stack.enter_context(atomic_write(output / f"{s}.txt", "w", newline="\n"))
+            for s in SPLITS
+        ]
+        with open(spool, encoding="utf-8", newline="\n") as source:
+            progress = tqdm(total=len(split_of), unit="doc", desc="writing", disable=None)
+            with progress:
+                index, document = 0, []
+                for line in source:
+                    if line != "\n":
+                        document.append(line)
+                        continue
+                    split = SPLITS[split_of[index]]
+                    c = counts[split]
+                    if c["documents"]:
+                        files[split_of[index]].write("\n")
+                    files[split_of[index]].writelines(document)
+                    c["documents"] += 1
+                    c["sentences"] += len(document)
+                    c["characters"] += sum(len(s) - 1 for s in document)
+                    index, document = index + 1, []
+                    progress.update()
+        assert index == len(split_of), (index, len(split_of))
+    return counts
