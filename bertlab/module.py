@@ -1,0 +1,315 @@
+"""BertPretraining: the LightningModule that pre-trains a `transformers.BertForPreTraining`.
+
+Decisions:
+- The network is a stock `BertForPreTraining` (built from sizes, or loaded with `from_pretrained`
+  from a local folder), so a checkpoint's `state_dict` minus the `model.` prefix is a Hugging Face
+  state dict and export needs no conversion. The losses are computed in `bertlab.heads` (sparse
+  MLM head), what trains and the optimizer in `bertlab.optim`.
+- The vocabulary size and the padding id come from the tokenizer folder (`tokenizer`, which the
+  CLI links from the data, so a user states it once). `vocab_size` is there for runs without a
+  tokenizer (benchmarks, tests) and must agree with the tokenizer when both are given.
+- `from_pretrained` continues from a local model folder; its config.json decides the sizes (the
+  size arguments are ignored), dropout and attention implementation come from here. A tokenizer
+  with another vocabulary size resizes the embeddings; `reinit_word_embeddings` draws the whole
+  matrix afresh, for a new language's vocabulary whose ids mean nothing to the old matrix.
+- Hyperparameters are saved as plain values (`save_hyperparameters`), and the checkpoint also
+  holds `bert_config` (the model's `config.to_dict()`), so a checkpoint loads with
+  `torch.load(weights_only=True)` and export can rebuild the model without reading our args.
+- Metrics per stage (`train/`, `val/`, `test/`): loss, mlm_loss, mlm_accuracy, perplexity, and
+  nsp_loss, nsp_accuracy with the NSP objective. `val_loss` (= val/loss) is the checkpoint
+  monitor. Epoch values are token-weighted (MLM) / sample-weighted (NSP) means over all batches
+  and processes, and perplexity is exp of the epoch's mean MLM loss, not a mean of exps.
+- Speed switches that do not change results beyond numerical noise: `sparse_mlm_head`,
+  `attn_implementation: sdpa`, `compile` (compiles the encoder and the MLM head in place, so the
+  state-dict keys do not change). Dropout is a modelling choice (recent recipes train with 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchmetrics.aggregation import MeanMetric
+from transformers import BertConfig, BertForPreTraining
+
+from bertlab.heads import pretraining_losses
+from bertlab.optim import (
+    adamw_implementation,
+    build_adamw,
+    lr_multiplier,
+    parameter_groups,
+    select_trainable,
+)
+
+OBJECTIVES = ("mlm_nsp", "mlm")
+ATTENTION = ("sdpa", "eager")
+
+
+def _tokenizer_facts(path: str) -> tuple[int, int]:
+    """(vocabulary size, padding id) of the tokenizer folder `path`."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise ValueError(f"model.tokenizer: {path} is not a tokenizer folder")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"model.tokenizer: {path} has no [PAD] token")
+    return len(tokenizer), int(tokenizer.pad_token_id)
+
+
+class BertPretraining(pl.LightningModule):
+    """Pre-train a Hugging Face BertForPreTraining: masked LM, optionally next-sentence prediction.
+
+    Args:
+        tokenizer: Tokenizer folder; gives the vocabulary size and the padding id. Linked from
+            data.tokenizer by the `bertlab` command.
+        hidden_size: Width of the model (ignored with from_pretrained, as are the other sizes).
+        num_hidden_layers: Number of transformer layers.
+        num_attention_heads: Attention heads per layer (must divide hidden_size).
+        intermediate_size: Width of the feed-forward layers.
+        max_position_embeddings: Longest sequence the model can take.
+        hidden_dropout_prob: Dropout on embeddings and layer outputs (0 skips the masks' cost).
+        attention_probs_dropout_prob: Dropout on attention probabilities.
+        objective: mlm_nsp (masked LM + next-sentence prediction, as the original BERT) or mlm.
+        trainable: all, word_embeddings (the word embeddings, tied to the MLM decoder, and the MLM
+            output bias), or parameter-name patterns (fnmatch, or `re:` + a regular expression).
+        from_pretrained: Local folder of a Hugging Face BERT to continue from.
+        reinit_word_embeddings: With from_pretrained, draw new word embeddings (a new vocabulary).
+        vocab_size: Vocabulary size when no tokenizer is given (benchmarks, tests).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        warmup_steps: Optimizer steps of linear warmup.
+        lr_schedule: linear (decay to 0 at trainer.max_steps) or constant after warmup.
+        optimizer_implementation: auto, fused, foreach or for_loop (auto picks the fastest).
+        sparse_mlm_head: Run the MLM head only on masked positions (same loss, much faster).
+        pad_masked_to: Pad the masked-position count to a multiple of this (aligned shapes).
+        attn_implementation: sdpa (fused attention kernels) or eager.
+        compile: torch.compile the encoder and the MLM head (pays with static, bucketed shapes).
+        initializer_range: Standard deviation of the initial weights.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | None = None,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 1024,
+        max_position_embeddings: int = 512,
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        objective: Literal["mlm_nsp", "mlm"] = "mlm_nsp",
+        trainable: str | list[str] = "all",
+        from_pretrained: str | None = None,
+        reinit_word_embeddings: bool = False,
+        vocab_size: int | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        warmup_steps: int = 10000,
+        lr_schedule: Literal["linear", "constant"] = "linear",
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        sparse_mlm_head: bool = True,
+        pad_masked_to: int = 8,
+        attn_implementation: Literal["sdpa", "eager"] = "sdpa",
+        compile: bool = False,
+        initializer_range: float = 0.02,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
+        if attn_implementation not in ATTENTION:
+            raise ValueError(
+                f"model.attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}"
+            )
+        lr_multiplier(warmup_steps, None, "constant")  # validates warmup_steps early
+        if lr_schedule not in ("linear", "constant"):
+            raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
+        self.model = self._build_model()
+        self.trainable_names = select_trainable(self.model, trainable, objective)
+        self._compiled = False
+        self.val_mlm = MeanMetric()
+        self.test_mlm = MeanMetric()
+
+    # ----------------------------------------------------------------------------------- model
+    def _vocabulary(self) -> tuple[int | None, int]:
+        hp = self.hparams
+        if hp.tokenizer is None:
+            return hp.vocab_size, 0
+        size, pad_id = _tokenizer_facts(hp.tokenizer)
+        if hp.vocab_size is not None and hp.vocab_size != size:
+            raise ValueError(
+                f"model.vocab_size {hp.vocab_size} disagrees with the tokenizer {hp.tokenizer} "
+                f"({size} tokens); leave model.vocab_size unset"
+            )
+        return size, pad_id
+
+    def _build_model(self) -> BertForPreTraining:
+        hp = self.hparams
+        vocab_size, pad_id = self._vocabulary()
+        if hp.from_pretrained:
+            return self._load_pretrained(vocab_size, pad_id)
+        if vocab_size is None:
+            raise ValueError(
+                "model.tokenizer is required (or model.vocab_size, or from_pretrained)"
+            )
+        if hp.hidden_size % hp.num_attention_heads:
+            raise ValueError(
+                f"model.hidden_size {hp.hidden_size} is not a multiple of "
+                f"model.num_attention_heads {hp.num_attention_heads}"
+            )
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=hp.hidden_size,
+            num_hidden_layers=hp.num_hidden_layers,
+            num_attention_heads=hp.num_attention_heads,
+            intermediate_size=hp.intermediate_size,
+            max_position_embeddings=hp.max_position_embeddings,
+            hidden_dropout_prob=hp.hidden_dropout_prob,
+            attention_probs_dropout_prob=hp.attention_probs_dropout_prob,
+            initializer_range=hp.initializer_range,
+            pad_token_id=pad_id,
+        )
+        config._attn_implementation = hp.attn_implementation
+        return BertForPreTraining(config)
+
+    def _load_pretrained(self, vocab_size: int | None, pad_id: int) -> BertForPreTraining:
+        hp = self.hparams
+        folder = Path(hp.from_pretrained)
+        if not (folder / "config.json").is_file():
+            raise ValueError(
+                f"model.from_pretrained: {folder} is not a Hugging Face model folder "
+                "(no config.json); Hub names are not fetched, download the model first"
+            )
+        config = BertConfig.from_pretrained(folder)
+        if config.model_type != "bert":
+            raise ValueError(
+                f"model.from_pretrained: {folder} holds a {config.model_type!r} model, not BERT"
+            )
+        model = BertForPreTraining.from_pretrained(
+            folder,
+            attn_implementation=hp.attn_implementation,
+            hidden_dropout_prob=hp.hidden_dropout_prob,
+            attention_probs_dropout_prob=hp.attention_probs_dropout_prob,
+        )
+        if vocab_size is not None and vocab_size != model.config.vocab_size:
+            model.resize_token_embeddings(vocab_size, mean_resizing=False)
+        if vocab_size is not None:
+            model.config.pad_token_id = pad_id
+        if hp.reinit_word_embeddings:
+            with torch.no_grad():
+                embeddings = model.get_input_embeddings().weight
+                embeddings.normal_(0.0, model.config.initializer_range)
+                embeddings[model.config.pad_token_id].zero_()
+                model.cls.predictions.bias.zero_()
+        return model.float()
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and not self._compiled:
+            # In place: the state-dict keys stay those of the Hugging Face model.
+            self.model.bert.compile(dynamic=False)
+            self.model.cls.predictions.compile(dynamic=False)
+            self._compiled = True
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Losses and counts of a batch (see bertlab.heads.pretraining_losses)."""
+        return pretraining_losses(
+            self.model,
+            batch,
+            objective=self.hparams.objective,
+            sparse=self.hparams.sparse_mlm_head,
+            pad_masked_to=self.hparams.pad_masked_to,
+        )
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self(batch)
+        size = batch["input_ids"].size(0)
+        log = {
+            "train/loss": out["loss"],
+            "train/mlm_loss": out["mlm_loss"],
+            "train/perplexity": torch.exp(out["mlm_loss"].detach().clamp(max=30)),
+            "train/mlm_accuracy": out["mlm_correct"] / out["mlm_count"].clamp(min=1),
+        }
+        if "nsp_loss" in out:
+            log["train/nsp_loss"] = out["nsp_loss"]
+            log["train/nsp_accuracy"] = out["nsp_correct"] / out["nsp_count"]
+        self.log_dict(log, batch_size=size)
+        self.log("loss", out["loss"], prog_bar=True, logger=False, batch_size=size)
+        return out["loss"]
+
+    def _evaluation_step(self, batch: dict[str, Tensor], stage: str, mean: MeanMetric) -> Tensor:
+        out = self(batch)
+        masked = max(int(out["mlm_count"]), 1)
+        size = batch["input_ids"].size(0)
+        kwargs = {"on_step": False, "on_epoch": True, "sync_dist": True}
+        self.log(f"{stage}/loss", out["loss"], batch_size=size, **kwargs)
+        self.log(f"{stage}/mlm_loss", out["mlm_loss"], batch_size=masked, **kwargs)
+        accuracy = out["mlm_correct"] / masked
+        self.log(f"{stage}/mlm_accuracy", accuracy, batch_size=masked, **kwargs)
+        mean.update(out["mlm_loss"].detach(), weight=masked)
+        if "nsp_loss" in out:
+            self.log(f"{stage}/nsp_loss", out["nsp_loss"], batch_size=size, **kwargs)
+            nsp_accuracy = out["nsp_correct"] / out["nsp_count"]
+            self.log(f"{stage}/nsp_accuracy", nsp_accuracy, batch_size=size, **kwargs)
+        if stage == "val":
+            self.log("val_loss", out["loss"], batch_size=size, prog_bar=True, **kwargs)
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluation_step(batch, "val", self.val_mlm)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluation_step(batch, "test", self.test_mlm)
+
+    def _log_perplexity(self, stage: str, mean: MeanMetric) -> None:
+        if mean.update_count:
+            value = mean.compute()
+            self.log(f"{stage}/perplexity", torch.exp(value.clamp(max=30)), sync_dist=False)
+        mean.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val", self.val_mlm)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test", self.test_mlm)
+
+    # ------------------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        trainer = self.trainer
+        multiplier = lr_multiplier(hp.warmup_steps, trainer.max_steps, hp.lr_schedule)
+        implementation = hp.optimizer_implementation
+        fp16_scaling = str(trainer.precision).startswith("16")
+        if implementation == "auto":
+            clipping = bool(trainer.gradient_clip_val)
+            implementation = adamw_implementation(self.device, fp16_scaling and clipping)
+        optimizer = build_adamw(
+            parameter_groups(self.model, hp.weight_decay), hp.lr, hp.betas, hp.eps, implementation
+        )
+        if implementation == "fused" and not fp16_scaling:
+            # The flag tells a GradScaler that step() unscales gradients itself; Lightning's
+            # mixed-precision plugin then refuses gradient clipping even in bf16, where no
+            # scaler exists and nothing is scaled. Without fp16 scaling the flag means nothing.
+            optimizer._step_supports_amp_scaling = False
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
+
+    # ----------------------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bert_config"] = self.model.config.to_dict()
+        checkpoint["trainable"] = list(self.trainable_names)
+
+    def num_encoder_parameters(self) -> int:
+        """Parameters of the transformer layers: the N of the 6·N FLOPs-per-token estimate."""
+        return sum(p.numel() for p in self.model.bert.encoder.parameters())
