@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Tokenize a corpus into BERT pre-training samples.
+
+Usage: python tools/prepare_samples.py --input corpus/train.txt --tokenizer tokenizer
+    --output_dir samples/train --max_seq_len 128 [--num_shards 8 --num_proc 2 --nsp false]
+"""
+
+from bertlab.command import run
+from bertlab.samples import prepare_samples
+
+if __name__ == "__main__":
+    run(prepare_samples)
