@@ -1,0 +1,206 @@
+"""Reading prepare_samples' output: resolve shard paths, check meta.json, stream and parse lines.
+
+Decisions:
+- A split is given as paths, directories or globs (or a list of them). A directory means every
+  shard its meta.json lists; a file means that shard, described by the meta.json beside it. The
+  meta.json is authoritative: shard sizes come from it without opening a shard, which is what
+  lets every process agree on an epoch's batch count before reading a byte.
+- All shards of a run must come from the same tokenizer (fingerprint) and agree on NSP labels;
+  mixing them is a user's mistake, reported naming both folders.
+- Lines are streamed as bytes and parsed only when a sample is really used; a reader that skips
+  (another process's line, a batch already trained on before a resume) pays for reading only.
+- Every user-visible problem in a shard is a one-line ValueError naming the file and line:
+  malformed JSON, missing fields, a sample longer than max_seq_len, a token id outside the
+  vocabulary, a truncated or corrupt gzip, a shard whose line count differs from meta.json.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAMPLES_FORMAT = "bertlab.samples"
+SAMPLES_FORMAT_VERSION = 1
+SHARD_SUFFIXES = (".jsonl.gz", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str
+    num_samples: int
+    max_seq_len: int
+
+
+@dataclass
+class SampleSet:
+    """The shards of one split and what their meta.json files agree on."""
+
+    shards: list[Shard]
+    folders: list[str]
+    tokenizer: dict
+    max_seq_len: int
+    vocab_size: int
+    special_ids: dict[str, int]
+    nsp: bool
+    metas: dict[str, dict] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(shard.num_samples for shard in self.shards)
+
+
+def read_meta(folder: str | Path) -> dict:
+    """Load and check folder/meta.json (ValueError naming the file when absent or wrong)."""
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} has no meta.json: not a samples folder made by prepare_samples")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SAMPLES_FORMAT:
+        raise ValueError(f"{path}: not a {SAMPLES_FORMAT} meta.json")
+    if meta.get("format_version") != SAMPLES_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {meta.get('format_version')} is not supported "
+            f"(this bertlab reads version {SAMPLES_FORMAT_VERSION}); remake the samples"
+        )
+    for key in ("tokenizer", "max_seq_len", "shards"):
+        if key not in meta:
+            raise ValueError(f"{path}: missing {key!r}")
+    return meta
+
+
+def _expand(entry: str, flag: str) -> list[Path]:
+    path = Path(entry).expanduser()
+    if path.exists():
+        return [path]
+    matches = sorted(glob.glob(str(path), recursive=True))
+    if not matches:
+        raise ValueError(f"{flag} {entry}: no such file, directory or glob match")
+    return [Path(m) for m in matches]
+
+
+def resolve_samples(spec: str | os.PathLike | list, flag: str) -> SampleSet:
+    """Resolve paths / directories / globs to shards, checking the meta.json of every folder."""
+    entries = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not entries:
+        raise ValueError(f"{flag} is empty")
+    metas: dict[str, dict] = {}
+    chosen: dict[str, Shard] = {}  # absolute path -> shard, in the user's order
+    for entry in entries:
+        for path in _expand(str(entry), flag):
+            folder = path if path.is_dir() else path.parent
+            key = str(folder.resolve())
+            if key not in metas:
+                metas[key] = read_meta(folder)
+            meta = metas[key]
+            listed = {s["file"]: s for s in meta["shards"]}
+            if path.is_dir():
+                names = [s["file"] for s in meta["shards"]]
+            elif path.name.endswith(SHARD_SUFFIXES):
+                names = [path.name]
+            else:
+                continue  # a glob also matched meta.json or another file: not a shard
+            for name in names:
+                if name not in listed:
+                    raise ValueError(f"{flag}: {folder / name} is not listed in its meta.json")
+                shard_path = folder / name
+                if not shard_path.is_file():
+                    raise ValueError(
+                        f"{flag}: {folder}/meta.json lists {name}, but the file is missing"
+                    )
+                chosen.setdefault(
+                    str(shard_path.resolve()),
+                    Shard(str(shard_path), int(listed[name]["num_samples"]), meta["max_seq_len"]),
+                )
+    if not chosen:
+        raise ValueError(f"{flag} {spec}: no *.jsonl.gz / *.jsonl shards found")
+    return _agree(list(chosen.values()), metas, flag)
+
+
+def _agree(shards: list[Shard], metas: dict[str, dict], flag: str) -> SampleSet:
+    folders = list(metas)
+    first = metas[folders[0]]
+    tokenizer = first["tokenizer"]
+    nsp = bool(first.get("nsp", False))
+    for folder in folders[1:]:
+        meta = metas[folder]
+        if meta["tokenizer"].get("fingerprint") != tokenizer.get("fingerprint"):
+            raise ValueError(
+                f"{flag}: {folders[0]} and {folder} were made with different tokenizers "
+                f"(fingerprint {tokenizer.get('fingerprint')} != "
+                f"{meta['tokenizer'].get('fingerprint')})"
+            )
+        if bool(meta.get("nsp", False)) != nsp:
+            raise ValueError(f"{flag}: {folders[0]} and {folder} disagree on NSP labels (nsp)")
+    if sum(s.num_samples for s in shards) == 0:
+        raise ValueError(f"{flag}: the shards in {', '.join(folders)} hold no samples")
+    return SampleSet(
+        shards=shards,
+        folders=folders,
+        tokenizer=tokenizer,
+        max_seq_len=max(int(metas[f]["max_seq_len"]) for f in folders),
+        vocab_size=int(tokenizer["vocab_size"]),
+        special_ids={k: int(v) for k, v in tokenizer["special_ids"].items()},
+        nsp=nsp,
+        metas=metas,
+    )
+
+
+def read_lines(path: str, expected: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number from 1, raw line) of a .jsonl or .jsonl.gz shard, streaming.
+
+    A truncated or corrupt gzip stream, or (when the file is read to its end) a line count
+    different from `expected`, is a ValueError naming the file and line.
+    """
+    number = 0
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, start=1):  # noqa: B007 (used after the loop)
+                yield number, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(
+            f"{path}: truncated or corrupt gzip after line {number} ({e}); remake this shard"
+        ) from None
+    if expected is not None and number != expected:
+        raise ValueError(
+            f"{path}: has {number} lines but its meta.json says {expected} samples; "
+            "the shard or meta.json was changed after prepare_samples wrote them"
+        )
+
+
+def parse_sample(
+    raw: bytes, path: str, line: int, max_seq_len: int, vocab_size: int, nsp: bool
+) -> dict:
+    """Parse and check one shard line; ValueError naming file and line when it is not valid."""
+    where = f"{path}:{line}"
+    try:
+        sample = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: malformed JSON ({e.__class__.__name__}: {e})") from None
+    if not isinstance(sample, dict):
+        raise ValueError(f"{where}: a sample line must be a JSON object")
+    ids = sample.get("input_ids")
+    types = sample.get("token_type_ids")
+    if not isinstance(ids, list) or not ids or not all(type(i) is int for i in ids):
+        raise ValueError(f"{where}: input_ids must be a non-empty list of integers")
+    if len(ids) > max_seq_len:
+        raise ValueError(
+            f"{where}: sample of {len(ids)} tokens is longer than max_seq_len {max_seq_len}"
+        )
+    if min(ids) < 0 or max(ids) >= vocab_size:
+        bad = next(i for i in ids if i < 0 or i >= vocab_size)
+        raise ValueError(f"{where}: token id {bad} is outside the vocabulary (size {vocab_size})")
+    if not isinstance(types, list) or len(types) != len(ids) or not set(types) <= {0, 1}:
+        raise ValueError(f"{where}: token_type_ids must be {len(ids)} zeros and ones")
+    if nsp and sample.get("next_sentence_label") not in (0, 1):
+        raise ValueError(f"{where}: next_sentence_label must be 0 or 1 (the data has NSP)")
+    return sample
