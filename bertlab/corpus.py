@@ -30,6 +30,7 @@ import contextlib
 import glob
 import gzip
 import hashlib
+import heapq
 import json
 import lzma
 import os
@@ -49,6 +50,7 @@ from bertlab.wikipedia import iter_articles
 
 SPLITS = ("train", "valid", "test")
 _FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
+_GLOB = re.compile(r"[*?[]")
 _OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
 
@@ -97,7 +99,8 @@ def prepare_corpus(
         raise ValueError(f"--min_doc_sentences must be at least 1, got {min_doc_sentences}")
     _check_split_size("valid_docs", valid_docs)
     _check_split_size("test_docs", test_docs)
-    paths = expand_inputs([input] if isinstance(input, str) else list(input or []))
+    outputs = {(output / f"{split}.txt").resolve() for split in SPLITS}
+    paths = expand_inputs([input] if isinstance(input, str) else list(input or []), outputs)
     if download is not None:
         if date is None:
             raise ValueError("--download needs --date YYYYMMDD (a dump date of that wiki)")
@@ -106,10 +109,6 @@ def prepare_corpus(
         raise ValueError("--date is only used with --download LANG")
     if not paths:
         raise ValueError("--input is required (or --download LANG --date YYYYMMDD)")
-    outputs = [(output / f"{split}.txt").resolve() for split in SPLITS]
-    for path in paths:
-        if path.resolve() in outputs:
-            raise ValueError(f"--input {path} is one of this run's outputs")
 
     output.mkdir(parents=True, exist_ok=True)
     spool = output / f".spool-{os.getpid()}.tmp"
@@ -147,16 +146,19 @@ def _check_split_size(flag: str, value: int | float) -> None:
         raise ValueError(f"--{flag} {value}: give a count (10) or a fraction below 1 (0.01)")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named by `inputs` (files, directories read recursively, globs), in a stable order."""
-    paths: list[Path] = []
-    for item in inputs:
-        item = str(item)
-        if glob.has_magic(item) and not Path(item).exists():
+def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[Path]:
+    """Files named by `inputs` (files, directories read recursively, globs), in a stable order.
+
+    A file named twice is read once. `outputs` (resolved paths) are skipped inside directories
+    and globs and are an error when named outright: a corpus folder may sit inside an input one.
+    """
+    paths: dict[Path, Path] = {}
+    for item in map(str, inputs):
+        if _GLOB.search(item) and not Path(item).exists():
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
                 raise ValueError(f"--input {item}: no file matches this pattern")
-            candidates = [Path(m) for m in matches]
+            candidates = [Path(m) for m in matches if Path(m).resolve() not in outputs]
         else:
             candidates = [Path(item)]
         for path in candidates:
@@ -167,20 +169,24 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                     if p.is_file()
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
                     and _FORMAT.fullmatch(p.name)
+                    and p.resolve() not in outputs
                 ]
                 if not found:
                     raise ValueError(f"--input {path}: no .xml, .txt or .jsonl files in it")
-                paths.extend(found)
             elif path.is_file():
                 if not _FORMAT.fullmatch(path.name):
                     raise ValueError(
                         f"--input {path}: unknown format; expected .xml (a Wikipedia dump), "
                         ".txt or .jsonl, optionally .gz, .bz2 or .xz"
                     )
-                paths.append(path)
+                if path.resolve() in outputs:
+                    raise ValueError(f"--input {path} is one of this run's outputs")
+                found = [path]
             else:
                 raise ValueError(f"--input {path}: no such file or directory")
-    return paths
+            for p in found:
+                paths.setdefault(p.resolve(), p)
+    return list(paths.values())
 
 
 def read_documents(path: Path, progress: tqdm | None = None) -> Iterator[list[str]]:
@@ -291,6 +297,8 @@ def _spool_documents(
                     continue
                 hashes.append(document_hash(sentences, seed))
                 out.write("\n".join(sentences) + "\n\n")
+                if len(hashes) % 1000 == 0:
+                    progress.set_postfix_str(f"{len(hashes):,} documents", refresh=False)
     return hashes
 
 
@@ -311,7 +319,8 @@ def _assign_splits(hashes: array, valid_docs: int | float, test_docs: int | floa
             f"(the corpus has {n} documents)"
         )
     split_of = bytearray(n)
-    ranked = sorted(range(n), key=lambda i: (hashes[i], i))
+    # nsmallest is a stable sort cut short: ties (identical texts) keep their input order.
+    ranked = heapq.nsmallest(num_valid + num_test, range(n), key=hashes.__getitem__)
     for i in ranked[:num_valid]:
         split_of[i] = 1
     for i in ranked[num_valid : num_valid + num_test]:

@@ -217,3 +217,15 @@ def test_flags_are_checked(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n")
     result = run_tool("prepare_corpus.py", "--input", tmp_path / "x.csv", check=False)
     assert result.returncode == 2 and "x.csv: unknown format" in result.stderr
+
+
+def test_corpus_folder_inside_an_input_folder(tmp_path: Path) -> None:
+    source = tmp_path / "docs.txt"
+    source.write_text("\n\n".join(f"Document number {i}." for i in range(20)) + "\n")
+    out = tmp_path / "corpus"
+    # The file named twice is read once; on the rerun, the first run's outputs are not inputs.
+    first = prepare_corpus([str(tmp_path), str(source)], str(out), valid_docs=2, test_docs=2)
+    second = prepare_corpus([str(tmp_path), str(source)], str(out), valid_docs=2, test_docs=2)
+    assert first == second and first["splits"]["train"]["documents"] == 16
+    with pytest.raises(ValueError, match="is one of this run's outputs"):
+        prepare_corpus([str(out / "train.txt")], str(out))
