@@ -1,0 +1,233 @@
+"""BERT tokenizers: train or convert one, load it, fingerprint it (the public face of tokenizer_*).
+
+Decisions:
+- Three algorithms behind one command: SentencePiece unigram and bpe (tokenizer_spm.py) and
+  WordPiece (tokenizer_wordpiece.py). Every folder loads with `AutoTokenizer.from_pretrained`,
+  has [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, and adds [CLS] A [SEP] B [SEP].
+- Training reads a seeded sample of `--input_sentence_size` non-blank lines (all of them when
+  the file is smaller), the same sample for every algorithm, so large corpora need no more memory
+  than the sample.
+- A folder is only written once the parity check has passed on a sample of the training lines
+  (tokenizer_parity.py): a tokenizer that would tokenize differently after export never appears.
+  The folder is built under a temporary name and renamed when complete.
+- `load_tokenizer` is the one door the rest of bertlab uses; it refuses, naming the folder, a
+  folder that is missing, that AutoTokenizer cannot load, or whose special tokens are not at the
+  fixed ids, rather than letting training run on the wrong ids.
+- The fingerprint hashes what decides the ids (vocabulary with ids, model scores or merges,
+  normalizer and pre-tokenizer, and the BertTokenizer flags that rebuild them), not file bytes,
+  so two folders holding the same tokenizer agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+from bertlab.atomic import atomic_dir
+from bertlab.tokenizer_parity import ParityReport, check_parity, compare_lines
+from bertlab.tokenizer_text import SPECIAL_IDS, SPECIAL_TOKENS, sample_lines
+
+__all__ = [
+    "SPECIAL_IDS",
+    "SPECIAL_TOKENS",
+    "ParityReport",
+    "check_parity",
+    "convert_tokenizer",
+    "load_tokenizer",
+    "tokenizer_fingerprint",
+    "train_tokenizer",
+]
+
+MODEL_TYPES = ("unigram", "bpe", "wordpiece")
+
+
+def train_tokenizer(
+    train_file: str,
+    output_dir: str,
+    model_type: str = "unigram",
+    vocab_size: int = 32000,
+    input_sentence_size: int = 1_000_000,
+    lowercase: bool = False,
+    add_dummy_prefix: bool = True,
+    character_coverage: float = 0.9995,
+    seed: int = 0,
+    num_threads: int | None = None,
+    parity_lines: int = 10_000,
+) -> None:
+    """Train a BERT tokenizer on a corpus file and write it as a transformers tokenizer folder.
+
+    The folder loads with transformers.AutoTokenizer.from_pretrained(output_dir), has the special
+    tokens [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, and (for SentencePiece) holds the raw model
+    as sentencepiece.model. It is written only after AutoTokenizer has given the raw model's ids
+    on a sample of the training lines.
+
+    Args:
+        train_file: corpus text, one sentence a line (blank lines between documents are skipped).
+        output_dir: the tokenizer folder to write (replaced if it exists).
+        model_type: unigram or bpe (SentencePiece), or wordpiece (BERT's original).
+        vocab_size: number of tokens, special tokens included.
+        input_sentence_size: train on a seeded random sample of this many lines (0: all lines).
+        lowercase: lowercase the text (SentencePiece: NFKC with case folding; WordPiece: BERT's
+            lowercasing, which also strips accents).
+        add_dummy_prefix: SentencePiece only: put "▁" before the first word as before every other
+            one (leave true for languages with spaces; false suits Japanese or Chinese).
+        character_coverage: share of the characters of the text the alphabet must cover; rarer
+            characters become [UNK] (1.0 for small alphabets, 0.9995 for Japanese or Chinese).
+        seed: seed of the line sample and of SentencePiece training.
+        num_threads: SentencePiece training threads (default: every CPU).
+        parity_lines: how many training lines the parity check compares (0: all of them).
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"--model_type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"--vocab_size {vocab_size} is too small: it must exceed the 5 special tokens"
+        )
+    if not 0 < character_coverage <= 1:
+        raise ValueError(f"--character_coverage {character_coverage} must be in (0, 1]")
+    if input_sentence_size < 0:
+        raise ValueError(f"--input_sentence_size {input_sentence_size} must be >= 0")
+    lines, num_file_lines = sample_lines(train_file, input_sentence_size, seed)
+    texts = [text for _, text in lines]
+    rng = random.Random(seed)
+    check = sorted(rng.sample(lines, parity_lines)) if 0 < parity_lines < len(lines) else lines
+
+    with atomic_dir(output_dir) as folder:
+        if model_type == "wordpiece":
+            from bertlab import tokenizer_wordpiece
+
+            backend = tokenizer_wordpiece.train_wordpiece(
+                texts, vocab_size, lowercase, character_coverage
+            )
+            tokenizer_wordpiece.save_folder(backend, lowercase, folder)
+        else:
+            from bertlab import tokenizer_spm
+
+            proto = tokenizer_spm.train_sentencepiece(
+                texts,
+                model_type=model_type,
+                vocab_size=vocab_size,
+                lowercase=lowercase,
+                add_dummy_prefix=add_dummy_prefix,
+                character_coverage=character_coverage,
+                seed=seed,
+                num_threads=num_threads or os.cpu_count() or 1,
+            )
+            tokenizer_spm.save_folder(proto, folder)
+        report = compare_lines(str(folder), check, str(train_file))
+        # Our own pipeline must match exactly: a difference here is a bertlab bug.
+        assert report.exact, f"tokenizer not written to {output_dir}: {report.summary()}"
+        load_tokenizer(str(folder))
+    print(
+        f"{model_type} tokenizer, {vocab_size} tokens, trained on {len(lines)} of "
+        f"{num_file_lines} lines of {train_file}; {report.summary()} -> {output_dir}"
+    )
+
+
+def convert_tokenizer(
+    spm_model: str,
+    output_dir: str,
+    text_file: str | None = None,
+    parity_lines: int = 10_000,
+    seed: int = 0,
+) -> None:
+    """Turn a SentencePiece model trained elsewhere into a bertlab tokenizer folder.
+
+    The model must already have the BERT special tokens at their fixed ids: [PAD]=0 (pad piece),
+    [UNK]=1 (unknown piece), [CLS]=2 [SEP]=3 [MASK]=4 (user-defined or control symbols), i.e. be
+    trained with --pad_id=0 --unk_id=1 --bos_id=-1 --eos_id=-1 --pad_piece=[PAD]
+    --unk_piece=[UNK] --user_defined_symbols=[CLS],[SEP],[MASK]. Its normalization (including
+    any lowercasing rule) is carried over as it is. The folder is written only if AutoTokenizer
+    gives the model's ids on the check text.
+
+    Args:
+        spm_model: the SentencePiece .model file.
+        output_dir: the tokenizer folder to write (replaced if it exists).
+        text_file: text to check parity on, one sentence a line (default: text made of every
+            piece of the model plus built-in English and Japanese sentences).
+        parity_lines: how many lines of text_file the check compares (0: all of them).
+        seed: seed of the line sample of text_file.
+    """
+    from bertlab import tokenizer_spm
+
+    proto = tokenizer_spm.read_model(spm_model)
+    tokenizer_spm.check_model(proto, f"--spm_model {spm_model}")
+    if text_file is not None:
+        lines, _ = sample_lines(text_file, parity_lines, seed, flag="--text_file")
+        source = str(text_file)
+    else:
+        lines, source = list(enumerate(tokenizer_spm.check_text(proto), 1)), "the check text"
+    with atomic_dir(output_dir) as folder:
+        tokenizer_spm.save_folder(proto, folder)
+        report = compare_lines(str(folder), lines, source)
+        if not report.ok:
+            raise ValueError(f"{spm_model} cannot be converted exactly: {report.summary()}")
+        load_tokenizer(str(folder))
+    print(f"converted {spm_model} ({len(proto.pieces)} pieces); {report.summary()} -> {output_dir}")
+
+
+def load_tokenizer(path: str):
+    """Load a tokenizer folder with AutoTokenizer, checking the BERT special tokens and ids."""
+    from transformers import AutoTokenizer
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"tokenizer folder {path} does not exist")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:  # transformers raises many types for a folder it cannot read
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"tokenizer folder {path} cannot be loaded by AutoTokenizer: {reason}"
+        ) from None
+    problems = []
+    for name, token in zip(SPECIAL_IDS, SPECIAL_TOKENS, strict=True):
+        declared = getattr(tokenizer, f"{name}_token", None)
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if declared != token or token_id != SPECIAL_IDS[name]:
+            problems.append(f"{name}_token is {declared!r} with {token} at id {token_id}")
+    if not problems:
+        ids = tokenizer("a")["input_ids"]
+        if ids[0] != SPECIAL_IDS["cls"] or ids[-1] != SPECIAL_IDS["sep"]:
+            problems.append("it does not add [CLS] ... [SEP]")
+    if problems:
+        raise ValueError(
+            f"tokenizer folder {path} lacks the BERT special tokens at their fixed ids "
+            f"([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4): {'; '.join(problems)}"
+        )
+    return tokenizer
+
+
+def tokenizer_fingerprint(path: str) -> str:
+    """16 hex characters identifying the tokenizer in a folder (same tokenizer, same value)."""
+    folder = Path(path)
+    try:
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"tokenizer folder {path} has no readable tokenizer files ({error})"
+        ) from None
+    model = data["model"]
+    vocab = model["vocab"]
+    if isinstance(vocab, list):  # Unigram: [piece, score] in id order
+        pairs = [(piece, index) for index, (piece, _) in enumerate(vocab)]
+        scores = [score for _, score in vocab]
+    else:
+        pairs, scores = list(vocab.items()), None
+    pairs += [(token["content"], token["id"]) for token in data.get("added_tokens", [])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    canonical = {
+        "vocab": sorted(set(pairs)),
+        "model": {"type": model.get("type"), "scores": scores, "merges": merges},
+        "normalizer": data.get("normalizer"),
+        "pre_tokenizer": data.get("pre_tokenizer"),
+        "flags": {
+            k: config.get(k) for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
+        },
+    }
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

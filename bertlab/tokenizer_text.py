@@ -1,0 +1,70 @@
+"""What every bertlab tokenizer shares: the fixed special tokens and the corpus lines it reads.
+
+Decisions:
+- The five BERT special tokens have FIXED ids in every tokenizer, whatever its algorithm:
+  [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. Samples, masking and export rely on them.
+- Training and parity text is the corpus format (one sentence a line, blank lines between
+  documents): blank lines carry no text and are skipped. A line keeps its own spaces (only the
+  newline goes), so parity is checked on exactly what a user's file holds.
+- Lines are decoded one by one so a file that is not UTF-8 fails naming the line and byte offset.
+- A sample of `size` lines is a reservoir sample (one pass, memory bounded by the sample, seeded),
+  returned in file order so that training input does not depend on how the sample was drawn.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPECIAL_IDS: dict[str, int] = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+
+
+def iter_lines(path: str, flag: str = "--train_file") -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, text) for every non-blank line of a UTF-8 text file."""
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"{flag} {path} does not exist")
+    if not file.is_file():
+        raise ValueError(f"{flag} {path} is not a file")
+    offset = 0
+    with open(file, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{flag} {path} is not UTF-8: line {number}, byte offset {offset + error.start}"
+                ) from None
+            offset += len(raw)
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield number, text
+
+
+def sample_lines(
+    path: str, size: int | None = None, seed: int = 0, flag: str = "--train_file"
+) -> tuple[list[tuple[int, str]], int]:
+    """Return (a seeded sample of at most `size` non-blank lines in file order, lines in the file).
+
+    `size` None or 0 keeps every line.
+    """
+    rng = random.Random(seed)
+    sample: list[tuple[int, str]] = []
+    count = 0
+    lines = tqdm(iter_lines(path, flag), desc=f"reading {Path(path).name}", unit=" lines",
+                 disable=None, leave=False)  # fmt: skip
+    for count, item in enumerate(lines, 1):
+        if not size or count <= size:
+            sample.append(item)
+        else:
+            slot = rng.randrange(count)
+            if slot < size:
+                sample[slot] = item
+    if count == 0:
+        raise ValueError(f"{flag} {path} has no text (it is empty or holds only blank lines)")
+    sample.sort()
+    return sample, count

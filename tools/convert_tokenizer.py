@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Turn a SentencePiece model trained elsewhere into a bertlab tokenizer folder.
+
+Usage: python tools/convert_tokenizer.py --spm_model sp.model --output_dir tokenizer
+    [--text_file corpus/valid.txt]
+"""
+
+from bertlab.command import run
+from bertlab.tokenizer import convert_tokenizer
+
+if __name__ == "__main__":
+    run(convert_tokenizer)

@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Train a BERT tokenizer (SentencePiece unigram/bpe or WordPiece) as a transformers folder.
+
+Usage: python tools/train_tokenizer.py --train_file corpus/train.txt --output_dir tokenizer
+    --model_type unigram|bpe|wordpiece --vocab_size 32000 [--lowercase --add_dummy_prefix false]
+"""
+
+from bertlab.command import run
+from bertlab.tokenizer import train_tokenizer
+
+if __name__ == "__main__":
+    run(train_tokenizer)
