@@ -182,6 +182,7 @@ class BertDataModule(pl.LightningDataModule):
         pad_to_multiple_of: pad each batch to a multiple of this length.
         seed: seed of shuffling and masking.
         on_bad_sample: `fail` at a bad shard line, or `skip` it (counted and logged).
+        with_source: add `source` [B, 2] (shard index, line) to batches; see `sources()`.
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class BertDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int = 8,
         seed: int = 0,
         on_bad_sample: str = "fail",
+        with_source: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -220,6 +222,7 @@ class BertDataModule(pl.LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
         self.on_bad_sample = on_bad_sample
+        self.with_source = with_source
         self.sets: dict[str, SampleSet] = {}
         for split, spec in (("train", train_files), ("val", val_files), ("test", test_files)):
             if spec is not None and spec != []:
@@ -321,8 +324,14 @@ class BertDataModule(pl.LightningDataModule):
             shuffle_buffer_size=self.shuffle_buffer_size if train else 0,
             seed=self.seed,
             on_bad_sample=self.on_bad_sample,
+            with_source=self.with_source,
         )
         return StreamLoader(dataset, self.num_workers, pin_memory=torch.cuda.is_available())
+
+    def sources(self, batch: dict[str, torch.Tensor], split: str = "train") -> list[str]:
+        """`path:line` of each sample of a batch made with with_source=True."""
+        shards = self.sets[split].shards
+        return [f"{shards[i].path}:{line}" for i, line in batch["source"].tolist()]
 
     def train_dataloader(self) -> StreamLoader:
         return self._loader("train", "training")

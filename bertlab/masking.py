@@ -154,7 +154,7 @@ class MaskingCollator:
         """
         assert samples, "an empty batch"
         keys = np.arange(len(samples)) if keys is None else keys
-        keys = np.asarray(keys).astype(np.uint64)
+        keys = np.atleast_1d(np.asarray(keys)).astype(np.uint64)
         assert keys.shape == (len(samples),), "one key per sample"
         lengths = np.fromiter((len(s["input_ids"]) for s in samples), dtype=np.int64)
         size, length = len(samples), self.padded_length(int(lengths.max()))

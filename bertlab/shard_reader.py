@@ -184,7 +184,7 @@ def parse_sample(
     where = f"{path}:{line}"
     try:
         sample = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, huge ints
         raise ValueError(f"{where}: malformed JSON ({e.__class__.__name__}: {e})") from None
     if not isinstance(sample, dict):
         raise ValueError(f"{where}: a sample line must be a JSON object")
@@ -199,8 +199,13 @@ def parse_sample(
     if min(ids) < 0 or max(ids) >= vocab_size:
         bad = next(i for i in ids if i < 0 or i >= vocab_size)
         raise ValueError(f"{where}: token id {bad} is outside the vocabulary (size {vocab_size})")
-    if not isinstance(types, list) or len(types) != len(ids) or not set(types) <= {0, 1}:
+    if (
+        not isinstance(types, list)
+        or len(types) != len(ids)
+        or not all(type(t) is int and 0 <= t <= 1 for t in types)
+    ):
         raise ValueError(f"{where}: token_type_ids must be {len(ids)} zeros and ones")
-    if nsp and sample.get("next_sentence_label") not in (0, 1):
+    label = sample.get("next_sentence_label")
+    if nsp and not (type(label) is int and 0 <= label <= 1):
         raise ValueError(f"{where}: next_sentence_label must be 0 or 1 (the data has NSP)")
     return sample

@@ -28,6 +28,8 @@ Decisions:
   repeated so every rank has ceil(N / world_size) and the same batch count, DistributedSampler's
   convention (at most world_size - 1 duplicates; a single process sees each sample exactly once).
   A rank's batches go to its workers round-robin, so batches do not depend on num_workers.
+- With with_source, a batch also holds `source` [B, 2]: each sample's shard index (in
+  `samples.shards`) and line number, so a bad batch can be traced to its lines.
 - on_bad_sample: "fail" (default) stops at the first bad line with its file and line; "skip"
   drops bad lines from their batch (which is then smaller, so batch counts stay equal), logs the
   first few and a count. A truncated gzip or a shard whose length differs from meta.json always
@@ -103,6 +105,7 @@ class SampleStream(IterableDataset):
         shuffle_buffer_size: int = 10000,
         seed: int = 0,
         on_bad_sample: str = "fail",
+        with_source: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"--data.batch_size {batch_size} must be >= 1")
@@ -115,6 +118,7 @@ class SampleStream(IterableDataset):
         self.shuffle_buffer_size = shuffle_buffer_size
         self.seed = seed
         self.on_bad_sample = on_bad_sample
+        self.with_source = with_source
         self.epoch, self.skip, self.rank, self.world_size = 0, 0, 0, 1
 
     def start(self, epoch: int, skip: int, rank: int, world_size: int) -> None:
@@ -235,7 +239,10 @@ class SampleStream(IterableDataset):
         if not samples:
             raise ValueError(f"every sample of a batch was bad, the last: {error}")
         keys = sample_keys(self.seed, epoch, np.asarray(shard_ids), np.asarray(lines))
-        return self.collator(samples, keys)
+        batch = self.collator(samples, keys)
+        if self.with_source:
+            batch["source"] = torch.tensor([shard_ids, lines], dtype=torch.long).T
+        return batch
 
     # -- iteration ----------------------------------------------------------------------------
 
