@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Downstream accuracy. Usage: python tools/finetune.py --model DIR --train_file F --valid_file F"""
+
+from bertlab.command import run
+from bertlab.finetune import finetune
+
+if __name__ == "__main__":
+    run(finetune)
