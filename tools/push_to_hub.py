@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Upload an exported model folder to the Hugging Face Model Hub.
+
+Usage: python tools/push_to_hub.py --model_dir DIR --repo_id ORG/NAME [--revision v1.0 --dry_run]
+"""
+
+from bertlab.command import run
+from bertlab.hub import push_to_hub
+
+if __name__ == "__main__":
+    run(push_to_hub)
