@@ -19,6 +19,8 @@ Decisions:
 - Memory stays flat: documents stream to a spool file beside the outputs while only their hashes
   are kept; a second pass over the spool writes the three splits. Each output is written with
   bertlab.atomic, so a failed run never leaves a file that looks complete.
+- Cleaning wikitext and splitting sentences can run on --num_proc processes; documents come
+  back in input order, so the output is the same for any --num_proc.
 - Bad input is a one-line ValueError naming the file, with the line (JSON Lines) or byte offset
   (UTF-8, compressed data) where the problem is.
 """
@@ -27,12 +29,15 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import glob
 import gzip
 import hashlib
 import heapq
+import itertools
 import json
 import lzma
+import multiprocessing
 import os
 import re
 import zlib
@@ -46,7 +51,7 @@ from tqdm import tqdm
 from bertlab.atomic import atomic_write
 from bertlab.download import download_dump
 from bertlab.sentences import split_sentences
-from bertlab.wikipedia import iter_articles
+from bertlab.wikipedia import Page, iter_pages
 
 SPLITS = ("train", "valid", "test")
 _FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
@@ -67,6 +72,7 @@ def prepare_corpus(
     download_dir: str | None = None,
     mirror: str | None = None,
     min_doc_sentences: int = 1,
+    num_proc: int = 1,
 ) -> dict:
     """Turn Wikipedia dumps, plain text or JSON Lines into train.txt, valid.txt and test.txt.
 
@@ -92,9 +98,12 @@ def prepare_corpus(
         mirror: base URL of the Wikimedia dumps site, for a mirror or a local copy. The
             default is $BERTLAB_WIKIMEDIA_MIRROR if set, else dumps.wikimedia.org itself.
         min_doc_sentences: drop documents with fewer sentences than this.
+        num_proc: processes cleaning and splitting documents; the output does not depend on it.
     """
     output = Path(output_dir)
     lang = lang or download or "en"
+    if num_proc < 1:
+        raise ValueError(f"--num_proc must be at least 1, got {num_proc}")
     if min_doc_sentences < 1:
         raise ValueError(f"--min_doc_sentences must be at least 1, got {min_doc_sentences}")
     _check_split_size("valid_docs", valid_docs)
@@ -113,7 +122,7 @@ def prepare_corpus(
     output.mkdir(parents=True, exist_ok=True)
     spool = output / f".spool-{os.getpid()}.tmp"
     try:
-        hashes = _spool_documents(paths, spool, lang, seed, min_doc_sentences)
+        hashes = _spool_documents(paths, spool, lang, seed, min_doc_sentences, num_proc)
         names = ", ".join(str(p) for p in paths)
         if not hashes:
             raise ValueError(f"{names}: no documents left after cleaning (empty corpus)")
@@ -189,8 +198,8 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
     return list(paths.values())
 
 
-def read_documents(path: Path, progress: tqdm | None = None) -> Iterator[list[str]]:
-    """Yield each document of one input file as a list of paragraphs (raw, unsplit)."""
+def read_documents(path: Path, progress: tqdm | None = None) -> Iterator[list[str] | Page]:
+    """Yield each document of one input file: its paragraphs, or a dump's page to be cleaned."""
     match = _FORMAT.fullmatch(path.name)
     assert match is not None, path
     kind, compression = match.group(1).lower(), (match.group(2) or "").lower()
@@ -199,7 +208,7 @@ def read_documents(path: Path, progress: tqdm | None = None) -> Iterator[list[st
         done = 0
         try:
             if kind == "xml":
-                documents = (article.paragraphs for article in iter_articles(stream, str(path)))
+                documents = iter_pages(stream, str(path))
             elif kind == "jsonl":
                 documents = _jsonl_documents(stream, path)
             else:
@@ -265,8 +274,9 @@ def _jsonl_documents(stream: IO[bytes], path: Path) -> Iterator[list[str]]:
         yield text.split("\n")
 
 
-def document_sentences(paragraphs: list[str], lang: str) -> list[str]:
+def document_sentences(document: list[str] | Page, lang: str) -> list[str]:
     """The sentences of one document: each paragraph split, sentences without letters dropped."""
+    paragraphs = document.paragraphs() if isinstance(document, Page) else document
     sentences = []
     for paragraph in paragraphs:
         for sentence in split_sentences(paragraph, lang):
@@ -284,22 +294,45 @@ def document_hash(sentences: list[str], seed: int) -> int:
 
 
 def _spool_documents(
-    paths: list[Path], spool: Path, lang: str, seed: int, min_doc_sentences: int
+    paths: list[Path], spool: Path, lang: str, seed: int, min_doc_sentences: int, num_proc: int
 ) -> array:
     hashes = array("Q")
     total = sum(os.path.getsize(p) for p in paths)
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="reading", disable=None)
+    documents = (document for path in paths for document in read_documents(path, progress))
     with progress, open(spool, "w", encoding="utf-8", newline="\n") as out:
-        for path in paths:
-            for paragraphs in read_documents(path, progress):
-                sentences = document_sentences(paragraphs, lang)
-                if len(sentences) < min_doc_sentences:
-                    continue
-                hashes.append(document_hash(sentences, seed))
-                out.write("\n".join(sentences) + "\n\n")
-                if len(hashes) % 1000 == 0:
-                    progress.set_postfix_str(f"{len(hashes):,} documents", refresh=False)
+        for sentences in _in_order(documents, lang, num_proc):
+            if len(sentences) < min_doc_sentences:
+                continue
+            hashes.append(document_hash(sentences, seed))
+            out.write("\n".join(sentences) + "\n\n")
+            if len(hashes) % 1000 == 0:
+                progress.set_postfix_str(f"{len(hashes):,} documents", refresh=False)
     return hashes
+
+
+def _in_order(
+    documents: Iterator[list[str] | Page], lang: str, num_proc: int
+) -> Iterator[list[str]]:
+    """document_sentences of each document, in input order, on `num_proc` processes.
+
+    Batches go to the pool one at a time while the next is read (reading stays in this process,
+    so its errors and progress are ours); at most two batches are in memory.
+    """
+    work = functools.partial(document_sentences, lang=lang)
+    if num_proc == 1:
+        yield from map(work, documents)
+        return
+    batch_size = 64 * num_proc
+    with multiprocessing.get_context("spawn").Pool(num_proc) as pool:
+        pending = None
+        while batch := list(itertools.islice(documents, batch_size)):
+            submitted = pool.map_async(work, batch, chunksize=4)
+            if pending is not None:
+                yield from pending.get()
+            pending = submitted
+        if pending is not None:
+            yield from pending.get()
 
 
 def _split_count(value: int | float, num_documents: int) -> int:

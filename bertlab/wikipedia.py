@@ -59,7 +59,9 @@ _APPENDIX = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 # Link prefixes whose target is not prose, beyond the dump's own names for these namespaces.
-_DROPPED_LINK_PREFIXES = {"file", "image", "media", "category", "ファイル", "画像", "カテゴリ"}
+_DROPPED_LINK_PREFIXES = frozenset(
+    {"file", "image", "media", "category", "ファイル", "画像", "カテゴリ"}
+)
 _DROPPED_NAMESPACES = ("-2", "6", "14")  # Media, File, Category
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z]{2,8})*")
 _DROPPED_TAGS = {
@@ -80,16 +82,25 @@ _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])(?=\s|$)")
 _RESIDUAL_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<\s*/?\s*[a-zA-Z][^>]*>|\|")
 
 
-@dataclass
-class Article:
+@dataclass(frozen=True)
+class Page:
+    """An article page of a dump, its wikitext not cleaned yet (that is the costly part)."""
+
     title: str
-    paragraphs: list[str]
+    text: str
+    link_prefixes: frozenset[str]  # lowercased link prefixes whose links are dropped
+
+    def paragraphs(self) -> list[str]:
+        return clean_wikitext(self.text, self.link_prefixes)
 
 
-def iter_articles(stream: IO[bytes], name: str) -> Iterator[Article]:
-    """Yield the articles of a MediaWiki XML dump read from `stream` (named `name` in errors)."""
+def iter_pages(stream: IO[bytes], name: str) -> Iterator[Page]:
+    """Yield the article pages of a MediaWiki XML dump read from `stream` (`name` in errors).
+
+    Redirects, disambiguation pages and other namespaces are skipped here, before any parsing.
+    """
     events = ET.iterparse(stream, events=("start", "end"))
-    prefixes = set(_DROPPED_LINK_PREFIXES)
+    prefixes = frozenset(_DROPPED_LINK_PREFIXES)
     try:
         _, root = next(events)
         match = _ROOT.fullmatch(root.tag)
@@ -101,26 +112,35 @@ def iter_articles(stream: IO[bytes], name: str) -> Iterator[Article]:
             if event != "end":
                 continue
             if element.tag == ns + "siteinfo":
-                for namespace in element.iter(ns + "namespace"):
-                    if namespace.get("key") in _DROPPED_NAMESPACES and namespace.text:
-                        prefixes.add(namespace.text.strip().lower())
+                local = {
+                    namespace.text.strip().lower()
+                    for namespace in element.iter(ns + "namespace")
+                    if namespace.get("key") in _DROPPED_NAMESPACES and namespace.text
+                }
+                prefixes = prefixes | local
                 root.clear()
             elif element.tag == ns + "page":
-                article = _article(element, ns, prefixes)
+                page = _page(element, ns, prefixes)
                 root.clear()
-                if article is not None:
-                    yield article
+                if page is not None:
+                    yield page
     except ET.ParseError as error:
         line, column = error.position
         reason = str(error).split(":")[0]
         raise ValueError(
             f"{name}: malformed XML at line {line}, column {column} ({reason})"
         ) from None
-    except StopIteration:
-        raise ValueError(f"{name}: empty file, not a MediaWiki XML dump") from None
 
 
-def _article(page: ET.Element, ns: str, link_prefixes: set[str]) -> Article | None:
+def iter_articles(stream: IO[bytes], name: str) -> Iterator[tuple[str, list[str]]]:
+    """(title, paragraphs) of each article with some text left after cleaning."""
+    for page in iter_pages(stream, name):
+        paragraphs = page.paragraphs()
+        if paragraphs:
+            yield page.title, paragraphs
+
+
+def _page(page: ET.Element, ns: str, link_prefixes: frozenset[str]) -> Page | None:
     namespace = page.findtext(ns + "ns")
     title = page.findtext(ns + "title") or ""
     if namespace is not None and namespace.strip() != "0":
@@ -132,11 +152,10 @@ def _article(page: ET.Element, ns: str, link_prefixes: set[str]) -> Article | No
     text = page.findtext(f"{ns}revision/{ns}text") or ""
     if _REDIRECT.match(text) or _DISAMBIGUATION.search(text) or title.endswith("(disambiguation)"):
         return None
-    paragraphs = clean_wikitext(text, link_prefixes)
-    return Article(title, paragraphs) if paragraphs else None
+    return Page(title, text, link_prefixes)
 
 
-def clean_wikitext(text: str, link_prefixes: set[str] | None = None) -> list[str]:
+def clean_wikitext(text: str, link_prefixes: frozenset[str] | None = None) -> list[str]:
     """Plain-text paragraphs of an article's wikitext (see the module docstring for the rules)."""
     prefixes = _DROPPED_LINK_PREFIXES if link_prefixes is None else link_prefixes
     appendix = _APPENDIX.search(text)
@@ -161,7 +180,7 @@ def clean_wikitext(text: str, link_prefixes: set[str] | None = None) -> list[str
     return paragraphs
 
 
-def _strip(code: Wikicode, out: list[str], prefixes: set[str]) -> None:
+def _strip(code: Wikicode, out: list[str], prefixes: frozenset[str]) -> None:
     for node in code.nodes:
         if isinstance(node, Text):
             # A line that starts with a space is preformatted text (code, pseudocode), not prose.
@@ -191,13 +210,13 @@ def _strip(code: Wikicode, out: list[str], prefixes: set[str]) -> None:
         # Comments, template arguments ({{{1}}}) and anything unknown leave no text.
 
 
-def _plain(code: Wikicode, prefixes: set[str]) -> str:
+def _plain(code: Wikicode, prefixes: frozenset[str]) -> str:
     pieces: list[str] = []
     _strip(code, pieces, prefixes)
     return "".join(pieces).strip()
 
 
-def _strip_link(link: Wikilink, out: list[str], prefixes: set[str]) -> None:
+def _strip_link(link: Wikilink, out: list[str], prefixes: frozenset[str]) -> None:
     title = str(link.title).strip()  # raw, to read its namespace prefix
     if not title.startswith(":") and ":" in title:
         prefix = title.split(":", 1)[0].strip().lower()

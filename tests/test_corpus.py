@@ -229,3 +229,23 @@ def test_corpus_folder_inside_an_input_folder(tmp_path: Path) -> None:
     assert first == second and first["splits"]["train"]["documents"] == 16
     with pytest.raises(ValueError, match="is one of this run's outputs"):
         prepare_corpus([str(out / "train.txt")], str(out))
+
+
+def test_num_proc_does_not_change_the_output(shared_data: Path, tmp_path: Path) -> None:
+    text = bz2.decompress((shared_data / "enwiki-sample.xml.bz2").read_bytes()).decode()
+    end = 0
+    for _ in range(60):  # the first 60 pages (4 articles), as an uncompressed dump
+        end = text.index("</page>", end) + len("</page>")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "small-pages-articles.xml").write_text(text[:end] + "\n</mediawiki>\n")
+    with gzip.open(shared_data / "ja-manpages.txt.gz", "rt", encoding="utf-8") as f:
+        documents = f.read().split("\n\n")[:400]  # several batches of the process pool
+    (tmp_path / "in" / "ja.txt").write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+
+    def run(name: str, num_proc: int) -> dict:
+        inputs = [str(tmp_path / "in")]
+        return prepare_corpus(inputs, str(tmp_path / name), "ja", 30, 10, num_proc=num_proc)
+
+    one, two = run("one", 1), run("two", 2)
+    assert one["splits"] == two["splits"] and one["splits"]["train"]["documents"] > 300
+    assert corpus_bytes(tmp_path / "one") == corpus_bytes(tmp_path / "two")
