@@ -7,14 +7,16 @@ Decisions:
   anything else is a ValueError naming the file (a user handing us some other XML).
 - Kept: namespace 0 (articles) only, not redirects (<redirect> or `#REDIRECT` text), not
   disambiguation pages (a disambiguation template such as {{disambiguation}}, {{geodis}},
-  {{aimai}}, {{曖昧さ回避}}).
+  {{aimai}}, {{曖昧さ回避}}). These checks are cheap and happen while reading (`iter_pages`);
+  the costly cleaning is `Page.paragraphs()`, which bertlab.corpus may run on other processes.
 - Wikitext is parsed by mwparserfromhell, not by our own regular expressions. From its tree we
   keep text, the visible text of links and external links, and a few inline templates whose text
   is part of the sentence ({{convert|5|km}} -> "5 km", {{lang|fr|mot}} -> "mot"); we drop all
   other templates (infoboxes, citations, navboxes), tables, <ref>s, math, galleries, comments,
-  file/image/category/interlanguage links, list items (*, #, ;, :) and headings. Headings are
-  removed, not kept as sentences: they are not sentences and they would make next-sentence
-  pairs easy to guess.
+  file/image/category/interlanguage links, list items (*, #, ;, :), preformatted lines (a
+  leading space: code) and headings. Headings are removed, not kept as sentences: they are not
+  sentences and they would make next-sentence pairs easy to guess.
+- As in MediaWiki, consecutive lines make one paragraph; blank lines and dropped blocks end it.
 - Everything from the first appendix heading on ("See also", "References", "External links",
   their Japanese equivalents, ...) is cut before parsing: it holds lists and citations, not prose,
   and parsing it would cost a third of the time.
@@ -79,7 +81,7 @@ _STYLE_QUOTES = re.compile(r"'{2,}")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _EMPTY_BRACKETS = re.compile(r"\(\s*(?:[,;:]\s*)*\)|\[\s*\]")
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])(?=\s|$)")
-_RESIDUAL_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<\s*/?\s*[a-zA-Z][^>]*>|\|")
+_RESIDUAL_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
 
 
 @dataclass(frozen=True)
