@@ -79,7 +79,7 @@ _COMMENTS_AND_REFS = re.compile(
 )
 _STYLE_QUOTES = re.compile(r"'{2,}")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
-_EMPTY_BRACKETS = re.compile(r"\(\s*(?:[,;:]\s*)*\)|\[\s*\]")
+_EMPTY_BRACKETS = re.compile(r"[(（]\s*(?:[,;:、，；：]\s*)*[)）]|\[\s*\]")
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])(?=\s|$)")
 _RESIDUAL_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
 

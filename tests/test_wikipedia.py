@@ -91,3 +91,21 @@ def test_malformed_xml_names_line_and_column() -> None:
     data = _dump(_page("A", "text")).getvalue()[:-40]
     with pytest.raises(ValueError, match=r"^d\.xml: malformed XML at line 1, column \d+"):
         list(iter_articles(io.BytesIO(data), "d.xml"))
+
+
+JA_WIKITEXT = (
+    "{{基礎情報 国\n|略名 = 日本\n}}\n"
+    "'''日本国'''（にっぽんこく、にほんこく{{Efn|読みについて}}）は、[[東アジア]]に位置する"
+    "[[国家]]。{{仮リンク|首都|en|Capital city}}は[[東京都|東京]]である<ref>出典</ref>。\n"
+    "[[ファイル:Flag.png|thumb|[[国旗]]]]\n"
+    "'''富士山'''（{{lang|en|Mount Fuji}}）は山である。\n\n"
+    "== 脚注 ==\n{{Reflist}}\n== 関連項目 ==\n* [[日本の地理]]\n"
+    "[[Category:日本]]\n[[カテゴリ:国家]]\n"
+)
+
+
+def test_clean_japanese_wikitext() -> None:
+    assert clean_wikitext(JA_WIKITEXT) == [
+        "日本国（にっぽんこく、にほんこく）は、東アジアに位置する国家。首都は東京である。",
+        "富士山（Mount Fuji）は山である。",
+    ]
