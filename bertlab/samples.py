@@ -3,63 +3,48 @@
 The format (DESIGN.md's contract, read by bertlab.data): `shard-00000.jsonl.gz` ... with one JSON
 object a line, `{"input_ids": [...], "token_type_ids": [...], "next_sentence_label": 0}` (no
 padding, no masking; no label in MLM-only data), and `meta.json` with the tokenizer, the
-parameters, counts per shard and the source files. How samples are cut: bertlab.pairs; how shards
-are written: bertlab.shards.
+parameters, counts per shard and the source files. The parts: reading and tokenizing in
+bertlab.tokenized, cutting samples in bertlab.pairs, writing shards in bertlab.shards, processes
+in bertlab.workers.
 
 Decisions:
-- Three stages, each a list of independent tasks run in order by one process or a pool of
-  --num_proc processes: (1) tokenize chunks of whole documents (~256k characters) while the file
-  is still being read, (2) build the samples of a range of documents for one pass, (3) shuffle and
-  gzip one shard. Results are consumed in task order, and all randomness is derived from (seed,
-  pass, document index) or (seed, shard index): the output is byte-identical whatever --num_proc.
-- Tokenization is the expensive part: sentences are encoded in large batches by the tokenizer's
-  Rust backend (`encode_batch_fast`, no special tokens). With one process the backend's own
-  threads do the work in parallel; with several, each process runs it single-threaded
-  (TOKENIZERS_PARALLELISM=false) so the processes do not fight over the cores. The backend is
-  checked against the transformers tokenizer on the first sentences, so the ids are the ones
-  AutoTokenizer gives.
-- The tokenized corpus is kept as three flat numpy arrays (tokens, sentence starts, document
-  starts), about 4 bytes per token; pool processes read them through a memory map of scratch
-  files, so memory does not grow with --num_proc. Sentences with no tokens and documents with no
-  sentences are dropped.
+- Three stages, each a list of independent tasks run in order by this process or a pool of
+  --num_proc processes: (1) tokenize chunks of whole documents, (2) build the samples of a range
+  of documents for one pass, (3) shuffle and gzip one shard. Results are consumed in task order
+  and all randomness is derived from (seed, pass, document index) or (seed, shard index), so the
+  output is byte-identical whatever --num_proc.
+- The canonical order of samples, before they are dealt to shards: pass, then document, then
+  position in the document (Google's order).
 - Everything is written inside a temporary folder that replaces --output_dir only when complete
-  (bertlab.atomic.atomic_dir): a failed run leaves no meta.json that looks finished.
+  (bertlab.atomic.atomic_dir): a failed run leaves no meta.json that looks finished, and a failed
+  rerun leaves the previous output as it was.
 - meta.json holds nothing that depends on the run (no times, no --num_proc) so that it is
   byte-identical too; besides the contract's keys it records `corpus` (documents, sentences and
   tokens read) for throughput figures.
+- --max_seq_len below 8 is refused (for MLM-only samples too): [CLS] A [SEP] B [SEP] would be
+  mostly special tokens.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import itertools
 import json
-import multiprocessing
-import os
 import random
 import shutil
-from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from bertlab.atomic import atomic_dir
 from bertlab.pairs import mlm_blocks, nsp_pairs, sample_line
 from bertlab.shards import ShardDealer, finish_shard, shard_name
+from bertlab.tokenized import TokenizedCorpus, read_documents, tokenize_corpus
+from bertlab.workers import WORKER, Workers
 
 FORMAT = "bertlab.samples"
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-# [CLS] A [SEP] B [SEP] with room to spare: below this a pair is mostly special tokens.
 MIN_SEQ_LEN = 8
-_CHUNK_CHARS = 1 << 18  # text per tokenization task
-_TASK_TOKENS = 1 << 17  # corpus tokens per sample-building task
-_READ_BYTES = 1 << 22
-_PARITY_SENTENCES = 256
 
 
 def prepare_samples(
@@ -92,17 +77,21 @@ def prepare_samples(
     """
     _check_arguments(max_seq_len, dupe_factor, short_seq_prob, num_shards, num_proc)
     source = _source_file(input)
+    documents = read_documents(source)
+    first = next(documents, None)  # an empty corpus is an error before the slow imports
+    if first is None:
+        raise ValueError(f"--input {source}: empty corpus (no text)")
     tok = _load_tokenizer(tokenizer)
     special_ids = _special_ids(tok, tokenizer)
     if getattr(tok, "backend_tokenizer", None) is None:
         raise ValueError(f"--tokenizer {tokenizer}: no tokenizer.json (a fast tokenizer is needed)")
 
-    with atomic_dir(output_dir) as tmp, _Workers(num_proc, tok.backend_tokenizer) as workers:
+    with atomic_dir(output_dir) as tmp, Workers(num_proc, tok.backend_tokenizer) as workers:
         scratch = tmp / ".scratch"
         scratch.mkdir()
-        corpus = _tokenize(source, tok, workers)
+        corpus = tokenize_corpus(itertools.chain([first], documents), source, tok, workers)
         corpus_dir = str(corpus.save(scratch / "corpus") if num_proc > 1 else None)
-        _WORKER.update(corpus=corpus, corpus_dir=corpus_dir)  # for tasks run in this process
+        WORKER.update(corpus=corpus, corpus_dir=corpus_dir)  # for tasks run in this process
 
         vocab_size = max(len(tok), int(corpus.tokens.max()) + 1)
         dealer = ShardDealer(scratch / "parts", num_shards)
@@ -215,196 +204,16 @@ def _fingerprint_fallback(path: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading and tokenizing
-
-
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-
-
-def _read_documents(path: Path) -> Iterator[list[str]]:
-    """Documents (lists of sentences) of a corpus file; ValueError at the first byte not UTF-8."""
-    offset = 0
-    line_number = 0
-    pending = b""
-    document: list[str] = []
-    try:
-        with _open_binary(path) as f:
-            while True:
-                block = f.read(_READ_BYTES)
-                data = pending + block
-                if block:
-                    # Cut after a newline: it never falls inside a multi-byte UTF-8 character.
-                    cut = data.rfind(b"\n") + 1
-                    if cut == 0:
-                        pending = data
-                        continue
-                    data, pending = data[:cut], data[cut:]
-                if not data:
-                    break
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    line = line_number + data.count(b"\n", 0, error.start) + 1
-                    raise ValueError(
-                        f"--input {path}: not UTF-8 at byte {offset + error.start} (line {line})"
-                    ) from None
-                if offset == 0:
-                    text = text.removeprefix("\ufeff")
-                offset += len(data)
-                lines = text.split("\n")
-                if text.endswith("\n"):
-                    lines.pop()
-                line_number += len(lines)
-                for line in lines:
-                    sentence = line.strip()
-                    if sentence:
-                        document.append(sentence)
-                    elif document:
-                        yield document
-                        document = []
-                if not block:
-                    break
-    except (EOFError, gzip.BadGzipFile, OSError) as error:
-        raise ValueError(f"--input {path}: cannot be read ({error})") from None
-    if document:
-        yield document
-
-
-def _chunks(documents: Iterable[list[str]]) -> Iterator[tuple[list[list[str]]]]:
-    chunk: list[list[str]] = []
-    size = 0
-    for document in documents:
-        chunk.append(document)
-        size += sum(map(len, document))
-        if size >= _CHUNK_CHARS:
-            yield (chunk,)
-            chunk, size = [], 0
-    if chunk:
-        yield (chunk,)
-
-
-@dataclass
-class TokenizedCorpus:
-    """Documents of sentences of token ids, as flat arrays."""
-
-    tokens: np.ndarray  # int32, every token of every sentence, back to back
-    sentence_starts: np.ndarray  # int64 [num_sentences + 1], offsets into tokens
-    document_starts: np.ndarray  # int64 [num_documents + 1], offsets into sentence_starts
-
-    @property
-    def num_documents(self) -> int:
-        return len(self.document_starts) - 1
-
-    @property
-    def num_sentences(self) -> int:
-        return len(self.sentence_starts) - 1
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.tokens)
-
-    def token_range(self, document: int) -> tuple[int, int]:
-        """Where a document starts and ends in tokens."""
-        first, last = self.document_starts[document], self.document_starts[document + 1]
-        return int(self.sentence_starts[first]), int(self.sentence_starts[last])
-
-    def tasks(self) -> list[tuple[int, int]]:
-        """Document ranges of about _TASK_TOKENS tokens (independent of --num_proc)."""
-        token_starts = self.sentence_starts[self.document_starts]
-        ranges, lo = [], 0
-        while lo < self.num_documents:
-            target = token_starts[lo] + _TASK_TOKENS
-            hi = int(np.searchsorted(token_starts, target, side="left"))
-            hi = min(max(hi, lo + 1), self.num_documents)
-            ranges.append((lo, hi))
-            lo = hi
-        return ranges
-
-    def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True)
-        for name in ("tokens", "sentence_starts", "document_starts"):
-            np.save(folder / f"{name}.npy", getattr(self, name))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str) -> TokenizedCorpus:
-        arrays = {
-            name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r")
-            for name in ("tokens", "sentence_starts", "document_starts")
-        }
-        return cls(**arrays)
-
-
-def _encode_chunk(documents: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token ids of a chunk: (tokens, tokens per kept sentence, kept sentences per document)."""
-    sentences = [s for document in documents for s in document]
-    encodings = _WORKER["encoder"].encode_batch_fast(sentences, add_special_tokens=False)
-    ids = [e.ids for e in encodings]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    tokens = np.fromiter(
-        itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())
-    )
-    keep = lengths > 0
-    owner = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
-    per_document = np.bincount(owner[keep], minlength=len(documents))
-    return tokens, lengths[keep], per_document
-
-
-def _tokenize(source: Path, tok, workers: _Workers) -> TokenizedCorpus:
-    chunks = _chunks(_read_documents(source))
-    first = next(chunks, None)
-    if first is None:
-        raise ValueError(f"--input {source}: empty corpus (no text)")
-    _check_parity(tok, first[0])
-    tokens, lengths, per_document = [], [], []
-    bar = tqdm(desc="tokenize", unit=" sentences", disable=None)
-    for chunk_tokens, chunk_lengths, chunk_documents in workers.imap(
-        _encode_chunk, itertools.chain([first], chunks)
-    ):
-        tokens.append(chunk_tokens)
-        lengths.append(chunk_lengths)
-        per_document.append(chunk_documents)
-        bar.update(len(chunk_lengths))
-    bar.close()
-    lengths_all = np.concatenate(lengths)
-    per_document_all = np.concatenate(per_document)
-    per_document_all = per_document_all[per_document_all > 0]
-    if len(lengths_all) == 0:
-        raise ValueError(f"--input {source}: empty corpus (no tokens)")
-    return TokenizedCorpus(
-        tokens=np.concatenate(tokens),
-        sentence_starts=np.concatenate([[0], np.cumsum(lengths_all)]).astype(np.int64),
-        document_starts=np.concatenate([[0], np.cumsum(per_document_all)]).astype(np.int64),
-    )
-
-
-def _check_parity(tok, documents: list[list[str]]) -> None:
-    sentences = [s for document in documents for s in document][:_PARITY_SENTENCES]
-    expected = tok(sentences, add_special_tokens=False)["input_ids"]
-    backend = tok.backend_tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
-    if [e.ids for e in backend] != expected:
-        raise ValueError(
-            f"--tokenizer {tok.name_or_path}: its tokenizer.json encodes differently from "
-            "AutoTokenizer; export it again with tools/train_tokenizer.py or convert_tokenizer.py"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Building samples
-
-
 def _build_samples(params: tuple, pass_index: int, lo: int, hi: int) -> tuple[list, list]:
     corpus_dir, seed, max_seq_len, short_seq_prob, nsp, special_ids, vocab_size = params
-    corpus = _WORKER.get("corpus")
-    if corpus is None or _WORKER.get("corpus_dir") != corpus_dir:
-        corpus = _WORKER["corpus"] = TokenizedCorpus.load(corpus_dir)
-        _WORKER["corpus_dir"] = corpus_dir
+    corpus = WORKER.get("corpus")
+    if corpus is None or WORKER.get("corpus_dir") != corpus_dir:
+        corpus = WORKER["corpus"] = TokenizedCorpus.load(corpus_dir)
+        WORKER["corpus_dir"] = corpus_dir
     cls_id, sep_id = special_ids["cls"], special_ids["sep"]
-    if len(_WORKER.get("id_strings", ())) != vocab_size:
-        _WORKER["id_strings"] = [str(i) for i in range(vocab_size)]
-    id_strings = _WORKER["id_strings"]
+    if len(WORKER.get("id_strings", ())) != vocab_size:
+        WORKER["id_strings"] = [str(i) for i in range(vocab_size)]
+    id_strings = WORKER["id_strings"]
     lines, num_tokens = [], []
     for document in range(lo, hi):
         rng = random.Random(f"bertlab.samples:{seed}:{pass_index}:{document}")
@@ -421,86 +230,6 @@ def _build_samples(params: tuple, pass_index: int, lo: int, hi: int) -> tuple[li
             lines.append(line)
             num_tokens.append(n)
     return lines, num_tokens
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-
-# State of the process running tasks: the tokenizer backend and the tokenized corpus.
-_WORKER: dict = {}
-
-
-def _init_worker(tokenizer_json: str) -> None:
-    from tokenizers import Tokenizer
-
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _WORKER["encoder"] = Tokenizer.from_str(tokenizer_json)
-
-
-class _Workers:
-    """Run tasks in order, in this process (num_proc 1) or in a pool of num_proc processes."""
-
-    def __init__(self, num_proc: int, backend):
-        self.num_proc = num_proc
-        self.pool = None
-        self.backend = backend
-
-    def __enter__(self) -> _Workers:
-        _WORKER.clear()
-        if self.num_proc == 1:
-            _WORKER["encoder"] = self.backend
-            return self
-        methods = multiprocessing.get_all_start_methods()
-        # fork shares the already-imported modules; elsewhere the default start method works too.
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        # Set while forking so a child of a process whose tokenizer threads already ran neither
-        # warns nor deadlocks.
-        with _environment(TOKENIZERS_PARALLELISM="false"):
-            self.pool = context.Pool(
-                self.num_proc, initializer=_init_worker, initargs=(self.backend.to_str(),)
-            )
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        _WORKER.clear()
-        if self.pool is not None:
-            if kind is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
-
-    def imap(self, fn, tasks: Iterable[tuple]) -> Iterator:
-        if self.pool is None:
-            for task in tasks:
-                yield fn(*task)
-            return
-        # A bounded window of tasks in flight: the pool stays busy, memory stays small.
-        pending: deque = deque()
-        for task in tasks:
-            pending.append(self.pool.apply_async(fn, task))
-            if len(pending) >= 2 * self.num_proc:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-@contextlib.contextmanager
-def _environment(**variables: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-# ---------------------------------------------------------------------------------------------
-# meta.json
 
 
 def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> dict:
@@ -529,4 +258,85 @@ def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> 
             "num_sentences": corpus.num_sentences,
             "num_tokens": corpus.num_tokens,
         },
+    }
+
+
+def measure_throughput(
+    input: str,
+    tokenizer: str,
+    max_seq_len: int = 128,
+    dupe_factor: int = 5,
+    num_shards: int = 8,
+    num_proc: tuple[int, ...] = (1, 2),
+    batch_size: int = 1000,
+    repeats: int = 3,
+    work_dir: str | None = None,
+) -> dict:
+    """Tokens per second of raw batch encoding and of prepare_samples on the same corpus file.
+
+    Counted tokens are the corpus's own tokens (no special tokens, no dupe_factor), so the rates
+    compare directly. Raw encoding is timed as a user would write it, `tokenizer(batch,
+    add_special_tokens=False)` over batches of batch_size sentences, and through the Rust backend
+    (`encode_batch_fast`, what prepare_samples uses); prepare_samples is timed whole, from loading
+    the tokenizer to meta.json, once per num_proc. Each figure is the best of `repeats` runs: on a
+    shared machine the fastest run is the one least disturbed.
+
+    Returns {"num_tokens", "results": [{"system", "num_proc", "seconds", "tokens_per_s"}, ...],
+    "prepare_vs_raw" (best prepare_samples rate / raw `tokenizer(...)` rate),
+    "speedup" ({num_proc: time with 1 / time with num_proc})}.
+    """
+    import tempfile
+    import time
+
+    tok = _load_tokenizer(tokenizer)
+    sentences = [s for document in read_documents(Path(input)) for s in document]
+    batches = [sentences[i : i + batch_size] for i in range(0, len(sentences), batch_size)]
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    def call() -> None:
+        for batch in batches:
+            tok(batch, add_special_tokens=False, return_attention_mask=False)
+
+    def backend() -> None:
+        for batch in batches:
+            tok.backend_tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+
+    num_tokens = sum(
+        len(ids)
+        for batch in batches
+        for ids in tok(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    )
+    results = [
+        {"system": "tokenizer(batch)", "num_proc": 1, "seconds": best(call)},
+        {"system": "encode_batch_fast", "num_proc": 1, "seconds": best(backend)},
+    ]
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="throughput-") as scratch:
+        for n in num_proc:
+            seconds = best(
+                lambda n=n: prepare_samples(
+                    input,
+                    tokenizer,
+                    f"{scratch}/samples-{n}",
+                    max_seq_len=max_seq_len,
+                    dupe_factor=dupe_factor,
+                    num_shards=num_shards,
+                    num_proc=n,
+                )  # fmt: skip
+            )
+            results.append({"system": "prepare_samples", "num_proc": n, "seconds": seconds})
+    for result in results:
+        result["tokens_per_s"] = num_tokens / result["seconds"]
+    prepare = {r["num_proc"]: r["seconds"] for r in results if r["system"] == "prepare_samples"}
+    return {
+        "num_tokens": num_tokens,
+        "results": results,
+        "prepare_vs_raw": results[0]["seconds"] / min(prepare.values()),
+        "speedup": {n: prepare[1] / t for n, t in prepare.items()} if 1 in prepare else {},
     }
