@@ -1,0 +1,335 @@
+"""Downstream fine-tuning: input layouts, label mapping, errors, and learning a real task.
+
+Run: .venv/bin/python -m pytest tests/test_finetune.py -q
+
+The task is built from the shared data: is a sentence English (Wikipedia) or Japanese (man
+pages)? A tiny BERT (hidden 32, 2 layers, random weights) with a WordPiece tokenizer trained here
+on both languages learns it in seconds, so accuracy well above chance shows that labels, texts
+and the training loop are wired right. Pair tasks label the SECOND text's language and leave the
+first one random, so they are learnable only if the pair's second column reaches the model.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_tool
+
+from bertlab.finetune import finetune, label_mapping, read_examples
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
+# Tiny models on a shared 2-core machine: one thread avoids OpenMP's spinning under contention.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+FAST = dict(lr=1e-3, batch_size=16, max_seq_len=64, max_epochs=3)
+
+
+def english_sentences(shared_data: Path, count: int) -> list[str]:
+    """The first `count` sentences of at least 30 characters of the shared Wikipedia dump."""
+    from bertlab.sentences import split_sentences
+    from bertlab.wikipedia import iter_articles
+
+    out: list[str] = []
+    with bz2.open(shared_data / "enwiki-sample.xml.bz2") as stream:
+        for _, paragraphs in iter_articles(stream, "enwiki-sample"):
+            for paragraph in paragraphs:
+                out += [s for s in split_sentences(paragraph, "en") if len(s) >= 30]
+            if len(out) >= count:
+                return out[:count]
+    return out
+
+
+def japanese_lines(shared_data: Path, count: int) -> list[str]:
+    """`count` lines of at least 20 characters of the Japanese man pages (tabs made spaces)."""
+    with gzip.open(shared_data / "ja-manpages.txt.gz", "rt", encoding="utf-8") as f:
+        lines = [line.strip().replace("\t", " ") for line in f]
+    return [line for line in lines if len(line) >= 20][:count]
+
+
+def train_wordpiece(texts: list[str], folder: Path) -> Path:
+    """A small cased WordPiece tokenizer over `texts`, with bertlab's fixed special ids."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=False)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.decoder = decoders.WordPiece()
+    core.train_from_iterator(texts, WordPieceTrainer(vocab_size=1500, special_tokens=SPECIALS))
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        **{f"{k}_token": f"[{k.upper()}]" for k in ("pad", "unk", "cls", "sep", "mask")},
+    )
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+def language_task(shared_data: Path, folder: Path, size: int = 200) -> dict[str, list]:
+    """{"en": sentences, "ja": lines}, `size` each, shuffled; a tokenizer in folder/tokenizer."""
+    rng = random.Random(0)
+    texts = {"en": english_sentences(shared_data, size), "ja": japanese_lines(shared_data, size)}
+    for sentences in texts.values():
+        rng.shuffle(sentences)
+    train_wordpiece(texts["en"] + texts["ja"], folder / "tokenizer")
+    return texts
+
+
+def labelled(texts: dict[str, list], start: int, stop: int, seed: int) -> list[tuple[str, str]]:
+    """(language, text) for texts[lang][start:stop] of both languages, shuffled."""
+    items = [(lang, t) for lang, ts in texts.items() for t in ts[start:stop]]
+    random.Random(seed).shuffle(items)
+    return items
+
+
+def pairs(texts: dict[str, list], start: int, stop: int, seed: int) -> list[tuple[str, str, int]]:
+    """(text_a of a random language, text_b, 1 if text_b is Japanese else 0)."""
+    rng = random.Random(seed)
+    items = labelled(texts, start, stop, seed)
+    return [(rng.choice(items)[1], text, int(lang == "ja")) for lang, text in items]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def task(shared_data: Path, tmp_path_factory) -> dict:
+    """Model folder and the task in all layouts: headerless TSV, GLUE TSV (pairs), JSONL (pairs)."""
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    root = tmp_path_factory.mktemp("finetune")
+    texts = language_task(shared_data, root)
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY)
+    model = BertForPreTraining(config)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    splits = {"train": (0, 120), "valid": (120, 160), "test": (160, 200)}
+    files = {}
+    for split, (start, stop) in splits.items():
+        tsv = root / f"{split}.tsv"
+        items = labelled(texts, start, stop, seed=len(split))
+        tsv.write_text("".join(f"{lang}\t{text}\n" for lang, text in items), encoding="utf-8")
+        glue = root / f"{split}-glue.tsv"
+        rows = pairs(texts, start, stop, seed=len(split))
+        lines = [f"{i}\t{a}\t{b}\t{label}\n" for i, (a, b, label) in enumerate(rows)]
+        glue.write_text("index\tsentence1\tsentence2\tlabel\n" + "".join(lines), encoding="utf-8")
+        jsonl = root / f"{split}.jsonl"
+        records = [{"text": a, "text_pair": b, "label": label} for a, b, label in rows]
+        jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        files[split] = {"tsv": tsv, "glue": glue, "jsonl": jsonl}
+    return {"root": root, "model": root / "model", "files": files, "state": model.state_dict()}
+
+
+# ----------------------------------------------------------------------------- the real tool
+def test_tool_learns_a_sentence_task_from_tsv(task):
+    files = task["files"]
+    output = task["root"] / "result.json"
+    result = run_tool(
+        "finetune.py",
+        *("--model", task["model"], "--train_file", files["train"]["tsv"]),
+        *("--valid_file", files["valid"]["tsv"], "--test_file", files["test"]["tsv"]),
+        *("--lr", FAST["lr"], "--batch_size", 16, "--max_seq_len", 64, "--max_epochs", 3),
+        *("--output_json", output),
+        env=ONE_THREAD,
+    )
+    report = json.loads(result.stdout)  # stdout holds the JSON and nothing else
+    assert report == json.loads(output.read_text())
+    assert report["labels"] == {"en": 0, "ja": 1} and report["positive_label"] == "ja"
+    assert report["num_labels"] == 2 and report["pairs"] is False
+    assert (report["train_size"], report["valid_size"], report["test_size"]) == (240, 80, 80)
+    assert report["valid"]["accuracy"] >= 0.9, report["history"]
+    assert report["test"]["accuracy"] >= 0.9 and 0.9 <= report["test"]["f1"] <= 1.0
+    assert 1 <= report["best_epoch"] <= report["epochs_run"] <= 3
+    best = report["history"][report["best_epoch"] - 1]
+    assert (
+        best["accuracy"]
+        == report["valid"]["accuracy"]
+        == max(h["accuracy"] for h in report["history"])
+    )
+
+
+def test_tool_reports_a_bad_label_in_one_line(task, tmp_path):
+    valid = tmp_path / "valid.tsv"
+    valid.write_text("en\tA sentence.\nfr\tUne phrase.\n", encoding="utf-8")
+    result = run_tool(
+        "finetune.py",
+        *("--model", task["model"], "--train_file", task["files"]["train"]["tsv"]),
+        *("--valid_file", valid),
+        check=False,
+        env=ONE_THREAD,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith(f"error: {valid} line 2: label 'fr' does not occur")
+
+
+# ------------------------------------------------------------------------- pairs, JSON Lines
+def test_glue_tsv_pairs_use_both_columns(task):
+    files = task["files"]
+    common = dict(model=str(task["model"]), **FAST)
+    both = finetune(
+        train_file=str(files["train"]["glue"]), valid_file=str(files["valid"]["glue"]), **common
+    )
+    assert both["pairs"] and both["labels"] == {"0": 0, "1": 1} and both["positive_label"] == "1"
+    assert both["valid"]["accuracy"] >= 0.85, both["history"]
+    # The label is the language of sentence2: sentence1 alone carries no signal.
+    first_only = finetune(
+        train_file=str(files["train"]["glue"]),
+        valid_file=str(files["valid"]["glue"]),
+        text_columns=["sentence1"],
+        **common,
+    )
+    assert not first_only["pairs"] and first_only["valid"]["accuracy"] <= 0.7
+
+
+def test_jsonl_pairs_with_test_file(task, capsys):
+    files = task["files"]
+    result = finetune(
+        model=str(task["model"]),
+        train_file=str(files["train"]["jsonl"]),
+        valid_file=str(files["valid"]["jsonl"]),
+        test_file=str(files["test"]["jsonl"]),
+        **FAST,
+    )
+    assert json.loads(capsys.readouterr().out) == result
+    assert result["pairs"] and result["test"]["accuracy"] >= 0.85, result["history"]
+
+
+def test_checkpoint_gives_the_same_result_as_the_exported_folder(task, tmp_path):
+    """A bertlab checkpoint (bert_config + `model.`-prefixed weights + tokenizer hparam)."""
+    from transformers import BertConfig
+
+    config = BertConfig.from_pretrained(task["model"])
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in task["state"].items()},
+        "bert_config": config.to_dict(),
+        "hyper_parameters": {"tokenizer": str(task["model"])},
+    }
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(checkpoint, ckpt)
+    files = task["files"]
+    common = dict(
+        train_file=str(files["train"]["tsv"]),
+        valid_file=str(files["valid"]["tsv"]),
+        **{**FAST, "max_epochs": 1},
+    )
+    from_ckpt = finetune(model=str(ckpt), **common)
+    from_folder = finetune(model=str(task["model"]), **common)
+    assert from_ckpt["history"] == from_folder["history"]
+    with pytest.raises(ValueError, match="not a bertlab checkpoint"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        finetune(model=str(tmp_path / "other.ckpt"), **common)
+
+
+# -------------------------------------------------------------------------- reading, labels
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_layouts(tmp_path):
+    sst2 = write(tmp_path / "sst2.tsv", "sentence\tlabel\ngood film \t1\nbad film\t0\n")
+    examples = read_examples(sst2)
+    assert [(e.label, e.text, e.text_pair) for e in examples] == [
+        ("1", "good film ", None),
+        ("0", "bad film", None),
+    ]
+    qnli = write(
+        tmp_path / "qnli.tsv",
+        "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tentailment\n",
+    )
+    assert read_examples(qnli)[0].text_pair == "Him."
+    mrpc = write(
+        tmp_path / "mrpc.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\tA\tB\n"
+    )
+    assert read_examples(mrpc, label_column="Quality")[0].text_pair == "B"
+    cola = write(tmp_path / "in_domain_train.tsv", "gj04\t1\t\tThe book fell.\r\n\n")
+    (example,) = read_examples(cola, label_column="1", text_columns="3")
+    assert (example.label, example.text) == ("1", "The book fell.")
+    three = write(tmp_path / "pairs.tsv", "yes\tfirst\tsecond\n")
+    assert read_examples(three)[0].text_pair == "second"
+    jsonl = write(
+        tmp_path / "d.jsonl", '{"label": true, "text": "x"}\n\n{"label": false, "text": "y"}\n'
+    )
+    assert [e.label for e in read_examples(jsonl)] == ["true", "false"]
+    custom = write(tmp_path / "c.jsonl", '{"y": 2, "q": "a", "d": "b"}\n')
+    assert read_examples(custom, label_column="y", text_columns="q,d")[0].text_pair == "b"
+
+
+def test_labels_are_sorted_numerically_when_integers(tmp_path):
+    numbers = read_examples(write(tmp_path / "n.tsv", "10\ta\n2\tb\n1\tc\n"))
+    assert label_mapping(numbers, "n.tsv") == {"1": 0, "2": 1, "10": 2}
+    words = read_examples(write(tmp_path / "w.tsv", "pos\ta\nneg\tb\n"))
+    assert label_mapping(words, "w.tsv") == {"neg": 0, "pos": 1}
+
+
+@pytest.mark.parametrize(
+    "name, content, kwargs, message",
+    [
+        ("missing.tsv", None, {}, "missing.tsv: no such file"),
+        ("empty.tsv", "\n\n", {}, "empty.tsv: the file is empty"),
+        ("notab.tsv", "en\tfine\njust text\n", {}, "notab.tsv line 2: 1 tab-separated field"),
+        ("header.tsv", "sentence\tlabel\n", {}, "header.tsv: no examples"),
+        (
+            "cols.tsv",
+            "a\tlabel\nx\t1\n",
+            {"text_columns": "b"},
+            "cols.tsv line 1: unknown column 'b'",
+        ),
+        ("short.tsv", "sentence\tlabel\nx\n", {}, "short.tsv line 2: 1 tab-separated field"),
+        ("nolabel.tsv", "x\ty\n", {"label_column": "gold"}, "nolabel.tsv line 1: no header line"),
+        ("bad.jsonl", '{"label": 1, "text": "a"}\n{"label": 1\n', {}, "bad.jsonl line 2: not JSON"),
+        (
+            "key.jsonl",
+            '{"label": 1, "text": "a"}\n{"label": 0}\n',
+            {},
+            "key.jsonl line 2: no 'text'",
+        ),
+        ("blank.tsv", "en\ta\n \tb\n", {}, "blank.tsv line 2: empty label"),
+    ],
+)
+def test_reading_errors_name_file_and_line(tmp_path, name, content, kwargs, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError) as error:
+        read_examples(str(path), **kwargs)
+    assert str(error.value).startswith(f"{tmp_path}/{message}"), error.value
+
+
+def test_task_errors_before_loading_the_model(tmp_path):
+    train = write(tmp_path / "train.tsv", "a\tx\nb\ty\n")
+    single = dict(model=str(tmp_path / "no-model"), train_file=train)
+    with pytest.raises(ValueError, match=r"valid.tsv line 1: label 'c' does not occur"):
+        finetune(valid_file=write(tmp_path / "valid.tsv", "c\tz\n"), **single)
+    with pytest.raises(ValueError, match=r"pairs.tsv line 1: sentence pairs, but the training"):
+        finetune(valid_file=write(tmp_path / "pairs.tsv", "a\tz\tw\n"), **single)
+    with pytest.raises(ValueError, match="one.tsv: needs at least two different labels"):
+        finetune(model="m", train_file=write(tmp_path / "one.tsv", "a\tx\n"), valid_file=train)
+    with pytest.raises(ValueError, match="--model .*no-model: no such folder"):
+        finetune(valid_file=train, **single)
