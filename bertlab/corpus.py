@@ -4,8 +4,9 @@ Decisions:
 - Inputs, by file name: MediaWiki dumps (`*.xml`, `*-pages-articles*.xml-p1p2.bz2`), plain text
   (`*.txt`: documents separated by blank lines) and JSON Lines (`*.jsonl`: one document a line,
   in its `text` field), each optionally compressed (`.gz`, `.bz2`, `.xz`). Directories are read
-  recursively and globs expanded, in sorted order; hidden files and other extensions inside a
-  directory are skipped, but a file named explicitly must have a known extension.
+  recursively and globs expanded, in sorted order; hidden files, other extensions and
+  multistream dumps' `*-multistream-index.txt.bz2` inside a directory are skipped, but a file
+  named explicitly must have a known extension.
 - Inside a document every line is a paragraph (plain text and the `text` field alike); each is cut
   into sentences by the rule for --lang (bertlab.sentences). A plain-text file already in corpus
   format therefore comes out unchanged. Hard-wrapped text should be unwrapped first: a line break
@@ -178,6 +179,7 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
                     if p.is_file()
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
                     and _FORMAT.fullmatch(p.name)
+                    and "multistream-index" not in p.name  # a dump's index is not text
                     and p.resolve() not in outputs
                 ]
                 if not found:
