@@ -17,7 +17,8 @@ Decisions:
   charsmap; SentencePiece's whitespace handling (drop leading/trailing space, collapse runs) is
   Replace + Strip; `add_dummy_prefix` is the Metaspace pre-tokenizer's prepend_scheme "first"
   (only at the start of the text, not after a special token, as SentencePiece does); the post
-  processor is BERT's [CLS] A [SEP] B [SEP] with token types 0/1; the decoder is Metaspace.
+  processor is BERT's [CLS] A [SEP] B [SEP] with token types 0/1; the decoder turns "▁" back
+  into spaces and drops the dummy prefix.
 - [MASK] absorbs the spaces before it (lstrip): "is [MASK]." tokenizes as "▁is [MASK] ." just as
   masking "▁Paris" in "▁is ▁Paris ." does during training, with or without the space.
 - Without a dummy prefix, text is also stripped on the left, so a line with leading spaces
@@ -204,12 +205,15 @@ def build_backend(proto: model_pb2.ModelProto) -> Tokenizer:
     backend.pre_tokenizer = pre_tokenizers.Metaspace(
         replacement="▁", prepend_scheme=scheme, split=split
     )
-    decoder_scheme = "first" if spec.add_dummy_prefix else "never"
-    metaspace = decoders.Metaspace(replacement="▁", prepend_scheme=decoder_scheme, split=split)
+    # Not the Metaspace decoder: it drops every "▁" of the first token, and a piece may hold
+    # several (models trained without split_by_whitespace). SentencePiece drops one leading space.
+    steps = [decoders.Replace("▁", " ")]
     if trainer.byte_fallback:
-        backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(), metaspace])
-    else:
-        backend.decoder = metaspace
+        steps.append(decoders.ByteFallback())
+    steps.append(decoders.Fuse())
+    if spec.add_dummy_prefix:
+        steps.append(decoders.Strip(" ", 1, 0))
+    backend.decoder = decoders.Sequence(steps)
     cls, sep = SPECIAL_TOKENS[2], SPECIAL_TOKENS[3]
     backend.post_processor = processors.TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0",
