@@ -177,6 +177,13 @@ def read_lines(path: str, expected: int | None = None) -> Iterator[tuple[int, by
         )
 
 
+def _all_ints(values: list) -> bool:
+    try:
+        return type(sum(values)) is int
+    except TypeError:
+        return False
+
+
 def parse_sample(
     raw: bytes, path: str, line: int, max_seq_len: int, vocab_size: int, nsp: bool
 ) -> dict:
@@ -190,7 +197,8 @@ def parse_sample(
         raise ValueError(f"{where}: a sample line must be a JSON object")
     ids = sample.get("input_ids")
     types = sample.get("token_type_ids")
-    if not isinstance(ids, list) or not ids or not all(type(i) is int for i in ids):
+    # sum/min/max run in C: a str, null or list raises TypeError, a float makes the sum a float.
+    if not isinstance(ids, list) or not ids or not _all_ints(ids):
         raise ValueError(f"{where}: input_ids must be a non-empty list of integers")
     if len(ids) > max_seq_len:
         raise ValueError(
@@ -202,7 +210,9 @@ def parse_sample(
     if (
         not isinstance(types, list)
         or len(types) != len(ids)
-        or not all(type(t) is int and 0 <= t <= 1 for t in types)
+        or not _all_ints(types)
+        or min(types) < 0
+        or max(types) > 1
     ):
         raise ValueError(f"{where}: token_type_ids must be {len(ids)} zeros and ones")
     label = sample.get("next_sentence_label")

@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bertlab.data import BertDataModule, StreamLoader
+from bertlab.masking import MaskingCollator
+from bertlab.shard_reader import parse_sample
 from bertlab.stream import round_robin_quota
 
 VOCAB = 100
@@ -374,3 +378,83 @@ def test_real_english_samples(en_samples):
     val = list(dm.val_dataloader())
     assert sum(len(b["input_ids"]) for b in val) == dm.sets["val"].num_samples
     BertDataModule(train_files=str(en_samples / "train"), tokenizer=dm.tokenizer_path)
+
+
+DDP_SCRIPT = """
+import json, sys
+import pytorch_lightning as pl, torch
+sys.path.insert(0, {tests!r})
+from test_data import BertDataModule, _Recorder
+
+model = _Recorder()
+trainer = pl.Trainer(
+    strategy="ddp", devices=2, accelerator="cpu", max_epochs=1, logger=False,
+    enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+)
+dm = BertDataModule(train_files={folder!r}, batch_size=4, num_workers={num_workers})
+trainer.fit(model, datamodule=dm)
+with open({out!r} + str(trainer.global_rank), "w") as f:
+    json.dump(model.seen, f)
+"""
+
+
+def test_two_process_ddp_reads_each_sample_at_most_once(tmp_path):
+    """Real DDP (gloo, 2 processes, 2 workers each) over uneven shards, fewer than the readers."""
+    import subprocess
+    import sys
+
+    write_samples(tmp_path / "train", [60, 7, 3])
+    script = tmp_path / "ddp.py"
+    out = str(tmp_path / "seen")
+    script.write_text(
+        DDP_SCRIPT.format(
+            tests=str(Path(__file__).parent), folder=str(tmp_path / "train"), num_workers=2, out=out
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads(Path(out + str(rank)).read_text()) for rank in range(2)]
+    # By line (3 shards < 4 readers): 17 or 18 samples a reader, 4 batches, 8 a rank.
+    assert len(ranks[0]) == len(ranks[1]) == 8
+    seen = [uid for rank in ranks for batch in rank for uid in batch]
+    assert len(seen) == len(set(seen)) == len(ranks[0]) * 2 * 4
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=5), children)
+    ),
+    max_leaves=20,
+)
+sample_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "input_ids": st.lists(st.integers(-2, 120), max_size=20) | json_values,
+        "token_type_ids": st.lists(st.integers(-1, 2), max_size=20) | json_values,
+        "next_sentence_label": json_values,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=60), sample_like.map(lambda d: json.dumps(d).encode())))
+def test_shard_reader_gives_a_valid_sample_or_a_clear_error(raw):
+    try:
+        sample = parse_sample(raw, "s.jsonl", 7, max_seq_len=16, vocab_size=VOCAB, nsp=True)
+    except ValueError as e:
+        assert str(e).startswith("s.jsonl:7: ")
+        return
+    batch = MaskingCollator(VOCAB, SPECIAL, max_seq_len=16, nsp=True)([sample])
+    assert batch["input_ids"].shape[1] <= 16 and int(batch["input_ids"].max()) < VOCAB
+
+
+def test_batches_can_name_their_source_lines(tmp_path):
+    write_samples(tmp_path / "train", [6, 6], nsp=False)
+    dm = BertDataModule(train_files=str(tmp_path / "train"), batch_size=4, with_source=True)
+    batch = next(iter(dm.train_dataloader()))
+    for where, uid in zip(dm.sources(batch), decode(batch), strict=True):
+        path, line = where.rsplit(":", 1)
+        assert path.endswith(f"shard-0000{uid // 6}.jsonl.gz") and int(line) == uid % 6 + 1
