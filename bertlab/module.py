@@ -310,6 +310,19 @@ class BertPretraining(pl.LightningModule):
         checkpoint["bert_config"] = self.model.config.to_dict()
         checkpoint["trainable"] = list(self.trainable_names)
 
-    def num_encoder_parameters(self) -> int:
-        """Parameters of the transformer layers: the N of the 6·N FLOPs-per-token estimate."""
-        return sum(p.numel() for p in self.model.bert.encoder.parameters())
+    def training_flops(
+        self, num_tokens: float, sum_squared_lengths: float, num_predictions: float
+    ) -> float:
+        """Useful FLOPs of a training step (forward + backward) for MFU.
+
+        6·N per real token for the N weights of the transformer layers, 12·L·d·l² for the
+        attention of a sequence of l real tokens, 6·d·V per predicted (masked) token for the
+        decoder. Embedding lookups, the head's transform and the pooler are left out.
+        """
+        config = self.model.config
+        encoder = sum(p.numel() for p in self.model.bert.encoder.parameters())
+        return (
+            6 * encoder * num_tokens
+            + 12 * config.num_hidden_layers * config.hidden_size * sum_squared_lengths
+            + 6 * config.hidden_size * config.vocab_size * num_predictions
+        )
