@@ -15,9 +15,9 @@ Decisions:
   on which label comes first. For two classes F1 is that of the positive class, the SECOND label
   in sorted order (`1` for 0/1 labels). A validation or test label the training file lacks is an
   error: the classifier could never predict it.
-- The model is an exported folder (AutoModelForSequenceClassification) or a bertlab checkpoint
-  (.ckpt: `bert_config` plus the `model.` state dict, tokenizer from its hyperparameters or
-  `--tokenizer`). Only the encoder is reused; the classification head is drawn afresh from `seed`
+- The model is an exported folder or a bertlab checkpoint (.ckpt), read and rebuilt by
+  bertlab.export (same checks, same tokenizer resolution: `--tokenizer`, else what the run
+  recorded). Only the encoder is reused; the classification head is drawn afresh from `seed`
   with its own generator, so both routes give bit-identical starting weights, and the same seed
   gives the same result.
 - Training is a LightningModule on the ordinary Trainer (one device: these tasks are small):
@@ -331,37 +331,28 @@ def _draw_head(model, seed: int) -> None:
 def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     """(classifier, tokenizer) from an exported folder or a bertlab .ckpt checkpoint."""
     import transformers
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
     path = Path(model)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"--model {model}: not a model folder (no config.json)")
-        config = AutoConfig.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path, config=config)
-        state = encoder.state_dict()
+        encoder = AutoModel.from_pretrained(path)
+        config, state = encoder.config, encoder.state_dict()
         tokenizer = tokenizer or str(path)
     elif path.is_file():
+        # One reader and one builder of bertlab checkpoints: export's.
+        from bertlab.export import load_checkpoint, rebuild_model, resolve_tokenizer
+        from bertlab.run_facts import collect_run_facts
+
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a foreign or damaged file: the user's input
-            raise ValueError(f"--model {model}: not a readable checkpoint ({error})") from None
-        if not isinstance(checkpoint, dict) or "bert_config" not in checkpoint:
-            raise ValueError(f"--model {model}: not a bertlab checkpoint (no bert_config)")
-        bert_config = dict(checkpoint["bert_config"])
-        config = AutoConfig.for_model(bert_config.pop("model_type", "bert"), **bert_config)
-        prefix = "model.bert."
-        state = {
-            key[len(prefix) :]: value
-            for key, value in checkpoint["state_dict"].items()
-            if key.startswith(prefix)
-        }
-        tokenizer = tokenizer or checkpoint.get("hyper_parameters", {}).get("tokenizer")
-        if not tokenizer:
-            raise ValueError(
-                f"--model {model}: the checkpoint names no tokenizer; pass --tokenizer"
-            )
+            checkpoint = load_checkpoint(model)
+        except ValueError as error:
+            raise ValueError(str(error).replace("--ckpt_path", "--model", 1)) from None
+        tokenizer = str(resolve_tokenizer(tokenizer, collect_run_facts(checkpoint, path)))
+        pretraining = rebuild_model(checkpoint, tokenizer)
+        config, state = pretraining.config, pretraining.base_model.state_dict()
     else:
         raise ValueError(f"--model {model}: no such folder or checkpoint file")
     if not Path(tokenizer).is_dir():
@@ -521,7 +512,6 @@ def finetune(
         if name in splits:
             check_compatible(splits[name], train, mapping)
 
-    pl.seed_everything(seed, workers=True, verbose=False)
     classifier, tok = load_model(model, len(mapping), tokenizer, seed)
     limit = classifier.config.max_position_embeddings
     if max_seq_len > limit:
@@ -535,6 +525,9 @@ def finetune(
         for name, f in features.items()
     }
     module = SequenceClassifier(classifier, len(mapping), lr, weight_decay, warmup_ratio)
+    # Seeded after loading: building a model from a checkpoint draws random initial weights,
+    # loading a folder does not, and dropout must not depend on the route.
+    pl.seed_everything(seed, workers=True, verbose=False)
     callbacks = []
     if patience is not None:
         callbacks.append(

@@ -263,3 +263,46 @@ callbacks:
     assert (callback.every_n_steps, callback.max_steps) == (500, 200)
     assert callback.text_columns == ["sentence1", "sentence2"]
     assert callback.precision == "bf16-mixed"
+
+
+def test_with_bertpretraining(setup):
+    """bertlab's own module: the encoder is `model.bert`, the tokenizer its hyperparameter."""
+    from bertlab.module import BertPretraining
+
+    (input_ids,) = setup["data"][:16]
+    chosen = (torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(0)) < 0.15) & (
+        input_ids > 4
+    )
+    batch = {
+        "input_ids": torch.where(chosen, 4, input_ids),
+        "attention_mask": (input_ids != 0).long(),
+        "token_type_ids": torch.zeros_like(input_ids),
+        "labels": torch.where(chosen, input_ids, -100),
+    }
+    module = BertPretraining(
+        tokenizer=setup["tokenizer"],
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        objective="mlm",
+        lr_schedule="constant",
+        warmup_steps=0,
+    )
+    logger = MemoryLogger()
+    callback = DownstreamEvaluation(
+        setup["train"], setup["valid"], every_n_steps=2, **{**TASK, "max_steps": 5}
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=logger,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader([batch] * 2, batch_size=None))
+    logged = [(step, m) for step, m in logger.records if "downstream/accuracy" in m]
+    assert [step for step, _ in logged] == [2]

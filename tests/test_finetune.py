@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import run_tool
 
@@ -142,7 +143,7 @@ def task(shared_data: Path, tmp_path_factory) -> dict:
         records = [{"text": a, "text_pair": b, "label": label} for a, b, label in rows]
         jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         files[split] = {"tsv": tsv, "glue": glue, "jsonl": jsonl}
-    return {"root": root, "model": root / "model", "files": files, "state": model.state_dict()}
+    return {"root": root, "model": root / "model", "files": files}
 
 
 # ----------------------------------------------------------------------------- the real tool
@@ -220,29 +221,62 @@ def test_jsonl_pairs_with_test_file(task, capsys):
     assert result["pairs"] and result["test"]["accuracy"] >= 0.85, result["history"]
 
 
-def test_checkpoint_gives_the_same_result_as_the_exported_folder(task, tmp_path):
-    """A bertlab checkpoint (bert_config + `model.`-prefixed weights + tokenizer hparam)."""
-    from transformers import BertConfig
+def pretraining_checkpoint(task: dict, folder: Path) -> Path:
+    """A real `BertPretraining` Lightning checkpoint after two steps; its model saved in folder."""
+    from transformers import AutoTokenizer
 
-    config = BertConfig.from_pretrained(task["model"])
-    checkpoint = {
-        "state_dict": {f"model.{k}": v for k, v in task["state"].items()},
-        "bert_config": config.to_dict(),
-        "hyper_parameters": {"tokenizer": str(task["model"])},
+    from bertlab.module import BertPretraining
+
+    tokenizer = AutoTokenizer.from_pretrained(task["model"])
+    texts = [line.split("\t")[1] for line in task["files"]["train"]["tsv"].read_text().splitlines()]
+    encoded = tokenizer(texts[:16], truncation=True, max_length=32, padding="max_length")
+    input_ids = torch.tensor(encoded["input_ids"])
+    chosen = (torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(0)) < 0.15) & (
+        input_ids > 4
+    )
+    batch = {
+        "input_ids": torch.where(chosen, 4, input_ids),
+        "attention_mask": torch.tensor(encoded["attention_mask"]),
+        "token_type_ids": torch.zeros_like(input_ids),
+        "labels": torch.where(chosen, input_ids, -100),
     }
-    ckpt = tmp_path / "last.ckpt"
-    torch.save(checkpoint, ckpt)
+    module = BertPretraining(
+        tokenizer=str(task["model"]),
+        objective="mlm",
+        lr_schedule="constant",
+        warmup_steps=0,
+        lr=1e-2,
+        **TINY,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader([batch, batch], batch_size=None))
+    ckpt = folder / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    module.model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    return ckpt
+
+
+def test_checkpoint_gives_the_same_result_as_its_model_folder(task, tmp_path):
+    ckpt = pretraining_checkpoint(task, tmp_path)
     files = task["files"]
     common = dict(
         train_file=str(files["train"]["tsv"]),
         valid_file=str(files["valid"]["tsv"]),
         **{**FAST, "max_epochs": 1},
     )
-    from_ckpt = finetune(model=str(ckpt), **common)
-    from_folder = finetune(model=str(task["model"]), **common)
+    from_ckpt = finetune(model=str(ckpt), **common)  # the tokenizer: the run's hyperparameter
+    from_folder = finetune(model=str(tmp_path / "model"), **common)
     assert from_ckpt["history"] == from_folder["history"]
-    with pytest.raises(ValueError, match="not a bertlab checkpoint"):
-        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="--model .*other.ckpt: not a bertlab checkpoint"):
         finetune(model=str(tmp_path / "other.ckpt"), **common)
 
 
