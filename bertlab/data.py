@@ -13,7 +13,14 @@ Decisions:
   ValueError rather than a silent change of data order.
 - Lightning's epoch reaches the dataset through `loader.sampler.set_epoch` (Lightning calls it
   on the sampler); outside Lightning, each complete pass moves to the next epoch by itself, and a
-  pass left unfinished is continued by the next `iter()`.
+  pass left unfinished is continued by the next `iter()`. After a resume, Lightning's epoch
+  number can be one ahead of the data's (a checkpoint written when `max_steps` stopped a run
+  mid-epoch counts that epoch as done): the first set_epoch after loading pairs the two numbers,
+  so the saved position, not the counter, decides which batch comes next.
+- Batches (see bertlab.masking): LongTensors input_ids, attention_mask, token_type_ids, labels
+  [B, T] (T the longest sample rounded up to pad_to_multiple_of; labels -100 where nothing is
+  predicted), next_sentence_label [B] when the samples have NSP labels, and with with_source
+  `source` [B, 2] (shard index, line), which `sources(batch)` turns into `path:line`.
 - The loader starts its workers on the first `next()`, not on `iter()`: Lightning creates the
   iterator before it restores the epoch on resume, and the epoch must be known when workers start.
 """
