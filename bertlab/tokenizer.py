@@ -88,6 +88,10 @@ def train_tokenizer(
         )
     if not 0 < character_coverage <= 1:
         raise ValueError(f"--character_coverage {character_coverage} must be in (0, 1]")
+    if model_type == "wordpiece" and not add_dummy_prefix:
+        raise ValueError(
+            "--add_dummy_prefix is for SentencePiece; WordPiece splits on spaces itself"
+        )
     if input_sentence_size < 0:
         raise ValueError(f"--input_sentence_size {input_sentence_size} must be >= 0")
     lines, num_file_lines = sample_lines(train_file, input_sentence_size, seed)
@@ -139,9 +143,11 @@ def convert_tokenizer(
     The model must already have the BERT special tokens at their fixed ids: [PAD]=0 (pad piece),
     [UNK]=1 (unknown piece), [CLS]=2 [SEP]=3 [MASK]=4 (user-defined or control symbols), i.e. be
     trained with --pad_id=0 --unk_id=1 --bos_id=-1 --eos_id=-1 --pad_piece=[PAD]
-    --unk_piece=[UNK] --user_defined_symbols=[CLS],[SEP],[MASK]. Its normalization (including
-    any lowercasing rule) is carried over as it is. The folder is written only if AutoTokenizer
-    gives the model's ids on the check text.
+    --unk_piece=[UNK] --user_defined_symbols=[CLS],[SEP],[MASK]. Its normalization is carried
+    over as it is, lowercasing included (e.g. --normalization_rule_name=nmt_nfkc_cf), which is
+    why there is no --lowercase here. The folder is written only if AutoTokenizer gives the
+    model's ids on the check text (differences that are float32 rounding ties of equal-score
+    unigram segmentations are reported, not refused).
 
     Args:
         spm_model: the SentencePiece .model file.

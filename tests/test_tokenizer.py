@@ -255,9 +255,9 @@ def test_convert_tokenizer(ja_corpus, en_corpus, tmp_path):
     result = run_tool("convert_tokenizer.py", *args, "--text_file", ja_corpus / "valid.txt")
     assert "lines identical" in result.stdout
     assert (out / "sentencepiece.model").read_bytes() == (tmp_path / "sp.model").read_bytes()
-    for corpus in (ja_corpus, en_corpus):  # unrounded scores: rounding ties only, if any
-        report = check_parity(str(out), str(corpus / "valid.txt"))
-        assert report.ok and report.num_ties <= report.num_lines // 100, report.summary()
+    # The tool checked every Japanese valid line; English text is all new to this model.
+    report = check_parity(str(out), str(en_corpus / "valid.txt"))
+    assert report.ok and report.num_ties <= report.num_lines // 100, report.summary()
     tokenizer = load_tokenizer(str(out))
     ids = tokenizer("首都は[MASK]です。")["input_ids"]
     assert ids.count(4) == 1 and ids[0] == 2 and ids[-1] == 3
@@ -330,10 +330,12 @@ def test_bad_train_text_and_flags(tmp_path):
         train_tokenizer(str(empty), out)
     with pytest.raises(ValueError, match="--model_type 'sentencepiece' is not one of"):
         train_tokenizer(str(empty), out, model_type="sentencepiece")
+    with pytest.raises(ValueError, match="--add_dummy_prefix is for SentencePiece"):
+        train_tokenizer(str(empty), out, model_type="wordpiece", add_dummy_prefix=False)
     assert not Path(out).exists()
 
 
-def test_tokenizer_folder_without_the_special_tokens(en_corpus, tmp_path):
+def test_tokenizer_folder_without_the_special_tokens(tmp_path):
     from transformers import BertTokenizer
 
     # A BERT-base-like layout: the special tokens exist, but at ids 0 and 100-103.
@@ -348,10 +350,3 @@ def test_tokenizer_folder_without_the_special_tokens(en_corpus, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty cannot be loaded by AutoTokenizer"):
         load_tokenizer(str(tmp_path / "empty"))
-    # The user-facing door: prepare_samples refuses it with one line naming the folder.
-    result = run_tool(
-        "prepare_samples.py", "--input", en_corpus / "valid.txt", "--tokenizer", folder,
-        "--output_dir", tmp_path / "samples", check=False,
-    )  # fmt: skip
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert str(folder) in result.stderr and "special tokens" in result.stderr
