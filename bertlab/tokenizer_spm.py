@@ -31,8 +31,9 @@ Decisions:
   are exact (up to 2^18 in size), ties are exact, and both break them the same way, so parity is
   exact. A converted model keeps its scores (its ids are the user's), and parity tolerates only
   such rounding ties there.
-- The folder is loaded by `PreTrainedTokenizerFast` (written as `tokenizer_class`), which takes
-  tokenizer.json as it is, in transformers 4 and 5 alike; the raw model is kept beside it as
+- `tokenizer_class` is `PreTrainedTokenizerFast`, which takes tokenizer.json as it is
+  (transformers 5 maps the name to TokenizersBackend, transformers 4 knows it too), also inside
+  an exported model folder whose config says "bert"; the raw model is kept beside it as
   `sentencepiece.model` (a name no transformers class picks up by itself).
 """
 
