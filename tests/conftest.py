@@ -100,6 +100,7 @@ def ja_unigram(ja_corpus: Path, tmp_path_factory) -> Path:
         output_dir=str(out),
         model_type="unigram",
         vocab_size=3000,
+        input_sentence_size=3000,
     )
     return out
 
