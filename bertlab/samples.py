@@ -13,8 +13,9 @@ Decisions:
   of documents for one pass, (3) shuffle and gzip one shard. Results are consumed in task order
   and all randomness is derived from (seed, pass, document index) or (seed, shard index), so the
   output is byte-identical whatever --num_proc.
-- The canonical order of samples, before they are dealt to shards: pass, then document, then
-  position in the document (Google's order).
+- The canonical order of samples, before they are dealt to shards: task (a range of documents
+  of ~64k tokens, fixed by the corpus alone), pass, document, position in the document. A task
+  makes every pass over its documents, so their token text is prepared once for all passes.
 - Everything is written inside a temporary folder that replaces --output_dir only when complete
   (bertlab.atomic.atomic_dir): a failed run leaves no meta.json that looks finished, and a failed
   rerun leaves the previous output as it was.
@@ -27,6 +28,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
@@ -36,8 +38,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bertlab.atomic import atomic_dir
-from bertlab.pairs import mlm_blocks, nsp_pairs, sample_line
-from bertlab.shards import ShardDealer, finish_shard, shard_name
+from bertlab.pairs import mlm_blocks, nsp_pairs
+from bertlab.shards import LineEncoder, ShardDealer, finish_shard, shard_name
 from bertlab.tokenized import TokenizedCorpus, read_documents, tokenize_corpus
 from bertlab.workers import WORKER, Workers
 
@@ -95,8 +97,11 @@ def prepare_samples(
 
         vocab_size = max(len(tok), int(corpus.tokens.max()) + 1)
         dealer = ShardDealer(scratch / "parts", num_shards)
-        params = (corpus_dir, seed, max_seq_len, short_seq_prob, nsp, special_ids, vocab_size)
-        tasks = [(params, p, lo, hi) for p in range(dupe_factor) for lo, hi in corpus.tasks()]
+        params = (
+            corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
+            vocab_size,
+        )  # fmt: skip
+        tasks = [(params, lo, hi) for lo, hi in corpus.tasks()]
         with tqdm(total=len(tasks), desc="samples", unit="task", disable=None) as bar:
             for lines, num_tokens in workers.imap(_build_samples, tasks):
                 dealer.add(lines, num_tokens)
@@ -154,22 +159,9 @@ def _source_file(input: str) -> Path:
 
 
 def _load_tokenizer(path: str):
-    try:
-        from bertlab.tokenizer import load_tokenizer
-    except ImportError:  # bertlab.tokenizer is being written; same contract meanwhile
-        load_tokenizer = _load_tokenizer_fallback
+    from bertlab.tokenizer import load_tokenizer  # imports transformers: only once needed
+
     return load_tokenizer(path)
-
-
-def _load_tokenizer_fallback(path: str):
-    from transformers import AutoTokenizer
-
-    if not Path(path).is_dir():
-        raise ValueError(f"--tokenizer {path}: no such folder")
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"--tokenizer {path}: not a tokenizer folder ({error})") from None
 
 
 def _special_ids(tok, path: str) -> dict[str, int]:
@@ -181,54 +173,38 @@ def _special_ids(tok, path: str) -> dict[str, int]:
 
 
 def _fingerprint(path: str) -> str:
-    try:
-        from bertlab.tokenizer import tokenizer_fingerprint
-    except ImportError:
-        tokenizer_fingerprint = _fingerprint_fallback
+    from bertlab.tokenizer import tokenizer_fingerprint
+
     return tokenizer_fingerprint(path)
 
 
-def _fingerprint_fallback(path: str) -> str:
-    import hashlib
-
-    spec = json.loads((Path(path) / "tokenizer.json").read_text(encoding="utf-8"))
-    from transformers import AutoTokenizer
-
-    vocab = sorted(AutoTokenizer.from_pretrained(path).get_vocab().items())
-    canonical = {
-        "vocab": vocab,
-        "normalizer": spec.get("normalizer"),
-        "pre_tokenizer": spec.get("pre_tokenizer"),
-    }
-    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _build_samples(params: tuple, pass_index: int, lo: int, hi: int) -> tuple[list, list]:
-    corpus_dir, seed, max_seq_len, short_seq_prob, nsp, special_ids, vocab_size = params
+def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list]:
+    """The samples of documents [lo, hi), every pass, as shard lines and their token counts."""
+    corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids, vocab_size = (
+        params
+    )
     corpus = WORKER.get("corpus")
     if corpus is None or WORKER.get("corpus_dir") != corpus_dir:
         corpus = WORKER["corpus"] = TokenizedCorpus.load(corpus_dir)
         WORKER["corpus_dir"] = corpus_dir
-    cls_id, sep_id = special_ids["cls"], special_ids["sep"]
-    if len(WORKER.get("id_strings", ())) != vocab_size:
-        WORKER["id_strings"] = [str(i) for i in range(vocab_size)]
-    id_strings = WORKER["id_strings"]
+    encoder = LineEncoder(corpus.tokens, vocab_size, special_ids["cls"], special_ids["sep"])
+    encoder.window(corpus.token_range(lo)[0], corpus.token_range(hi - 1)[1])
     lines, num_tokens = [], []
-    for document in range(lo, hi):
-        rng = random.Random(f"bertlab.samples:{seed}:{pass_index}:{document}")
-        if nsp:
-            samples = nsp_pairs(
-                document, corpus.sentence_starts, corpus.document_starts, rng, max_seq_len,
-                short_seq_prob,
-            )  # fmt: skip
-        else:
-            start, end = corpus.token_range(document)
-            samples = mlm_blocks(start, end, pass_index, rng, max_seq_len)
-        for sample in samples:
-            line, n = sample_line(corpus.tokens, sample, cls_id, sep_id, id_strings)
-            lines.append(line)
-            num_tokens.append(n)
+    for pass_index in range(dupe_factor):
+        for document in range(lo, hi):
+            rng = random.Random(f"bertlab.samples:{seed}:{pass_index}:{document}")
+            if nsp:
+                samples = nsp_pairs(
+                    document, corpus.sentence_starts, corpus.document_starts, rng, max_seq_len,
+                    short_seq_prob,
+                )  # fmt: skip
+            else:
+                start, end = corpus.token_range(document)
+                samples = mlm_blocks(start, end, pass_index, rng, max_seq_len)
+            for sample in samples:
+                line, n = encoder.line(sample)
+                lines.append(line)
+                num_tokens.append(n)
     return lines, num_tokens
 
 
@@ -278,27 +254,22 @@ def measure_throughput(
     compare directly. Raw encoding is timed as a user would write it, `tokenizer(batch,
     add_special_tokens=False)` over batches of batch_size sentences, and through the Rust backend
     (`encode_batch_fast`, what prepare_samples uses); prepare_samples is timed whole, from loading
-    the tokenizer to meta.json, once per num_proc. Each figure is the best of `repeats` runs: on a
-    shared machine the fastest run is the one least disturbed.
+    the tokenizer to meta.json (transformers already imported), once per num_proc. The systems
+    take turns, `repeats` rounds, and each keeps its fastest round: on a shared machine that is
+    the least disturbed one, and a burst of load hits every system alike. `cpu_seconds` counts
+    this process and its finished children.
 
-    Returns {"num_tokens", "results": [{"system", "num_proc", "seconds", "tokens_per_s"}, ...],
-    "prepare_vs_raw" (best prepare_samples rate / raw `tokenizer(...)` rate),
-    "speedup" ({num_proc: time with 1 / time with num_proc})}.
+    Returns {"num_tokens", "results": [{"system", "num_proc", "seconds", "cpu_seconds",
+    "tokens_per_s"}, ...], "prepare_vs_raw" (best prepare_samples rate / `tokenizer(batch)`
+    rate), "speedup" ({num_proc: seconds with 1 process / seconds with num_proc})}.
     """
+    import resource
     import tempfile
     import time
 
     tok = _load_tokenizer(tokenizer)
     sentences = [s for document in read_documents(Path(input)) for s in document]
     batches = [sentences[i : i + batch_size] for i in range(0, len(sentences), batch_size)]
-
-    def best(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
 
     def call() -> None:
         for batch in batches:
@@ -308,31 +279,37 @@ def measure_throughput(
         for batch in batches:
             tok.backend_tokenizer.encode_batch_fast(batch, add_special_tokens=False)
 
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
     num_tokens = sum(
         len(ids)
         for batch in batches
         for ids in tok(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
     )
-    results = [
-        {"system": "tokenizer(batch)", "num_proc": 1, "seconds": best(call)},
-        {"system": "encode_batch_fast", "num_proc": 1, "seconds": best(backend)},
-    ]
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="throughput-") as scratch:
+        systems = [("tokenizer(batch)", 1, call), ("encode_batch_fast", 1, backend)]
         for n in num_proc:
-            seconds = best(
-                lambda n=n: prepare_samples(
-                    input,
-                    tokenizer,
-                    f"{scratch}/samples-{n}",
-                    max_seq_len=max_seq_len,
-                    dupe_factor=dupe_factor,
-                    num_shards=num_shards,
-                    num_proc=n,
-                )  # fmt: skip
-            )
-            results.append({"system": "prepare_samples", "num_proc": n, "seconds": seconds})
-    for result in results:
-        result["tokens_per_s"] = num_tokens / result["seconds"]
+            run = functools.partial(
+                prepare_samples, input, tokenizer, f"{scratch}/samples-{n}",
+                max_seq_len=max_seq_len, dupe_factor=dupe_factor, num_shards=num_shards,
+                num_proc=n,
+            )  # fmt: skip
+            systems.append(("prepare_samples", n, run))
+        best: dict[int, tuple[float, float]] = {}
+        for _ in range(repeats):
+            for index, (_, _, fn) in enumerate(systems):
+                start, start_cpu = time.perf_counter(), cpu()
+                fn()
+                timing = (time.perf_counter() - start, cpu() - start_cpu)
+                best[index] = min(best.get(index, timing), timing)
+    results = [
+        {"system": name, "num_proc": n, "seconds": best[i][0], "cpu_seconds": best[i][1],
+         "tokens_per_s": num_tokens / best[i][0]}
+        for i, (name, n, _) in enumerate(systems)
+    ]  # fmt: skip
     prepare = {r["num_proc"]: r["seconds"] for r in results if r["system"] == "prepare_samples"}
     return {
         "num_tokens": num_tokens,

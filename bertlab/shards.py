@@ -8,6 +8,9 @@ Decisions:
   own seeded generator (seed, shard index): consecutive samples of one document end up spread
   over the shard, and a reader streaming the shards in any order sees mixed data. Memory holds
   one shard at a time per process, so --num_shards bounds it for large corpora.
+- A line is assembled as text, not with json.dumps: the decimal strings of a range of tokens
+  are joined once (LineEncoder.window) and every segment inside it is a slice of that text, about
+  ten times faster for the same JSON (compact, keys in the contract's order).
 - gzip with mtime=0 and no file name in the header, at a fixed compression level: identical
   inputs give byte-identical files, on any run and with any number of processes.
 """
@@ -16,7 +19,10 @@ from __future__ import annotations
 
 import gzip
 import random
+from operator import itemgetter
 from pathlib import Path
+
+import numpy as np
 
 # Level 1: files ~20% larger than gzip's default level 6, written five times faster (at level 6,
 # compression took more time than tokenizing).
@@ -25,6 +31,55 @@ COMPRESS_LEVEL = 1
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.jsonl.gz"
+
+
+class LineEncoder:
+    """Samples (spans of a flat token array, see bertlab.pairs) -> newline-terminated JSON lines."""
+
+    def __init__(self, tokens: np.ndarray, vocab_size: int, cls_id: int, sep_id: int):
+        self.tokens = tokens
+        self.id_texts = [f"{i}," for i in range(vocab_size)]
+        self.id_lengths = np.array([len(t) for t in self.id_texts], dtype=np.int64)
+        self.cls, self.sep = f"{cls_id},", str(sep_id)
+        self.start, self.text, self.offsets = 0, "", [0]
+
+    def _join(self, start: int, end: int) -> str:
+        ids = self.tokens[start:end]
+        if len(ids) == 1:
+            return self.id_texts[int(ids[0])]
+        return "".join(itemgetter(*ids.tolist())(self.id_texts))
+
+    def window(self, start: int, end: int) -> None:
+        """Prepare the text of tokens [start, end): spans inside it become slices."""
+        self.start, self.text = start, self._join(start, end)
+        lengths = self.id_lengths[self.tokens[start:end]]
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+
+    def _ids(self, start: int, end: int) -> str:
+        """'id,id,...,' of tokens [start, end)."""
+        first, last = start - self.start, end - self.start
+        if first >= 0 and last < len(self.offsets):
+            return self.text[self.offsets[first] : self.offsets[last]]
+        return self._join(start, end)  # outside the window: a random B from another document
+
+    def line(self, sample) -> tuple[bytes, int]:
+        """The shard line of a sample and its number of tokens."""
+        (a0, a1), b, label = sample
+        if b is None:
+            length = a1 - a0 + 2
+            ids = f"{self.cls}{self._ids(a0, a1)}{self.sep}"
+            types = "0," * (length - 1) + "0"
+            line = f'{{"input_ids":[{ids}],"token_type_ids":[{types}]}}\n'
+        else:
+            b0, b1 = b
+            length = a1 - a0 + b1 - b0 + 3
+            ids = f"{self.cls}{self._ids(a0, a1)}{self.sep},{self._ids(b0, b1)}{self.sep}"
+            types = "0," * (a1 - a0 + 2) + "1," * (b1 - b0) + "1"
+            line = (
+                f'{{"input_ids":[{ids}],"token_type_ids":[{types}],'
+                f'"next_sentence_label":{label}}}\n'
+            )
+        return line.encode("ascii"), length
 
 
 class ShardDealer:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bertlab.workers import WORKER, Workers
 
 _CHUNK_CHARS = 1 << 18  # text per tokenization task
-_TASK_TOKENS = 1 << 17  # corpus tokens per sample-building task
+_TASK_TOKENS = 1 << 16  # corpus tokens per sample-building task
 _READ_BYTES = 1 << 22
 _PARITY_SENTENCES = 256
 
