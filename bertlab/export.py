@@ -170,8 +170,6 @@ def verify_model_folder(
     import transformers
     from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(folder)
     limit = min(64, reference.config.max_position_embeddings)
     pairs = texts[:8] if len(texts) > 1 else texts * 2
@@ -247,6 +245,15 @@ def _write_embeddings(folder: Path, reference, dtype: str, facts: RunFacts) -> t
     return tuple(matrix.shape)
 
 
+def _quiet_transformers() -> None:
+    """No progress bars or load reports: AutoModelForMaskedLM not using the NSP head is expected,
+    and the export's own summary is what the user needs to read."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def _readable_by_umask(folder: Path) -> None:
     """Give the folder and files the permissions the user's umask allows (not mkdtemp's 0700):
     an exported model is meant to be shared."""
@@ -279,7 +286,8 @@ def export_model(
         config: The run's config (default: the config.yaml LightningCLI saved beside the
             checkpoint's log folder); optional, the checkpoint alone is enough.
         tokenizer: The tokenizer folder (default: the one the run recorded).
-        language: Language code(s) for the model card (e.g. en, ja).
+        language: The model's language code for the model card (e.g. en, ja); also picks the
+            default widget sentence.
         license: License identifier for the model card.
         datasets: Hub dataset ids for the model card (e.g. wikipedia).
         widget_text: The Hub widget's example; [MASK] is replaced by the tokenizer's mask token.
@@ -292,6 +300,7 @@ def export_model(
     if config is not None and not Path(config).is_file():
         raise ValueError(f"--config {config} does not exist")
     _check_output_dir(output_dir, overwrite)
+    _quiet_transformers()
     checkpoint = load_checkpoint(ckpt_path)
     facts = collect_run_facts(checkpoint, ckpt_path, config)
     tokenizer_dir = resolve_tokenizer(tokenizer, facts)
@@ -330,6 +339,8 @@ def export_model(
         _readable_by_umask(tmp)
 
     print(f"export_model: wrote {output_dir} ({', '.join(files)})")
+    if language is None:
+        print("  note: no --language given, so the card names no language")
     for key, value in checks.items():
         print(f"  {key}: {value}")
     return {"output_dir": str(output_dir), "files": files, "checks": checks}

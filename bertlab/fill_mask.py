@@ -100,6 +100,8 @@ def fill_mask(model: str, text: list[str], top_k: int = 5, json: bool = False) -
     texts = [text] if isinstance(text, str) else list(text)
     if not texts:
         raise ValueError("--text needs at least one text")
+    if top_k < 1:
+        raise ValueError(f"--top_k must be at least 1, got {top_k}")
     pipe = load_fill_mask_pipeline(model)
     results = predict_masks(pipe, texts, top_k=top_k)
     if json:

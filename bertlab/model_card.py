@@ -289,6 +289,18 @@ def render_embeddings_card(
     return "\n\n".join(sections) + "\n"
 
 
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("bertlab", "transformers", "torch"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
 def render_changelog(
     name: str, facts: RunFacts, dtype: str, embeddings_only: bool, exported_at: str
 ) -> str:
@@ -299,7 +311,7 @@ def render_changelog(
         f"- Exported {what} of `{name}` ({dtype}) from checkpoint "
         f"`{Path(facts.checkpoint).name}` at optimizer step {_number(facts.global_step)}"
         + (f", validation loss {facts.val_loss:.4f}" if facts.val_loss is not None else "")
-        + ".\n"
+        + f" ({_versions()}).\n"
     )
 
 

@@ -241,6 +241,17 @@ def test_bfloat16_and_embeddings_only(trained_ckpt: Path, tmp_path: Path):
     assert "pipeline_tag" not in front_matter(embeddings / "README.md")
 
 
+def test_checkpoint_without_bert_config_is_rebuilt_by_the_module(trained_ckpt, tmp_path):
+    checkpoint = torch.load(trained_ckpt, weights_only=True)
+    del checkpoint["bert_config"]  # as if saved by an older BertPretraining
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    result = export_model(str(tmp_path / "old.ckpt"), str(tmp_path / "model"), language="en")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    sizes = (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"])
+    assert sizes == (32, 1, 3000)
+    assert result["checks"]["max |logit difference| vs the checkpoint (fp32 compute)"]
+
+
 def test_not_a_bertlab_checkpoint_is_a_one_line_error(tmp_path: Path, capsys):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"layer.weight": torch.zeros(2)}, "epoch": 1}, foreign)
