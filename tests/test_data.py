@@ -377,7 +377,10 @@ def test_real_english_samples(en_samples):
     assert not np.isin(batch["labels"][labelled].numpy(), list(dm.special_ids.values())).any()
     val = list(dm.val_dataloader())
     assert sum(len(b["input_ids"]) for b in val) == dm.sets["val"].num_samples
-    BertDataModule(train_files=str(en_samples / "train"), tokenizer=dm.tokenizer_path)
+    whole_words = BertDataModule(
+        train_files=str(en_samples / "train"), tokenizer=dm.tokenizer_path, whole_word_masking=True
+    )
+    assert (next(iter(whole_words.train_dataloader()))["labels"] != -100).any()
 
 
 def _ddp_rank(rank: int, folder: str, init: str, results) -> None:
