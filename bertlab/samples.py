@@ -18,7 +18,8 @@ Decisions:
   makes every pass over its documents, so their token text is prepared once for all passes.
 - Everything is written inside a temporary folder that replaces --output_dir only when complete
   (bertlab.atomic.atomic_dir): a failed run leaves no meta.json that looks finished, and a failed
-  rerun leaves the previous output as it was.
+  rerun leaves the previous output as it was. Since the folder is replaced whole, it must be new,
+  empty or an earlier output of prepare_samples (never, say, the corpus folder).
 - meta.json holds nothing that depends on the run (no times, no --num_proc) so that it is
   byte-identical too; besides the contract's keys it records `corpus` (documents, sentences and
   tokens read) for throughput figures.
@@ -79,6 +80,7 @@ def prepare_samples(
     """
     _check_arguments(max_seq_len, dupe_factor, short_seq_prob, num_shards, num_proc)
     source = _source_file(input)
+    _check_output_dir(Path(output_dir), source)
     documents = read_documents(source)
     first = next(documents, None)  # an empty corpus is an error before the slow imports
     if first is None:
@@ -145,6 +147,25 @@ def _check_arguments(
         raise ValueError(f"--num_shards {num_shards} must be at least 1")
     if num_proc < 1:
         raise ValueError(f"--num_proc {num_proc} must be at least 1")
+
+
+def _check_output_dir(output: Path, source: Path) -> None:
+    """The output folder is replaced whole: refuse one that holds anything but earlier samples."""
+    if source.is_relative_to(output.resolve()):
+        raise ValueError(f"--output_dir {output} holds the --input file; choose another folder")
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ValueError(f"--output_dir {output} exists and is not a folder")
+    try:
+        earlier = json.loads((output / "meta.json").read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != FORMAT and any(output.iterdir()):
+        raise ValueError(
+            f"--output_dir {output} is not empty and holds no samples made by prepare_samples; "
+            "it would be replaced: choose a new or empty folder"
+        )
 
 
 def _source_file(input: str) -> Path:

@@ -11,7 +11,9 @@ Decisions:
   results (Pool.imap would read the whole input ahead into its queue).
 - The pool forks where it can: children start at once, sharing the modules already imported.
   TOKENIZERS_PARALLELISM=false is set while forking, so a child of a process whose tokenizer
-  threads already ran neither warns nor deadlocks.
+  threads already ran neither warns nor deadlocks; gc.freeze() before forking keeps the
+  children's garbage collector from touching (and so copying) every page inherited from a parent
+  that has transformers loaded.
 - Task functions find their per-process state (the tokenizer backend as `WORKER["encoder"]`,
   whatever else they cache) in the module-level dict WORKER, filled in this process for num_proc
   1 and by the pool's initializer in each child; it is emptied when the Workers close.
@@ -20,6 +22,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 from collections import deque
@@ -53,10 +56,14 @@ class Workers:
             return self
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with _environment(TOKENIZERS_PARALLELISM="false"):
-            self.pool = context.Pool(
-                self.num_proc, initializer=_init_worker, initargs=(self.backend.to_str(),)
-            )
+        gc.freeze()  # children's garbage collector leaves inherited objects (and their pages) alone
+        try:
+            with _environment(TOKENIZERS_PARALLELISM="false"):
+                self.pool = context.Pool(
+                    self.num_proc, initializer=_init_worker, initargs=(self.backend.to_str(),)
+                )
+        finally:
+            gc.unfreeze()
         return self
 
     def __exit__(self, kind, value, traceback) -> None:

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_tool
 
 from bertlab.pairs import mlm_blocks, nsp_pairs, truncate_pair
-from bertlab.samples import prepare_samples
+from bertlab.samples import measure_throughput, prepare_samples
 from bertlab.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 CLS, SEP = 2, 3
@@ -273,22 +273,41 @@ def test_bad_input_is_a_one_line_error(en_wordpiece: Path, tmp_path: Path) -> No
     latin1.write_bytes(good.read_bytes() * 200 + "Caf\xe9 au lait.\n".encode("latin-1"))
     no_specials = tmp_path / "no_specials"
     write_tokenizer_without_specials(no_specials)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
     cases = [
         (["--input", tmp_path / "missing.txt"], "missing.txt"),
-        ([], "--max_seq_len 4", "--max_seq_len", "4"),
-        ([], "--num_shards 0", "--num_shards", "0"),
+        (["--max_seq_len", "4"], "--max_seq_len 4"),
+        (["--num_shards", "0"], "--num_shards 0"),
         (["--input", empty], "empty.txt"),
         (["--input", latin1], f"byte {len(good.read_bytes()) * 200 + 3}"),
         (["--tokenizer", no_specials], "no_specials"),
+        (["--output_dir", tmp_path], "holds the --input file"),
+        (["--output_dir", foreign], "--output_dir"),
     ]
-    for number, (args, expected, *extra) in enumerate(cases):
-        flags = {"--input": good, "--tokenizer": en_wordpiece}
-        flags.update(zip(args[::2], args[1::2], strict=True))
+    for number, (args, expected) in enumerate(cases):
         out = tmp_path / f"out{number}"
-        argv = [w for k, v in flags.items() for w in (k, v)] + ["--output_dir", out, *extra]
+        flags = {"--input": good, "--tokenizer": en_wordpiece, "--output_dir": out}
+        flags.update(zip(args[::2], args[1::2], strict=True))
+        argv = [word for flag, value in flags.items() for word in (flag, value)]
         result = run_tool("prepare_samples.py", *argv, check=False)
         assert result.returncode == 2, (expected, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
         assert expected in lines[0], (expected, lines[0])
         assert not (out / "meta.json").exists()
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "meta.json").exists()
+
+
+def test_throughput_figures(en_corpus: Path, en_wordpiece: Path, tmp_path: Path) -> None:
+    text = subset(en_corpus / "train.txt", tmp_path / "corpus.txt", 5)
+    figures = measure_throughput(str(text), str(en_wordpiece), dupe_factor=1, repeats=1,
+                                 num_proc=(1, 2), work_dir=str(tmp_path))  # fmt: skip
+    systems = [(r["system"], r["num_proc"]) for r in figures["results"]]
+    assert systems == [("tokenizer(batch)", 1), ("encode_batch_fast", 1),
+                       ("prepare_samples", 1), ("prepare_samples", 2)]  # fmt: skip
+    assert all(r["tokens_per_s"] > 0 and r["seconds"] > 0 for r in figures["results"])
+    assert figures["num_tokens"] > 1000 and set(figures["speedup"]) == {1, 2}
+    assert list(tmp_path.glob("throughput-*")) == []
