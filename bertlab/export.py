@@ -118,9 +118,17 @@ def rebuild_model(checkpoint: dict[str, Any], tokenizer: str | None):
 
         accepted = inspect.signature(BertPretraining.__init__).parameters
         hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
-        hparams.update(tokenizer=tokenizer, from_pretrained=None, compile=False)
+        # A from_pretrained folder decides the sizes when it is still there; else the hparams do.
+        start = hparams.get("from_pretrained")
+        if start and not Path(start).is_dir():
+            hparams["from_pretrained"] = None
+        hparams.update(tokenizer=tokenizer, compile=False)
         model = BertPretraining(**hparams).model
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a shape mismatch is raised even with strict=False
+        first = str(error).strip().splitlines()[-1].strip()
+        raise ValueError(f"checkpoint weights do not fit the rebuilt model: {first}") from None
     # Tied weights (decoder = word embeddings) may be stored once; everything else must match.
     tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
     missing = [k for k in result.missing_keys if k not in tied]
@@ -172,7 +180,7 @@ def verify_model_folder(
 
     tok = AutoTokenizer.from_pretrained(folder)
     limit = min(64, reference.config.max_position_embeddings)
-    pairs = texts[:8] if len(texts) > 1 else texts * 2
+    pairs = (texts * 2)[: min(8, 2 * (len(texts) // 2) or 2)]  # an even count: A/B pairs
     batch = tok(
         pairs[0::2], pairs[1::2], padding=True, truncation=True, max_length=limit,
         return_tensors="pt",

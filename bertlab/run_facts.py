@@ -5,13 +5,16 @@ Sources, most to least authoritative, all optional but the checkpoint:
   module's), callback states (ModelCheckpoint's monitored score), loop progress (batches seen and
   optimizer steps, from which gradient accumulation follows when no config says it);
 - the run's `config.yaml` (LightningCLI saves it in the log folder, `<log_dir>/checkpoints/x.ckpt`
-  beside it) or the `--config` a user passes: precision, batch size, accumulation, devices,
-  schedule, the samples' folders;
+  beside it): precision, batch size, accumulation, devices, schedule, the samples' folders. A
+  `--config` the user passes fills in what that file lacks, or stands in for it when the
+  checkpoint was moved away from its log folder; the saved file wins where both speak, since it
+  records what actually ran (command-line overrides included);
 - the training samples' `meta.json`: corpus files, tokens and samples per pass, max_seq_len, the
   tokenizer folder;
-- TensorBoard scalars in the log folder: the validation loss logged at the checkpoint's step (not
-  a later one: exporting an early checkpoint must not report the final run's loss), and the test
-  loss of a `bertlab test --ckpt_path <this checkpoint>` run found beside it.
+- TensorBoard scalars in the log folder: the validation loss logged at or before the checkpoint's
+  step (not a later one: exporting an early checkpoint must not report the final run's loss)
+  when the checkpoint callback did not monitor it, and the test loss of a
+  `bertlab test --ckpt_path <this checkpoint>` run found beside it.
 
 Decisions:
 - Facts are gathered into a plain dataclass; a fact nothing records stays None and the card says
@@ -84,6 +87,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if "fit" in data and isinstance(data["fit"], dict) and "model" not in data:
         data = data["fit"]
     return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section (sections flattened as _section does)."""
+    merged = dict(base)
+    for name, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**_section(merged, name), **_section(over, name)}
+        else:
+            merged[name] = value
+    return merged
 
 
 def find_run_config(ckpt_path: str | Path) -> Path | None:
@@ -240,10 +254,11 @@ def collect_run_facts(
     facts.monitored = _monitored_scores(checkpoint.get("callbacks") or {})
     facts.batches_seen, facts.optimizer_steps = _progress(checkpoint.get("loops") or {})
 
-    config_file = Path(config_path) if config_path else find_run_config(ckpt)
-    if config_file is not None and config_file.is_file():
-        facts.config_path = str(config_file.resolve())
-        facts.config = read_config(config_file)
+    saved = find_run_config(ckpt)
+    for config_file in (Path(config_path) if config_path else None, saved):
+        if config_file is not None and config_file.is_file():
+            facts.config_path = str(config_file.resolve())
+            facts.config = _merge(facts.config, read_config(config_file))
     trainer = _section(facts.config, "trainer")
     data = {**_section(facts.config, "data"), **facts.data_hparams}
     model = {**_section(facts.config, "model"), **facts.hparams}
@@ -283,10 +298,13 @@ def collect_run_facts(
     )
 
     log_dir = ckpt.parent.parent
-    logged = final_scalars(log_dir, facts.global_step)
-    facts.val_loss = _pick(logged, VAL_LOSS_TAG)
+    # Lightning logs what happens during optimizer step g (its validation included) at logger
+    # step g - 1, so "at or before this checkpoint" is logger step <= global_step - 1.
+    last_step = facts.global_step - 1 if facts.global_step is not None else None
+    logged = final_scalars(log_dir, last_step)
+    facts.val_loss = _pick(facts.monitored, VAL_LOSS_TAG)
     if facts.val_loss is None:
-        facts.val_loss = _pick(facts.monitored, VAL_LOSS_TAG)
+        facts.val_loss = _pick(logged, VAL_LOSS_TAG)
     facts.test_loss = _pick(_test_runs_of(ckpt, log_dir), TEST_LOSS_TAG)
     if facts.test_loss is None:
         facts.test_loss = _pick(logged, TEST_LOSS_TAG)

@@ -202,6 +202,37 @@ def test_model_card_front_matter_and_training_facts(en_export: Path, trained_ckp
     assert "last.ckpt" in (en_export / "CHANGELOG.md").read_text(encoding="utf-8")
 
 
+def test_run_facts_come_from_this_checkpoint_and_its_test_run(trained_ckpt: Path, tmp_path: Path):
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from bertlab.run_facts import collect_run_facts
+
+    logs = tmp_path / "run" / "lightning_logs"
+    shutil.copytree(trained_ckpt.parents[1], logs / "version_0")
+    ckpt = logs / "version_0" / "checkpoints" / "last.ckpt"
+    with SummaryWriter(logs / "version_0") as writer:  # a later validation: not this checkpoint's
+        writer.add_scalar("val_loss", 0.125, global_step=99)
+    # `bertlab test --ckpt_path run/lightning_logs/version_0/checkpoints/last.ckpt`, run from
+    # another working directory, logged into a sibling version folder.
+    (logs / "version_1").mkdir()
+    (logs / "version_1" / "config.yaml").write_text(
+        "ckpt_path: run/lightning_logs/version_0/checkpoints/last.ckpt\n"
+    )
+    with SummaryWriter(logs / "version_1") as writer:
+        writer.add_scalar("test/loss", 3.25, global_step=2)
+    checkpoint = torch.load(ckpt, weights_only=True)
+    facts = collect_run_facts(checkpoint, ckpt)
+    (state,) = [s for s in checkpoint["callbacks"].values() if "current_score" in s]
+    assert facts.val_loss == pytest.approx(float(state["current_score"]), abs=1e-6)
+    assert facts.test_loss == 3.25
+    assert (facts.global_step, facts.batch_size, facts.num_devices) == (2, 4, 1)
+    assert facts.accumulate_grad_batches == 1 and facts.precision.startswith("32-true")
+    assert facts.tokens_seen_estimated and 2 * 4 * 8 < facts.tokens_seen <= 2 * 4 * 64
+    assert facts.config_path == str((logs / "version_0" / "config.yaml").resolve())
+
+
 def test_japanese_tokenizer_keeps_parity_with_sentencepiece(ja_export: Path, ja_corpus: Path):
     import sentencepiece as spm
     from transformers import AutoTokenizer
