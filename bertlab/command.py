@@ -61,6 +61,9 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     already_number = (int in options and isinstance(value, int)) or (
         float in options and isinstance(value, float)
     )
+    if str in options and isinstance(value, (list, tuple)):
+        # fire reads `--language en,ja` as a tuple; a str flag wants the words back.
+        return ",".join(map(str, value))
     if str in options and not isinstance(value, (str, bool)) and not already_number:
         return str(value)
     if float in options and isinstance(value, int) and not isinstance(value, bool):
