@@ -9,7 +9,7 @@ Decisions:
   (`--label_column 1 --text_columns 3`, CoLA's layout) mean positions in a headerless file.
   Fields are split on tabs only, never unquoted: GLUE's files are read the same way.
 - Every reading mistake is a ValueError naming the file and line (and the flag where one helps);
-  all files are read and checked before any model is loaded, so mistakes cost no waiting.
+  all files are read and checked before any model is loaded.
 - Labels are strings (JSON numbers and booleans become their text) mapped to ids in sorted order,
   numerically when every label is an integer, so `0/1` map to 0/1 and the mapping never depends
   on which label comes first. For two classes F1 is that of the positive class, the SECOND label
@@ -496,9 +496,8 @@ def finetune(
     epoch's weights (accuracy, f1 for two classes, mean loss), with the per-epoch history.
     """
     began = time.perf_counter()
-    for flag, value in (("max_seq_len", max_seq_len), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"--{flag} must be positive, got {value}")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be positive, got {batch_size}")
     if max_seq_len < 8:
         raise ValueError(f"--max_seq_len {max_seq_len} is too small (needs >= 8)")
     if max_epochs < 1 or (patience is not None and patience < 0):
@@ -512,6 +511,10 @@ def finetune(
         if name in splits:
             check_compatible(splits[name], train, mapping)
 
+    # Seeded before loading (weights a folder lacks, e.g. a masked-LM export's pooler, are drawn)
+    # and again after: building a model from a checkpoint draws weights it then overwrites,
+    # loading a folder does not, and dropout must not depend on the route.
+    pl.seed_everything(seed, workers=True, verbose=False)
     classifier, tok = load_model(model, len(mapping), tokenizer, seed)
     limit = classifier.config.max_position_embeddings
     if max_seq_len > limit:
@@ -525,8 +528,6 @@ def finetune(
         for name, f in features.items()
     }
     module = SequenceClassifier(classifier, len(mapping), lr, weight_decay, warmup_ratio)
-    # Seeded after loading: building a model from a checkpoint draws random initial weights,
-    # loading a folder does not, and dropout must not depend on the route.
     pl.seed_everything(seed, workers=True, verbose=False)
     callbacks = []
     if patience is not None:
