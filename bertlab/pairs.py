@@ -4,9 +4,9 @@ The sample-building algorithm of bertlab.samples, kept apart so it can be read (
 algorithm alone: no files, no processes, no tokenizer.
 
 Decisions:
-- A document is a list of sentence boundaries into one flat token array (`bounds[i]` to
-  `bounds[i + 1]` is sentence i). A segment is a (start, end) span of that array, and truncation
-  only moves a span's ends. So A and B are always contiguous pieces of real documents: the defect
+- Every token of the corpus sits in one flat array; a sentence, and so a document, is a run of
+  it (bertlab.tokenized). A segment is a (start, end) span of that array, and truncation only
+  moves a span's ends. So A and B are always contiguous pieces of real documents: the defect
   of Google's create_pretraining_data.py (a truncated B rebuilt from A's ids) cannot happen here.
 - NSP pairs follow Google's create_instances_from_document: sentences are accumulated into a chunk
   up to a target length of max_seq_len - 3; A is the first a_end sentences, B the true rest

@@ -1,9 +1,9 @@
 """The shard writer of bertlab.samples: sample lines in a canonical order -> *.jsonl.gz shards.
 
 Decisions:
-- Samples arrive in one canonical order (pass, then document, then position in the document),
-  whatever process made them, and are dealt to the shards round-robin (sample k goes to shard
-  k % num_shards): shards differ in size by at most one sample.
+- Samples arrive in one canonical order (see bertlab.samples), whatever process made them, and
+  are dealt to the shards round-robin (sample k goes to shard k % num_shards): shards differ in
+  size by at most one sample.
 - A shard is first collected as plain lines in a scratch file, then shuffled as a whole with its
   own seeded generator (seed, shard index): consecutive samples of one document end up spread
   over the shard, and a reader streaming the shards in any order sees mixed data. Memory holds
