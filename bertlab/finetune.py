@@ -468,16 +468,22 @@ def finetune(
 ) -> dict:
     """Fine-tune a model on a classification task; print accuracy (and F1 for two classes) as JSON.
 
+    Files are TSV (label<TAB>text, label<TAB>text_a<TAB>text_b, or GLUE's TSV with a header line
+    and named columns) or JSON Lines (.jsonl with label, text and optionally text_pair). Labels
+    map to ids in sorted order; with two classes the F1 is the second label's. The JSON result
+    holds labels (label -> id), positive_label, the sizes, best_epoch (from 1), the valid and
+    test scores of the best epoch's weights (accuracy, f1 for two classes, mean loss) and the
+    per-epoch history.
+
     Args:
         model: An exported model folder (config.json, weights, tokenizer) or a bertlab .ckpt.
-        train_file: Training examples: TSV (label<TAB>text, label<TAB>text_a<TAB>text_b, or GLUE's
-            TSV with a header line) or JSON Lines (.jsonl: label, text, optional text_pair).
-        valid_file: Validation examples, same layout: early stopping and the reported scores.
+        train_file: Training examples (TSV or JSON Lines).
+        valid_file: Validation examples in the same layout, for early stopping and the scores.
         test_file: Optional test examples (with labels), scored with the best epoch's weights.
         label_column: Label column name (a header's or a JSON field), or its position (0, 1, ...)
             in a headerless TSV.
-        text_columns: One or two text columns (names or positions), e.g. sentence1,sentence2;
-            default: GLUE's usual names, or text[,text_pair], or the columns after the label.
+        text_columns: One or two text columns (names or positions), e.g. sentence1,sentence2.
+            By default GLUE's usual names, or text and text_pair, or the columns after the label.
         tokenizer: Tokenizer folder (default: the model folder, or the checkpoint's tokenizer).
         max_seq_len: Longest input in tokens; longer inputs are truncated.
         batch_size: Examples per optimizer step.
@@ -490,10 +496,6 @@ def finetune(
         accelerator: Lightning accelerator (auto, cpu, gpu, ...); one device is used.
         precision: Lightning precision (32-true, bf16-mixed, 16-mixed).
         output_json: Also write the result to this file.
-
-    The JSON result: labels (label -> id, sorted), positive_label (two classes: the F1's positive
-    class, the second label), sizes, best_epoch (from 1), and valid / test scores of the best
-    epoch's weights (accuracy, f1 for two classes, mean loss), with the per-epoch history.
     """
     began = time.perf_counter()
     if batch_size < 1:
