@@ -31,6 +31,7 @@ Decisions:
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Sequence
 
 Span = tuple[int, int]
@@ -100,34 +101,33 @@ def nsp_pairs(
     samples: list[Sample] = []
     target = _target_length(rng, max_num_tokens, short_seq_prob)
     chunk_start = 0
-    i = 0
-    while i < num_sentences:
-        if i == num_sentences - 1 or bounds[i + 1] - bounds[chunk_start] >= target:
-            count = i + 1 - chunk_start
-            a_end = 1 + _below(rng, count - 1) if count >= 2 else 1
-            a = (bounds[chunk_start], bounds[chunk_start + a_end])
-            random_next = count == 1 or rng.random() < 0.5
-            if random_next and num_documents == 1:
-                random_next = False
-                if count == 1:  # nothing to pair this sentence with
-                    chunk_start = i + 1
-                    i += 1
-                    continue
-            if random_next:
-                other = _below(rng, num_documents - 1)
-                other += other >= document
-                b = _random_segment(
-                    sentence_starts, document_starts, other, target - (a[1] - a[0]), rng
-                )
-                # The sentences of this chunk after A were not used: the next chunk starts there.
-                i = chunk_start + a_end - 1
-            else:
-                b = (a[1], bounds[i + 1])
-            a, b = truncate_pair(a, b, max_num_tokens, rng)
-            samples.append((a, b, int(random_next)))
-            chunk_start = i + 1
-            target = _target_length(rng, max_num_tokens, short_seq_prob)
-        i += 1
+    while chunk_start < num_sentences:
+        # The chunk ends with the sentence that brings it to the target, or with the document.
+        end = bisect_left(bounds, bounds[chunk_start] + target, chunk_start + 1)
+        i = min(end, num_sentences) - 1
+        count = i + 1 - chunk_start
+        a_end = 1 + _below(rng, count - 1) if count >= 2 else 1
+        a = (bounds[chunk_start], bounds[chunk_start + a_end])
+        random_next = count == 1 or rng.random() < 0.5
+        if random_next and num_documents == 1:
+            random_next = False
+            if count == 1:  # nothing to pair this sentence with
+                chunk_start = i + 1
+                continue
+        if random_next:
+            other = _below(rng, num_documents - 1)
+            other += other >= document
+            b = _random_segment(
+                sentence_starts, document_starts, other, target - (a[1] - a[0]), rng
+            )
+            # The sentences of this chunk after A were not used: the next chunk starts there.
+            i = chunk_start + a_end - 1
+        else:
+            b = (a[1], bounds[i + 1])
+        a, b = truncate_pair(a, b, max_num_tokens, rng)
+        samples.append((a, b, int(random_next)))
+        chunk_start = i + 1
+        target = _target_length(rng, max_num_tokens, short_seq_prob)
     return samples
 
 
