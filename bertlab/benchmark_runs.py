@@ -1,0 +1,333 @@
+"""One measured training run of tools/benchmark.py: the Hugging Face Trainer recipe or bertlab.
+
+Each run is a fresh process (`python -m bertlab.benchmark_runs SPEC.json RESULT.json`), so its
+peak resident memory is its own and no run inherits another's allocator, threads or compiled
+kernels. bertlab.benchmarking starts these processes and turns their results into JSON lines.
+
+Decisions:
+- Both systems are timed by the same clock (`StepClock`): a timestamp when a training step
+  starts (the batch is in hand) and when it ends. Throughput is over a steady-state window, from
+  the end of step `warmup_steps` to the end of the last step, so data loading is included and
+  start-up, first-step allocation and compilation are not. The data time is the gap between a
+  step's end and the next one's start: the loop waiting on the data loader.
+- Tokens are real tokens (attention_mask == 1), counted from the very batches that trained.
+  Useful FLOPs follow issue 5: 6·N per real token for the encoder's (non-embedding) weights,
+  12·L·d·l² for the attention of a sequence of l real tokens, 6·d·V per predicted (masked) token.
+  The same formula scores both systems, so a dense MLM head earns no credit for the 85% of its
+  decoder work that predicts nothing.
+- The Hugging Face recipe is what BERT pre-training notebooks write: `BertForMaskedLM`,
+  `DataCollatorForLanguageModeling` (15% masking, 80/10/10, padding per batch to the longest
+  sample) and a stock `Trainer` (its default optimizer, AdamW fused on torch >= 2.8, gradient
+  clipping at 1.0, a shuffled map-style dataset, no loader workers). Its data is the very token
+  ids bertlab trains on, held as flat numpy arrays (as a `datasets` Arrow table would be, not as
+  millions of Python ints) and handed out as lists with `special_tokens_mask`, which notebooks
+  get from `tokenizer(..., return_special_tokens_mask=True)`.
+- bertlab runs its real path: `BertPretraining` and `BertDataModule` through `pl.Trainer`, with
+  the switches of the spec; the ThroughputMonitor callback runs beside the clock over the same
+  window, so its MFU and data fraction are checked against the benchmark's own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class StepClock:
+    """Start and end times of training steps and the counts of the batch each one trained on."""
+
+    begins: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    counts: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    def begin(self) -> None:
+        self.begins.append(time.perf_counter())
+
+    def end(self) -> None:
+        self.ends.append(time.perf_counter())
+
+    def add_batch(self, attention_mask: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record (samples, real tokens, sum of squared lengths, predicted tokens, padded)."""
+        lengths = attention_mask.sum(1)
+        self.counts.append(
+            (
+                int(attention_mask.size(0)),
+                int(lengths.sum()),
+                int((lengths * lengths).sum()),
+                int((labels != -100).sum()),
+                int(attention_mask.numel()),
+            )
+        )
+
+    def summary(self, warmup_steps: int) -> dict:
+        steps = min(len(self.begins), len(self.ends))
+        if steps <= warmup_steps:
+            raise ValueError(f"--steps must exceed --warmup_steps (ran {steps} steps)")
+        assert warmup_steps >= 1 and len(self.counts) >= steps
+        window = range(warmup_steps, steps)
+        elapsed = self.ends[steps - 1] - self.ends[warmup_steps - 1]
+        data = sum(self.begins[i] - self.ends[i - 1] for i in window)
+        samples, tokens, squares, predicted, padded = np.sum(
+            [self.counts[i] for i in window], axis=0
+        ).tolist()
+        return {
+            "measured_steps": len(window),
+            "seconds": elapsed,
+            "step_s": elapsed / len(window),
+            "samples_per_s": samples / elapsed,
+            "tokens_per_s": tokens / elapsed,
+            "padding_efficiency": tokens / padded,
+            "data_fraction": data / elapsed,
+            "tokens": tokens,
+            "sum_squared_lengths": squares,
+            "predicted_tokens": predicted,
+        }
+
+
+def useful_flops(
+    num_layers: int,
+    hidden_size: int,
+    vocab_size: int,
+    encoder_params: int,
+    tokens: float,
+    sum_squared_lengths: float,
+    predicted_tokens: float,
+) -> float:
+    """Useful training FLOPs (forward + backward) of issue 5's formula, for MFU."""
+    return (
+        6 * encoder_params * tokens
+        + 12 * num_layers * hidden_size * sum_squared_lengths
+        + 6 * hidden_size * vocab_size * predicted_tokens
+    )
+
+
+def peak_rss_mb() -> dict:
+    """Peak resident memory of this process and of its largest finished child, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(children, 1)}
+
+
+def _finish(clock: StepClock, spec: dict, model: torch.nn.Module, extra: dict) -> dict:
+    config = model.config
+    encoder_params = sum(p.numel() for p in model.bert.encoder.parameters())
+    result = clock.summary(spec["warmup_steps"])
+    flops = useful_flops(
+        config.num_hidden_layers, config.hidden_size, config.vocab_size, encoder_params,
+        result["tokens"], result["sum_squared_lengths"], result["predicted_tokens"],
+    )  # fmt: skip
+    result["useful_flops_per_s"] = flops / result["seconds"]
+    result["encoder_params"] = encoder_params
+    result["attn_implementation"] = config._attn_implementation
+    result["torch_threads"] = torch.get_num_threads()
+    return result | extra | peak_rss_mb()
+
+
+# ------------------------------------------------------------------------ the Hugging Face recipe
+class TokenIdsDataset(torch.utils.data.Dataset):
+    """The samples' token ids as a map-style dataset of dicts of lists (what `datasets` yields)."""
+
+    def __init__(self, samples_dir: str, special_ids: list[int], limit: int | None = None):
+        from bertlab.shard_reader import read_lines, resolve_samples
+
+        ids, types, offsets = [], [], [0]
+        for shard in resolve_samples(samples_dir, "samples").shards:
+            for _, raw in read_lines(shard.path, shard.num_samples):
+                sample = json.loads(raw)
+                ids.extend(sample["input_ids"])
+                types.extend(sample["token_type_ids"])
+                offsets.append(len(ids))
+                if limit is not None and len(offsets) > limit:
+                    break
+        self.ids = np.asarray(ids, dtype=np.int32)
+        self.types = np.asarray(types, dtype=np.int8)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.special = np.zeros(int(self.ids.max()) + 1 if len(ids) else 1, dtype=bool)
+        self.special[[i for i in special_ids if i < len(self.special)]] = True
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> dict:
+        lo, hi = self.offsets[index], self.offsets[index + 1]
+        ids = self.ids[lo:hi]
+        return {
+            "input_ids": ids.tolist(),
+            "token_type_ids": self.types[lo:hi].tolist(),
+            "special_tokens_mask": self.special[ids].astype(np.int64).tolist(),
+        }
+
+
+def run_hf_trainer(spec: dict) -> dict:
+    """Train with the notebook recipe; return the clock's summary and the run's facts."""
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from bertlab.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(spec["tokenizer"])
+    shape = spec["shape"]
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape["hidden_size"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        intermediate_size=shape["intermediate_size"],
+        max_position_embeddings=shape["max_position_embeddings"],
+        hidden_dropout_prob=spec["dropout"],
+        attention_probs_dropout_prob=spec["dropout"],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config)
+    need = spec["steps"] * shape["batch_size"]
+    dataset = TokenIdsDataset(spec["samples"], tokenizer.all_special_ids, limit=4 * need)
+    clock = StepClock()
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+
+    def counting_collator(examples: list[dict]) -> dict:
+        batch = collator(examples)
+        clock.add_batch(batch["attention_mask"], batch["labels"])
+        return batch
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock.begin()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            clock.end()
+
+    with tempfile.TemporaryDirectory(prefix="bertlab-bench-hf-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=shape["batch_size"],
+            max_steps=spec["steps"],
+            learning_rate=spec["lr"],
+            warmup_steps=spec["warmup_steps"],
+            weight_decay=0.01,
+            bf16=spec["precision"] == "bf16",
+            use_cpu=True,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=counting_collator,
+            callbacks=[Clock()],
+        )
+        trainer.train()
+        optimizer = str(args.optim.value if hasattr(args.optim, "value") else args.optim)
+    return _finish(clock, spec, model, {"optimizer": optimizer})
+
+
+# --------------------------------------------------------------------------------------- bertlab
+def run_bertlab(spec: dict) -> dict:
+    """Train through BertPretraining + BertDataModule + pl.Trainer with the spec's switches."""
+    import pytorch_lightning as pl
+
+    from bertlab.callbacks import ThroughputMonitor
+    from bertlab.data import BertDataModule
+    from bertlab.module import BertPretraining
+
+    shape, options = spec["shape"], spec["options"]
+    clock = StepClock()
+
+    class Clock(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            clock.begin()
+            clock.add_batch(batch["attention_mask"], batch["labels"])
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            clock.end()
+
+    window = spec["steps"] - spec["warmup_steps"]
+    monitor = ThroughputMonitor(
+        peak_flops=spec.get("peak_flops") or None, window=window, log_every_n_steps=spec["steps"]
+    )
+    pl.seed_everything(0, verbose=False)
+    model = BertPretraining(
+        tokenizer=spec["tokenizer"],
+        hidden_size=shape["hidden_size"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        intermediate_size=shape["intermediate_size"],
+        max_position_embeddings=shape["max_position_embeddings"],
+        hidden_dropout_prob=spec["dropout"],
+        attention_probs_dropout_prob=spec["dropout"],
+        objective=options["objective"],
+        lr=spec["lr"],
+        warmup_steps=spec["warmup_steps"],
+        sparse_mlm_head=options["sparse_mlm_head"],
+        attn_implementation=options["attn_implementation"],
+        compile=options["compile"],
+        optimizer_implementation=options["optimizer_implementation"],
+    )
+    data = BertDataModule(
+        train_files=spec["samples"],
+        batch_size=shape["batch_size"],
+        num_workers=options["num_workers"],
+        pad_to_multiple_of=options["pad_to_multiple_of"],
+        shuffle_buffer_size=10000,
+        seed=0,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=spec["precision"],
+        max_steps=spec["steps"],
+        gradient_clip_val=1.0,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Clock(), monitor],
+    )
+    trainer.fit(model, datamodule=data)
+    callback = {
+        "callback_" + k.split("/", 1)[1]: v
+        for k, v in monitor.last.items()
+        if k.split("/", 1)[1] in ("mfu", "tokens_per_sec", "data_fraction")
+    }
+    optimizer = type(trainer.optimizers[0]).__name__
+    defaults = trainer.optimizers[0].defaults
+    for flag in ("fused", "foreach"):
+        if defaults.get(flag):
+            optimizer += f" ({flag})"
+    return _finish(clock, spec, model.model, {"optimizer": optimizer, **callback})
+
+
+RUNNERS = {"hf_trainer": run_hf_trainer, "bertlab": run_bertlab}
+
+
+def main(argv: list[str]) -> None:
+    spec_path, result_path = argv
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    result = RUNNERS[spec["system"]](spec)
+    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,87 @@
+"""tools/benchmark.py runs end to end on tiny shapes and prints JSON lines with the promised keys.
+
+Run: .venv/bin/python -m pytest tests/test_benchmark.py -x -q
+
+Nothing here is timed: the figures are BENCHMARKS.md's business; this only checks that the
+command a user runs produces them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from conftest import run_tool
+
+from bertlab.benchmark_runs import StepClock, useful_flops
+
+
+def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
+    output = tmp_path / "bench.jsonl"
+    args = ["--quick", "--steps", "3", "--warmup_steps", "1", "--prep_repeats", "1"]
+    args += ["--systems", "prep", "hf_trainer", "bertlab", "--work_dir", tmp_path / "work"]
+    args += ["--input", en_corpus / "valid.txt", "--output", output]
+    result = run_tool("benchmark.py", *args)
+
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # JSON lines only
+    assert [json.loads(line) for line in output.read_text().splitlines()] == lines
+    by_system = {
+        (r["benchmark"], r["system"], r.get("variant"), r.get("num_proc")): r for r in lines
+    }
+    machine = by_system["machine", "machine", None, None]
+    assert machine["cores"] >= 1 and "torch" in machine
+
+    prep = [r for r in lines if r["benchmark"] == "prep" and r["system"] != "ratio"]
+    assert {(r["system"], r["num_proc"]) for r in prep} >= {
+        ("tokenizer(batch)", 1), ("prepare_samples", 1), ("prepare_samples", 2),
+    }  # fmt: skip
+    assert all(r["tokens_per_s"] > 0 for r in prep)
+    assert {"prepare_vs_raw", "num_proc_2_vs_1"} <= set(by_system["prep", "ratio", None, None])
+
+    ours = by_system["train", "bertlab", "best", None]
+    for key in ("tokens_per_s", "mfu", "peak_rss_mb", "data_fraction", "padding_efficiency"):
+        assert ours[key] > 0, key
+    assert ours["precision"] == "bf16-mixed" and ours["options"]["sparse_mlm_head"] is True
+    assert by_system["train", "peak", None, None]["bf16_matmul_flops"] > 0
+
+    hf = by_system["train", "hf_trainer", "fp32", None]
+    if importlib.util.find_spec("accelerate") is None:
+        # transformers' Trainer needs accelerate; the line says so instead of a figure.
+        assert "accelerate" in hf["error"]
+        return
+    assert hf["tokens_per_s"] > 0 and hf["peak_rss_mb"] > 0
+    ratio = by_system["train", "ratio", None, None]
+    assert ratio["bertlab_vs_hf_trainer"] > 0 and set(ratio["met"]) == {
+        "speedup", "mfu", "data_fraction",
+    }  # fmt: skip
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    result = run_tool("benchmark.py", "--systems", "nonsense", check=False)
+    assert result.returncode == 2 and "--systems nonsense" in result.stderr
+    result = run_tool("benchmark.py", "--steps", "3", "--warmup_steps", "3", check=False)
+    assert result.returncode == 2 and "--steps 3 must exceed" in result.stderr
+    missing = tmp_path / "missing.xml.bz2"
+    result = run_tool("benchmark.py", "--input", missing, "--work_dir", tmp_path, check=False)
+    assert result.returncode == 2 and str(missing) in result.stderr
+
+
+def test_step_clock_window_and_flops():
+    clock = StepClock()
+    import torch
+
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    labels = torch.tensor([[-100, 5, -100, -100], [7, -100, -100, -100]])
+    for t in range(4):
+        clock.begins.append(t + 0.25)  # 0.25 s waiting for data, then 0.75 s of compute
+        clock.ends.append(t + 1.0)
+        clock.add_batch(mask, labels)
+    summary = clock.summary(warmup_steps=1)
+    assert summary["measured_steps"] == 3 and summary["seconds"] == pytest.approx(3.0)
+    assert summary["tokens_per_s"] == pytest.approx(5.0)  # 5 real tokens a step
+    assert summary["data_fraction"] == pytest.approx(0.25)
+    assert summary["padding_efficiency"] == pytest.approx(5 / 8)
+    # 6·N per token + 12·L·d·Σl² + 6·d·V per prediction
+    flops = useful_flops(2, 4, 10, 100, tokens=5, sum_squared_lengths=13, predicted_tokens=2)
+    assert flops == 6 * 100 * 5 + 12 * 2 * 4 * 13 + 6 * 4 * 10 * 2
