@@ -12,6 +12,11 @@ Decisions:
   size arguments are ignored), dropout and attention implementation come from here. A tokenizer
   with another vocabulary size resizes the embeddings; `reinit_word_embeddings` draws the whole
   matrix afresh, for a new language's vocabulary whose ids mean nothing to the old matrix.
+  Without it, a folder that holds its own tokenizer must agree with ours (same tokens at the
+  same ids, new tokens only appended): continuing with the wrong tokenizer is an error, not a
+  silently scrambled model.
+- The tokenizer is read with AutoTokenizer, not bertlab.tokenizer.load_tokenizer: a pretrained
+  BERT's own tokenizer (continue-mlm) has special ids other than bertlab's fixed ones.
 - Hyperparameters are saved as plain values (`save_hyperparameters`), and the checkpoint also
   holds `bert_config` (the model's `config.to_dict()`), so a checkpoint loads with
   `torch.load(weights_only=True)` and export can rebuild the model without reading our args.
@@ -48,16 +53,28 @@ OBJECTIVES = ("mlm_nsp", "mlm")
 ATTENTION = ("sdpa", "eager")
 
 
-def _tokenizer_facts(path: str) -> tuple[int, int]:
-    """(vocabulary size, padding id) of the tokenizer folder `path`."""
+def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
+    # AutoTokenizer, not bertlab.tokenizer.load_tokenizer: continuing a pretrained BERT uses its
+    # own tokenizer, whose special ids are not bertlab's fixed ones.
     from transformers import AutoTokenizer
 
     if not Path(path).is_dir():
-        raise ValueError(f"model.tokenizer: {path} is not a tokenizer folder")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        raise ValueError(f"model.tokenizer: {path} has no [PAD] token")
-    return len(tokenizer), int(tokenizer.pad_token_id)
+        raise ValueError(f"{flag}: {path} is not a tokenizer folder")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{flag}: {path} cannot be loaded as a tokenizer: {reason}") from None
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+    return any((folder / name).is_file() for name in names)
+
+
+def _extends(old: dict[str, int], new: dict[str, int]) -> bool:
+    """Whether vocabulary `new` keeps every token of `old` at its id (equal, or extended)."""
+    return all(new.get(token) == index for token, index in old.items())
 
 
 class BertPretraining(pl.LightningModule):
@@ -143,7 +160,10 @@ class BertPretraining(pl.LightningModule):
         hp = self.hparams
         if hp.tokenizer is None:
             return hp.vocab_size, 0
-        size, pad_id = _tokenizer_facts(hp.tokenizer)
+        tokenizer = _load_tokenizer(hp.tokenizer)
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"model.tokenizer: {hp.tokenizer} has no padding token")
+        size, pad_id = len(tokenizer), int(tokenizer.pad_token_id)
         if hp.vocab_size is not None and hp.vocab_size != size:
             raise ValueError(
                 f"model.vocab_size {hp.vocab_size} disagrees with the tokenizer {hp.tokenizer} "
@@ -193,6 +213,14 @@ class BertPretraining(pl.LightningModule):
             raise ValueError(
                 f"model.from_pretrained: {folder} holds a {config.model_type!r} model, not BERT"
             )
+        if hp.tokenizer and not hp.reinit_word_embeddings and _has_tokenizer(folder):
+            theirs = _load_tokenizer(str(folder), "model.from_pretrained").get_vocab()
+            if not _extends(theirs, _load_tokenizer(hp.tokenizer).get_vocab()):
+                raise ValueError(
+                    f"model.from_pretrained {folder} was trained with another tokenizer than "
+                    f"{hp.tokenizer} (the data's): make the samples with {folder}'s tokenizer, "
+                    "or set model.reinit_word_embeddings: true to learn new word embeddings"
+                )
         model = BertForPreTraining.from_pretrained(
             folder,
             attn_implementation=hp.attn_implementation,

@@ -102,9 +102,11 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if not parameter.requires_grad:
             continue
         (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+    # Named, so the learning-rate monitor logs lr/decay and lr/no_decay rather than pg1, pg2.
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
     return [g for g in groups if g["params"]]
 
 

@@ -30,13 +30,13 @@ TINY = dict(
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def make_tokenizer(folder, num_words: int = 95):
+def make_tokenizer(folder, num_words: int = 95, prefix: str = "w"):
     """A word-level tokenizer with bertlab's fixed special ids and `num_words` plain words."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: i for i, token in enumerate(SPECIALS)}
-    vocab.update({f"w{i}": len(SPECIALS) + i for i in range(num_words)})
+    vocab.update({f"{prefix}{i}": len(SPECIALS) + i for i in range(num_words)})
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(
@@ -309,3 +309,19 @@ def test_from_pretrained_continues_and_resizes(tmp_path, tokenizer):
     assert torch.isfinite(fresh(make_batch())["loss"])
     with pytest.raises(ValueError, match="not a Hugging Face model folder"):
         BertPretraining(vocab_size=80, from_pretrained=str(tmp_path / "nothing"))
+
+
+def test_from_pretrained_refuses_another_tokenizer(tmp_path, tokenizer):
+    """A folder with its own tokenizer must agree with the data's, unless embeddings are new."""
+    folder = tmp_path / "pretrained"
+    BertForPreTraining(BertConfig(vocab_size=80, pad_token_id=0, **TINY)).save_pretrained(folder)
+    make_tokenizer(folder, num_words=75)  # w0..w74: the data's tokenizer extends it
+    extended = BertPretraining(tokenizer=tokenizer, from_pretrained=str(folder))
+    assert extended.model.config.vocab_size == 100
+    make_tokenizer(folder, num_words=75, prefix="v")  # same size, other words
+    with pytest.raises(ValueError, match="another tokenizer"):
+        BertPretraining(tokenizer=tokenizer, from_pretrained=str(folder))
+    transfer = BertPretraining(
+        tokenizer=tokenizer, from_pretrained=str(folder), reinit_word_embeddings=True
+    )
+    assert transfer.model.config.vocab_size == 100

@@ -1,0 +1,215 @@
+"""The `bertlab` command end to end: tiny fit/validate/test, pretrained recipes, one-line errors.
+
+Run: .venv/bin/python -m pytest tests/test_cli.py -q
+
+The fit and one bad config run as real subprocesses (`python -m bertlab`); the rest calls
+`bertlab.cli.run_cli` / `main` in-process (the same parser, callbacks and checks, without paying
+the imports again) with a smaller model and fewer steps than configs/tiny.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_tool
+from test_module import make_tokenizer
+from transformers import BertConfig, BertForPreTraining
+
+from bertlab.cli import main, run_cli
+
+TINY = "configs/tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def command_line(monkeypatch):
+    """The arguments go to main(); pytest's own must not look like a second command line."""
+    monkeypatch.setattr(sys, "argv", ["bertlab"])
+
+
+def data_args(samples: Path) -> list[str]:
+    return [
+        f"--data.train_files={samples / 'train'}",
+        f"--data.val_files={samples / 'valid'}",
+        f"--data.test_files={samples / 'test'}",
+        "--data.batch_size=16",
+        "--data.shuffle_buffer_size=500",
+    ]
+
+
+def small_run(samples: Path, root: Path, config: str = TINY, steps: int = 60) -> list[str]:
+    """configs/X.yaml made small: a 64-wide model, `steps` steps, validation at the end."""
+    return [
+        f"--config={config}",
+        *data_args(samples),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        f"--trainer.max_steps={steps}",
+        f"--trainer.val_check_interval={steps}",
+        "--trainer.limit_val_batches=6",
+        "--trainer.limit_test_batches=6",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+def tiny_model() -> list[str]:
+    return [
+        "--model.hidden_size=64",
+        "--model.num_attention_heads=2",
+        "--model.intermediate_size=256",
+        "--model.max_position_embeddings=64",
+        "--model.lr=5e-3",
+        "--model.warmup_steps=5",
+    ]
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The TensorBoard scalars of a run: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def test_tiny_fit_lowers_validation_loss_then_test_with_same_config(en_samples, tmp_path):
+    before = run_cli(["validate", *small_run(en_samples, tmp_path / "before"), *tiny_model()])
+    initial = float(before.trainer.callback_metrics["val_loss"])
+
+    run_tool("bertlab", "fit", *small_run(en_samples, tmp_path / "fit"), *tiny_model())
+    run_dir = tmp_path / "fit" / "lightning_logs" / "version_0"
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(
+        n.startswith("step=60-val_loss=") for n in checkpoints
+    )
+    assert (run_dir / "config.yaml").is_file()
+    logged = scalars(run_dir)
+    expected = {"train/loss", "train/mlm_accuracy", "train/nsp_loss", "val_loss", "val/perplexity"}
+    expected |= {"lr/decay", "throughput/tokens_per_sec", "throughput/samples_per_sec"}
+    expected |= {"throughput/mfu", "throughput/data_fraction", "throughput/padding_efficiency"}
+    assert expected <= set(logged), expected - set(logged)
+    assert all(0 < mfu < 1 for _, mfu in logged["throughput/mfu"])
+    rates = [rate for _, rate in logged["lr/decay"]]
+    assert max(rates) <= 5e-3 and rates[-1] < max(rates) / 4  # warmup, then decay towards 0
+    ((_, final),) = logged["val_loss"]  # one validation, at the end
+    assert final < initial - 1.0, (initial, final)
+
+    last = str(run_dir / "checkpoints" / "last.ckpt")
+    checkpoint = torch.load(last, weights_only=True, map_location="cpu")
+    assert checkpoint["hyper_parameters"]["hidden_size"] == 64
+    assert checkpoint["hyper_parameters"]["tokenizer"]  # linked from the data
+    assert checkpoint["global_step"] == 60
+
+    # The config that trained, plus --ckpt_path: no callback to comment out.
+    tested = run_cli(
+        ["test", *small_run(en_samples, tmp_path / "test"), *tiny_model(), "--ckpt_path", last]
+    )
+    metrics = {k: float(v) for k, v in tested.trainer.callback_metrics.items()}
+    assert metrics["test/loss"] == pytest.approx(
+        metrics["test/mlm_loss"] + metrics["test/nsp_loss"], rel=0.02
+    )
+    assert 0.0 < metrics["test/mlm_accuracy"] < 1.0
+    assert metrics["test/perplexity"] < float(torch.exp(torch.tensor(initial)))
+
+
+def test_user_mistake_is_one_line_through_the_real_command():
+    result = run_tool("bertlab", "fit", "--config", TINY, "--model.hidden_sise", "3", check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "hidden_sise" in errors[0], result.stderr
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tmp_path_factory):
+    return str(make_tokenizer(tmp_path_factory.mktemp("other_tokenizer")))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--trainer.max_steps=-1"], "trainer.max_steps is required for lr_schedule linear"),
+        (["--model.hidden_sise=3"], "hidden_sise"),
+        (["--model.hidden_size=abc"], "hidden_size"),
+        (["--model.objective=nsp"], "objective"),
+        (["--model.max_position_embeddings=32"], "max_position_embeddings"),
+        (["--model.num_attention_heads=3"], "num_attention_heads"),
+        (["--data.tokenizer=OTHER"], "does not match the tokenizer"),
+        (["--model.trainable=[bert.encoder.layers.*]"], "matches no parameter"),
+    ],
+    ids=lambda v: v[0] if isinstance(v, list) else None,
+)
+def test_bad_configs_end_as_one_line(extra, message, en_samples, other_tokenizer, tmp_path, capsys):
+    extra = [e.replace("OTHER", other_tokenizer) for e in extra]
+    args = ["fit", *small_run(en_samples, tmp_path, steps=2), "--model.hidden_size=32", *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def save_small_bert(folder: Path, vocab_size: int) -> BertForPreTraining:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    model = BertForPreTraining(config)
+    model.save_pretrained(folder)
+    return model
+
+
+def pretrained_run(recipe: str, samples: Path, pretrained: Path, root: Path) -> Path:
+    run_cli(
+        [
+            "fit",
+            *small_run(samples, root, config=f"configs/{recipe}.yaml", steps=4),
+            f"--model.from_pretrained={pretrained}",
+            "--model.warmup_steps=1",
+            "--model.lr=1e-2",
+            "--trainer.accumulate_grad_batches=1",
+            "--trainer.precision=bf16-mixed",
+            "--data.num_workers=0",
+        ]
+    )
+    return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_wordemb_transfer_recipe_trains_only_the_lexical_layer(en_samples, tmp_path):
+    source = save_small_bert(tmp_path / "english-bert", vocab_size=500)
+    last = pretrained_run(
+        "wordemb-transfer", en_samples, tmp_path / "english-bert", tmp_path / "run"
+    )
+    state = torch.load(last, weights_only=True, map_location="cpu")["state_dict"]
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    embeddings = state["bert.embeddings.word_embeddings.weight"]
+    assert embeddings.shape == (3000, 32)  # the new vocabulary (en_samples' tokenizer)
+    assert not torch.equal(embeddings[:500], source.bert.embeddings.word_embeddings.weight)
+    lexical = {"bert.embeddings.word_embeddings.weight", "cls.predictions.bias"}
+    lexical |= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    for name, value in source.state_dict().items():
+        if name not in lexical:
+            assert torch.equal(state[name], value), f"frozen {name} changed"
+
+
+def test_continue_mlm_recipe_trains_everything(en_samples, tmp_path):
+    source = save_small_bert(tmp_path / "bert", vocab_size=3000)
+    last = pretrained_run("continue-mlm", en_samples, tmp_path / "bert", tmp_path / "run")
+    state = torch.load(last, weights_only=True, map_location="cpu")["state_dict"]
+    layer = "bert.encoder.layer.0.output.dense.weight"
+    assert not torch.equal(state[f"model.{layer}"], source.state_dict()[layer])
+    # NSP is not trained in an MLM-only run: its head is left as it was.
+    head = "cls.seq_relationship.weight"
+    assert torch.equal(state[f"model.{head}"], source.state_dict()[head])
