@@ -21,11 +21,11 @@ fi
 step "prepare_corpus"
 # shellcheck disable=SC2086  # CORPUS may name several files
 "$PYTHON" tools/prepare_corpus.py --input $CORPUS --output_dir "$DEMO_DIR/corpus" \
-  --lang "$LANG_CODE" --valid_docs 0.05 --test_docs 0.05
+  --lang "$LANG_CODE" --valid_docs 8 --test_docs 8
 
 step "train_tokenizer (WordPiece)"
 "$PYTHON" tools/train_tokenizer.py --train_file "$DEMO_DIR/corpus/train.txt" \
-  --output_dir "$DEMO_DIR/tokenizer" --model_type wordpiece --vocab_size 8000
+  --output_dir "$DEMO_DIR/tokenizer" --model_type wordpiece --vocab_size 4000
 
 step "prepare_samples"
 for split in train valid test; do
@@ -33,3 +33,24 @@ for split in train valid test; do
     --tokenizer "$DEMO_DIR/tokenizer" --output_dir "$DEMO_DIR/samples/$split" \
     --max_seq_len 128 --num_shards 2
 done
+
+step "bertlab fit (configs/tiny.yaml)"
+rm -rf "$DEMO_DIR/runs"
+RUN_ARGS=(--config configs/tiny.yaml
+  --data.train_files "$DEMO_DIR/samples/train" --data.val_files "$DEMO_DIR/samples/valid"
+  --data.test_files "$DEMO_DIR/samples/test" --trainer.default_root_dir "$DEMO_DIR/runs/tiny")
+"$PYTHON" -m bertlab fit "${RUN_ARGS[@]}"
+CKPT=$(ls "$DEMO_DIR"/runs/tiny/lightning_logs/version_*/checkpoints/last.ckpt | tail -n 1)
+
+step "bertlab test on $CKPT"
+"$PYTHON" -m bertlab test "${RUN_ARGS[@]}" --ckpt_path "$CKPT"
+
+step "export_model -> $DEMO_DIR/model"
+"$PYTHON" tools/export_model.py --ckpt_path "$CKPT" --output_dir "$DEMO_DIR/model" \
+  --language "$LANG_CODE" --overwrite
+
+step "fill_mask"
+"$PYTHON" tools/fill_mask.py --model "$DEMO_DIR/model" --text \
+  "The [MASK] statement is used for conditional execution." \
+  "A function definition defines a user-defined [MASK] object." \
+  "Exceptions are raised with the [MASK] statement."
