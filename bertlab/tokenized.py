@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def read_documents(path: Path) -> Iterator[list[str]]:
                         document = []
                 if not block:
                     break
-    except (EOFError, gzip.BadGzipFile, OSError) as error:
+    except (EOFError, OSError, zlib.error) as error:  # unreadable, truncated or corrupt .gz
         raise ValueError(f"--input {path}: cannot be read ({error})") from None
     if document:
         yield document

@@ -276,6 +276,8 @@ def test_bad_input_is_a_one_line_error(en_wordpiece: Path, tmp_path: Path) -> No
     empty.write_text("\n \n\n", encoding="utf-8")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(good.read_bytes() * 200 + "Caf\xe9 au lait.\n".encode("latin-1"))
+    truncated = tmp_path / "truncated.txt.gz"
+    truncated.write_bytes(gzip.compress(good.read_bytes() * 5000)[:-200])
     no_specials = tmp_path / "no_specials"
     write_tokenizer_without_specials(no_specials)
     foreign = tmp_path / "foreign"
@@ -287,6 +289,7 @@ def test_bad_input_is_a_one_line_error(en_wordpiece: Path, tmp_path: Path) -> No
         (["--num_shards", "0"], "--num_shards 0"),
         (["--input", empty], "empty.txt"),
         (["--input", latin1], f"byte {len(good.read_bytes()) * 200 + 3}"),
+        (["--input", truncated], "truncated.txt.gz"),
         (["--tokenizer", no_specials], "no_specials"),
         (["--output_dir", tmp_path], "holds the --input file"),
         (["--output_dir", foreign], "--output_dir"),
