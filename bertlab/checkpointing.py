@@ -67,13 +67,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with atomic_write(path, "wb") as f:
                 self.write(checkpoint, f)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
+            # torch.save's zip writer reports a failed write() as a RuntimeError whose context
+            # is the OSError (ENOSPC, EFBIG, EIO); other RuntimeErrors are bugs, not the disk.
+            if isinstance(error, RuntimeError):
+                if not isinstance(error.__context__, OSError):
+                    raise
+                error = error.__context__
             reason = error.strerror or str(error)
-            raise OSError(
-                error.errno,
+            failure = OSError(
                 f"could not write checkpoint {path}: {reason}; the checkpoints already in "
-                f"{path.parent} are intact",
-            ) from error
+                f"{path.parent} are intact"
+            )
+            failure.errno = error.errno
+            raise failure from error
 
     def write(self, checkpoint: dict[str, Any], file: IO[bytes]) -> None:
         """Serialise `checkpoint` into the open temporary file (the seam tests use to kill it)."""
