@@ -146,8 +146,9 @@ class TokenizedCorpus:
 
     @classmethod
     def load(cls, folder: str) -> TokenizedCorpus:
+        # Plain ndarray views of the maps: slicing a np.memmap runs Python code every time.
         arrays = {
-            name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r")
+            name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r").view(np.ndarray)
             for name in ("tokens", "sentence_starts", "document_starts")
         }
         return cls(**arrays)
