@@ -25,8 +25,10 @@ Decisions:
   monitor. Epoch values are token-weighted (MLM) / sample-weighted (NSP) means over all batches
   and processes, and perplexity is exp of the epoch's mean MLM loss, not a mean of exps.
 - Speed switches that do not change results beyond numerical noise: `sparse_mlm_head`,
-  `attn_implementation: sdpa`, `compile` (compiles the encoder and the MLM head in place, so the
-  state-dict keys do not change). Dropout is a modelling choice (recent recipes train with 0).
+  `attn_implementation` (sdpa for GPUs; eager is faster on a CPU in bf16), `compile` (compiles
+  the encoder and the MLM head in place, so the state-dict keys do not change), `bf16_compute`
+  (bertlab.bf16: bf16 training that pays on a CPU). The training MLM accuracy is computed only
+  on the steps that log it. Dropout is a modelling choice (recent recipes train with 0).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 from transformers import BertConfig, BertForPreTraining
 
+from bertlab.bf16 import Bf16WorkingCopy
 from bertlab.heads import pretraining_losses
 from bertlab.optim import (
     adamw_implementation,
@@ -77,6 +80,12 @@ def _extends(old: dict[str, int], new: dict[str, int]) -> bool:
     return all(new.get(token) == index for token, index in old.items())
 
 
+def _compile(model: BertForPreTraining) -> None:
+    # In place: the state-dict keys stay those of the Hugging Face model.
+    model.bert.compile(dynamic=False)
+    model.cls.predictions.compile(dynamic=False)
+
+
 class BertPretraining(pl.LightningModule):
     """Pre-train a Hugging Face BertForPreTraining: masked LM, optionally next-sentence prediction.
 
@@ -105,8 +114,11 @@ class BertPretraining(pl.LightningModule):
         optimizer_implementation: auto, fused, foreach or for_loop (auto picks the fastest).
         sparse_mlm_head: Run the MLM head only on masked positions (same loss, much faster).
         pad_masked_to: Pad the masked-position count to a multiple of this (aligned shapes).
-        attn_implementation: sdpa (fused attention kernels) or eager.
+        attn_implementation: sdpa (fused attention kernels: the GPU choice) or eager (faster on a
+            CPU in bf16, whose SDPA backward is slow).
         compile: torch.compile the encoder and the MLM head (pays with static, bucketed shapes).
+        bf16_compute: Train a bf16 copy of the model against fp32 master weights, with no casts
+            between operations: bf16 that pays on a CPU. One process; trainer.precision 32-true.
         initializer_range: Standard deviation of the initial weights.
     """
 
@@ -136,6 +148,7 @@ class BertPretraining(pl.LightningModule):
         pad_masked_to: int = 8,
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         compile: bool = False,
+        bf16_compute: bool = False,
         initializer_range: float = 0.02,
     ) -> None:
         super().__init__()
@@ -152,6 +165,7 @@ class BertPretraining(pl.LightningModule):
         self.model = self._build_model()
         self.trainable_names = select_trainable(self.model, trainable, objective)
         self._compiled = False
+        self._working: Bf16WorkingCopy | None = None
         self.val_mlm = MeanMetric()
         self.test_mlm = MeanMetric()
 
@@ -240,32 +254,66 @@ class BertPretraining(pl.LightningModule):
         return model.float()
 
     def setup(self, stage: str) -> None:
-        if self.hparams.compile and not self._compiled:
-            # In place: the state-dict keys stay those of the Hugging Face model.
-            self.model.bert.compile(dynamic=False)
-            self.model.cls.predictions.compile(dynamic=False)
+        # With bf16_compute the bf16 working copy is what trains: it is compiled instead.
+        if self.hparams.compile and not self.hparams.bf16_compute and not self._compiled:
+            _compile(self.model)
             self._compiled = True
 
+    def on_train_start(self) -> None:
+        if not self.hparams.bf16_compute:
+            return
+        if str(self.trainer.precision) != "32-true":
+            raise ValueError(
+                "model.bf16_compute does its own bf16: set trainer.precision 32-true "
+                f"(got {self.trainer.precision})"
+            )
+        if self.trainer.world_size > 1:
+            raise ValueError("model.bf16_compute works in one process; use bf16-mixed with DDP")
+        # Built here, after a checkpoint is restored and the model is on its device.
+        self._working = Bf16WorkingCopy(self.model)
+        if self.hparams.compile:
+            _compile(self._working.module)
+
+    def on_train_end(self) -> None:
+        self._working = None
+
+    def on_after_backward(self) -> None:
+        if self._working is not None:
+            self._working.grads_to_master()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self._working is not None:
+            self._working.refresh()
+
     # -------------------------------------------------------------------------------- forward
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor], accuracy: bool = True) -> dict[str, Tensor]:
         """Losses and counts of a batch (see bertlab.heads.pretraining_losses)."""
+        training_copy = self._working is not None and self.training
         return pretraining_losses(
-            self.model,
+            self._working.module if training_copy else self.model,
             batch,
             objective=self.hparams.objective,
             sparse=self.hparams.sparse_mlm_head,
             pad_masked_to=self.hparams.pad_masked_to,
+            accuracy=accuracy,
         )
 
+    def _logs_this_step(self) -> bool:
+        every = self.trainer.log_every_n_steps
+        return bool(every) and (self.trainer.global_step + 1) % every == 0
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        out = self(batch)
+        # The MLM accuracy's argmax over the vocabulary is only paid on the steps that log it.
+        out = self(batch, accuracy=self._logs_this_step())
         size = batch["input_ids"].size(0)
         log = {
             "train/loss": out["loss"],
             "train/mlm_loss": out["mlm_loss"],
             "train/perplexity": torch.exp(out["mlm_loss"].detach().clamp(max=30)),
-            "train/mlm_accuracy": out["mlm_correct"] / out["mlm_count"].clamp(min=1),
         }
+        if "mlm_correct" in out:
+            log["train/mlm_accuracy"] = out["mlm_correct"] / out["mlm_count"].clamp(min=1)
         if "nsp_loss" in out:
             log["train/nsp_loss"] = out["nsp_loss"]
             log["train/nsp_accuracy"] = out["nsp_correct"] / out["nsp_count"]

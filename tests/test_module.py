@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForPreTraining
 
+from bertlab.bf16 import Bf16WorkingCopy
 from bertlab.heads import pretraining_losses
 from bertlab.module import BertPretraining
 from bertlab.optim import lr_multiplier, parameter_groups
@@ -325,3 +326,31 @@ def test_from_pretrained_refuses_another_tokenizer(tmp_path, tokenizer):
         tokenizer=tokenizer, from_pretrained=str(folder), reinit_word_embeddings=True
     )
     assert transfer.model.config.vocab_size == 100
+
+
+def test_bf16_compute_trains_a_bf16_copy_against_fp32_masters(tmp_path):
+    torch.manual_seed(0)
+    kwargs = dict(
+        vocab_size=100, lr=3e-3, warmup_steps=2, trainable=["bert.encoder.*", "cls.*"], **TINY
+    )
+    module = BertPretraining(bf16_compute=True, **kwargs, **no_dropout())
+    batch = make_batch(seed=0)
+    with torch.no_grad():
+        before = float(module(batch)["loss"])
+    frozen = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    fit(module, tmp_path, max_steps=30, accumulate_grad_batches=2, gradient_clip_val=1.0)
+    assert all(p.dtype == torch.float32 for p in module.model.parameters())  # the masters
+    for name, parameter in module.model.named_parameters():
+        changed = not torch.equal(parameter, frozen[name])
+        assert changed == (name in module.trainable_names), name
+    assert "bert.embeddings.position_embeddings.weight" not in module.trainable_names
+    with torch.no_grad():
+        assert float(module(batch)["loss"]) < before - 0.3
+    # The bf16 copy computes the fp32 model's loss up to bf16 rounding.
+    working = Bf16WorkingCopy(module.model)
+    with torch.no_grad():
+        fp32 = pretraining_losses(module.model, batch)["loss"]
+        bf16 = pretraining_losses(working.module, batch)["loss"]
+    assert torch.allclose(bf16, fp32, rtol=2e-2)
+    with pytest.raises(ValueError, match="trainer.precision 32-true"):
+        fit(BertPretraining(bf16_compute=True, **kwargs), tmp_path, precision="bf16-mixed")
