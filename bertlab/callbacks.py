@@ -87,7 +87,10 @@ class ThroughputMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.peak_flops is None:
-            dtype = precision_dtype(str(trainer.precision))
+            # A module that computes in its own dtype (bf16_compute) says so.
+            dtype = getattr(pl_module, "compute_dtype", None) or precision_dtype(
+                str(trainer.precision)
+            )
             if pl_module.device.type == "cuda":
                 from lightning_fabric.utilities.throughput import get_available_flops
 

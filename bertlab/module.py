@@ -1,22 +1,12 @@
 """BertPretraining: the LightningModule that pre-trains a `transformers.BertForPreTraining`.
 
 Decisions:
-- The network is a stock `BertForPreTraining` (built from sizes, or loaded with `from_pretrained`
-  from a local folder), so a checkpoint's `state_dict` minus the `model.` prefix is a Hugging Face
-  state dict and export needs no conversion. The losses are computed in `bertlab.heads` (sparse
-  MLM head), what trains and the optimizer in `bertlab.optim`.
+- The network is a stock `BertForPreTraining` (bertlab.network: built from sizes, or loaded with
+  `from_pretrained` from a local folder), so a checkpoint's `state_dict` minus the `model.` prefix
+  is a Hugging Face state dict and export needs no conversion. The losses are computed in
+  `bertlab.heads` (sparse MLM head), what trains and the optimizer in `bertlab.optim`.
 - The vocabulary size and the padding id come from the tokenizer folder (`tokenizer`, which the
-  CLI links from the data, so a user states it once). `vocab_size` is there for runs without a
-  tokenizer (benchmarks, tests) and must agree with the tokenizer when both are given.
-- `from_pretrained` continues from a local model folder; its config.json decides the sizes (the
-  size arguments are ignored), dropout and attention implementation come from here. A tokenizer
-  with another vocabulary size resizes the embeddings; `reinit_word_embeddings` draws the whole
-  matrix afresh, for a new language's vocabulary whose ids mean nothing to the old matrix.
-  Without it, a folder that holds its own tokenizer must agree with ours (same tokens at the
-  same ids, new tokens only appended): continuing with the wrong tokenizer is an error, not a
-  silently scrambled model.
-- The tokenizer is read with AutoTokenizer, not bertlab.tokenizer.load_tokenizer: a pretrained
-  BERT's own tokenizer (continue-mlm) has special ids other than bertlab's fixed ones.
+  CLI links from the data, so a user states it once); `vocab_size` is for runs without one.
 - Hyperparameters are saved as plain values (`save_hyperparameters`), and the checkpoint also
   holds `bert_config` (the model's `config.to_dict()`), so a checkpoint loads with
   `torch.load(weights_only=True)` and export can rebuild the model without reading our args.
@@ -33,17 +23,17 @@ Decisions:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
-from transformers import BertConfig, BertForPreTraining
+from transformers import BertForPreTraining
 
 from bertlab.bf16 import Bf16WorkingCopy
 from bertlab.heads import pretraining_losses
+from bertlab.network import build_network
 from bertlab.optim import (
     adamw_implementation,
     build_adamw,
@@ -54,30 +44,6 @@ from bertlab.optim import (
 
 OBJECTIVES = ("mlm_nsp", "mlm")
 ATTENTION = ("sdpa", "eager")
-
-
-def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
-    # AutoTokenizer, not bertlab.tokenizer.load_tokenizer: continuing a pretrained BERT uses its
-    # own tokenizer, whose special ids are not bertlab's fixed ones.
-    from transformers import AutoTokenizer
-
-    if not Path(path).is_dir():
-        raise ValueError(f"{flag}: {path} is not a tokenizer folder")
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{flag}: {path} cannot be loaded as a tokenizer: {reason}") from None
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
-    return any((folder / name).is_file() for name in names)
-
-
-def _extends(old: dict[str, int], new: dict[str, int]) -> bool:
-    """Whether vocabulary `new` keeps every token of `old` at its id (equal, or extended)."""
-    return all(new.get(token) == index for token, index in old.items())
 
 
 def _compile(model: BertForPreTraining) -> None:
@@ -162,102 +128,23 @@ class BertPretraining(pl.LightningModule):
         lr_multiplier(warmup_steps, None, "constant")  # validates warmup_steps early
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
-        self.model = self._build_model()
+        self.model = build_network(self.hparams)
         self.trainable_names = select_trainable(self.model, trainable, objective)
         self._compiled = False
         self._working: Bf16WorkingCopy | None = None
         self.val_mlm = MeanMetric()
         self.test_mlm = MeanMetric()
 
-    # ----------------------------------------------------------------------------------- model
-    def _vocabulary(self) -> tuple[int | None, int]:
-        hp = self.hparams
-        if hp.tokenizer is None:
-            return hp.vocab_size, 0
-        tokenizer = _load_tokenizer(hp.tokenizer)
-        if tokenizer.pad_token_id is None:
-            raise ValueError(f"model.tokenizer: {hp.tokenizer} has no padding token")
-        size, pad_id = len(tokenizer), int(tokenizer.pad_token_id)
-        if hp.vocab_size is not None and hp.vocab_size != size:
-            raise ValueError(
-                f"model.vocab_size {hp.vocab_size} disagrees with the tokenizer {hp.tokenizer} "
-                f"({size} tokens); leave model.vocab_size unset"
-            )
-        return size, pad_id
-
-    def _build_model(self) -> BertForPreTraining:
-        hp = self.hparams
-        vocab_size, pad_id = self._vocabulary()
-        if hp.from_pretrained:
-            return self._load_pretrained(vocab_size, pad_id)
-        if vocab_size is None:
-            raise ValueError(
-                "model.tokenizer is required (or model.vocab_size, or from_pretrained)"
-            )
-        if hp.hidden_size % hp.num_attention_heads:
-            raise ValueError(
-                f"model.hidden_size {hp.hidden_size} is not a multiple of "
-                f"model.num_attention_heads {hp.num_attention_heads}"
-            )
-        config = BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=hp.hidden_size,
-            num_hidden_layers=hp.num_hidden_layers,
-            num_attention_heads=hp.num_attention_heads,
-            intermediate_size=hp.intermediate_size,
-            max_position_embeddings=hp.max_position_embeddings,
-            hidden_dropout_prob=hp.hidden_dropout_prob,
-            attention_probs_dropout_prob=hp.attention_probs_dropout_prob,
-            initializer_range=hp.initializer_range,
-            pad_token_id=pad_id,
-        )
-        config._attn_implementation = hp.attn_implementation
-        return BertForPreTraining(config)
-
-    def _load_pretrained(self, vocab_size: int | None, pad_id: int) -> BertForPreTraining:
-        hp = self.hparams
-        folder = Path(hp.from_pretrained)
-        if not (folder / "config.json").is_file():
-            raise ValueError(
-                f"model.from_pretrained: {folder} is not a Hugging Face model folder "
-                "(no config.json); Hub names are not fetched, download the model first"
-            )
-        config = BertConfig.from_pretrained(folder)
-        if config.model_type != "bert":
-            raise ValueError(
-                f"model.from_pretrained: {folder} holds a {config.model_type!r} model, not BERT"
-            )
-        if hp.tokenizer and not hp.reinit_word_embeddings and _has_tokenizer(folder):
-            theirs = _load_tokenizer(str(folder), "model.from_pretrained").get_vocab()
-            if not _extends(theirs, _load_tokenizer(hp.tokenizer).get_vocab()):
-                raise ValueError(
-                    f"model.from_pretrained {folder} was trained with another tokenizer than "
-                    f"{hp.tokenizer} (the data's): make the samples with {folder}'s tokenizer, "
-                    "or set model.reinit_word_embeddings: true to learn new word embeddings"
-                )
-        model = BertForPreTraining.from_pretrained(
-            folder,
-            attn_implementation=hp.attn_implementation,
-            hidden_dropout_prob=hp.hidden_dropout_prob,
-            attention_probs_dropout_prob=hp.attention_probs_dropout_prob,
-        )
-        if vocab_size is not None and vocab_size != model.config.vocab_size:
-            model.resize_token_embeddings(vocab_size, mean_resizing=False)
-        if vocab_size is not None:
-            model.config.pad_token_id = pad_id
-        if hp.reinit_word_embeddings:
-            with torch.no_grad():
-                embeddings = model.get_input_embeddings().weight
-                embeddings.normal_(0.0, model.config.initializer_range)
-                embeddings[model.config.pad_token_id].zero_()
-                model.cls.predictions.bias.zero_()
-        return model.float()
-
     def setup(self, stage: str) -> None:
         # With bf16_compute the bf16 working copy is what trains: it is compiled instead.
         if self.hparams.compile and not self.hparams.bf16_compute and not self._compiled:
             _compile(self.model)
             self._compiled = True
+
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        """The dtype training computes in when the module decides it (bf16_compute), else None."""
+        return torch.bfloat16 if self.hparams.bf16_compute else None
 
     def on_train_start(self) -> None:
         if not self.hparams.bf16_compute:
