@@ -10,6 +10,8 @@ Decisions:
   the end of step `warmup_steps` to the end of the last step, so data loading is included and
   start-up, first-step allocation and compilation are not. The data time is the gap between a
   step's end and the next one's start: the loop waiting on the data loader.
+- Each run also reports `cpu_share`, its process's CPU time over wall time and threads: on a
+  busy machine it falls well below 1 and says which figures were disturbed.
 - Tokens are real tokens (attention_mask == 1), counted from the very batches that trained.
   Useful FLOPs follow issue 5: 6·N per real token for the encoder's (non-embedding) weights,
   12·L·d·l² for the attention of a sequence of l real tokens, 6·d·V per predicted (masked) token.
@@ -47,13 +49,15 @@ class StepClock:
 
     begins: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
-    counts: list[tuple[int, int, int, int]] = field(default_factory=list)
+    cpu_ends: list[float] = field(default_factory=list)
+    counts: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
     def begin(self) -> None:
         self.begins.append(time.perf_counter())
 
     def end(self) -> None:
         self.ends.append(time.perf_counter())
+        self.cpu_ends.append(time.process_time())
 
     def add_batch(self, attention_mask: torch.Tensor, labels: torch.Tensor) -> None:
         """Record (samples, real tokens, sum of squared lengths, predicted tokens, padded)."""
@@ -79,8 +83,13 @@ class StepClock:
         samples, tokens, squares, predicted, padded = np.sum(
             [self.counts[i] for i in window], axis=0
         ).tolist()
+        cpu = self.cpu_ends[steps - 1] - self.cpu_ends[warmup_steps - 1] if self.cpu_ends else 0
         return {
             "measured_steps": len(window),
+            # CPU seconds of this process per wall second and thread: well below 1 means the
+            # run shared its cores with other work, and its wall-clock figures are pessimistic.
+            "cpu_share": cpu / elapsed / torch.get_num_threads(),
+            "cpu_s_per_step": cpu / len(window),
             "seconds": elapsed,
             "step_s": elapsed / len(window),
             "samples_per_s": samples / elapsed,

@@ -296,7 +296,8 @@ def _train_record(name: str, spec: dict, result: dict, peak: float) -> dict:
         "mfu": round(result["useful_flops_per_s"] / peak, 4),
     }
     keep = (
-        "data_fraction", "padding_efficiency", "peak_rss_mb", "peak_rss_children_mb",
+        "data_fraction", "padding_efficiency", "cpu_share", "cpu_s_per_step", "peak_rss_mb",
+        "peak_rss_children_mb",
         "measured_steps", "attn_implementation", "optimizer", "torch_threads",
         "callback_mfu", "callback_tokens_per_sec", "callback_data_fraction",
     )  # fmt: skip
