@@ -135,10 +135,11 @@ class ThroughputMonitor(Callback):
             self._log(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # The pause for validation is not training time: start a fresh window.
+        # The pause for validation is not training time: a fresh window starts now.
         self._ends.clear()
         self._data_time.clear()
         self._counts.clear()
+        self._ends.append(time.perf_counter())
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         batches = min(len(self._ends) - 1, len(self._counts))

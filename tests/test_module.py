@@ -206,15 +206,14 @@ class Batches(torch.utils.data.Dataset):
 
 
 def fit(module, tmp_path, max_steps=6, **trainer_kwargs):
-    trainer = pl.Trainer(
-        max_steps=max_steps,
+    settings = dict(
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **trainer_kwargs,
     )
+    settings.update(trainer_kwargs)
+    trainer = pl.Trainer(max_steps=max_steps, default_root_dir=tmp_path, **settings)
     loader = DataLoader(Batches(6), batch_size=None)
     trainer.fit(module, loader, DataLoader(Batches(2), batch_size=None))
     return trainer
@@ -354,3 +353,54 @@ def test_bf16_compute_trains_a_bf16_copy_against_fp32_masters(tmp_path):
     assert torch.allclose(bf16, fp32, rtol=2e-2)
     with pytest.raises(ValueError, match="trainer.precision 32-true"):
         fit(BertPretraining(bf16_compute=True, **kwargs), tmp_path, precision="bf16-mixed")
+
+
+@pytest.mark.slow
+def test_compile_computes_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    eager = BertPretraining(vocab_size=100, **TINY, **no_dropout())
+    compiled = BertPretraining(vocab_size=100, compile=True, **TINY, **no_dropout())
+    compiled.load_state_dict(eager.state_dict())
+    compiled.setup("fit")
+    batch = make_batch()
+    losses = []
+    for module in (eager, compiled):
+        loss = module(batch)["loss"]
+        loss.backward()
+        losses.append(loss)
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    for (name, a), (_, b) in zip(
+        eager.model.named_parameters(), compiled.model.named_parameters(), strict=True
+    ):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # keys unchanged
+
+
+def test_callbacks_final_checkpoint_throughput_and_nonfinite_guard(tmp_path):
+    from bertlab.callbacks import Checkpoint, NonFiniteLossGuard, ThroughputMonitor
+
+    module = BertPretraining(vocab_size=100, warmup_steps=1, **TINY)
+    checkpoint = Checkpoint(dirpath=tmp_path, monitor="val_loss", save_last=True)
+    monitor = ThroughputMonitor(peak_flops=1e12, window=4, log_every_n_steps=5)
+    # 5 steps, validation every 3 batches: fit ends between two validations.
+    callbacks = [checkpoint, monitor]
+    fit(module, tmp_path, 5, val_check_interval=3, callbacks=callbacks, enable_checkpointing=True)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 5
+    assert any(p.name.startswith("epoch") for p in tmp_path.iterdir())  # the step-3 validation
+    batches = Batches(6).batches[3:5]  # the window restarts after the validation
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    padded = sum(b["attention_mask"].numel() for b in batches)
+    assert monitor.last["throughput/padding_efficiency"] == pytest.approx(real / padded)
+    assert monitor.last["throughput/tokens_per_sec"] > 0
+    assert 0 < monitor.last["throughput/mfu"] < 1
+    assert monitor.last["throughput/samples_per_sec"] * real / 8 == pytest.approx(
+        monitor.last["throughput/tokens_per_sec"]
+    )
+
+    guard = NonFiniteLossGuard(max_consecutive=2)
+    trainer = pl.Trainer(logger=False)
+    for loss in (float("nan"), 1.0, float("inf"), float("nan")):
+        guard.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)}, None, 0)
+    with pytest.raises(FloatingPointError, match="3 batches in a row"):
+        guard.on_train_batch_end(trainer, module, {"loss": torch.tensor(float("nan"))}, None, 0)
