@@ -213,3 +213,23 @@ def test_continue_mlm_recipe_trains_everything(en_samples, tmp_path):
     # NSP is not trained in an MLM-only run: its head is left as it was.
     head = "cls.seq_relationship.weight"
     assert torch.equal(state[f"model.{head}"], source.state_dict()[head])
+
+
+def test_resume_from_last_checkpoint_equals_an_uninterrupted_run(en_samples, tmp_path):
+    """fit 8 steps == fit 4 steps, then fit to 8 with --ckpt_path last.ckpt (bit-identical)."""
+    common = [*tiny_model(), "--model.lr_schedule=constant", "--trainer.limit_val_batches=2"]
+
+    def fit(root: Path, steps: int, *extra: str) -> dict:
+        args = small_run(en_samples, root, steps=steps)
+        run_cli(["fit", *args, *common, "--trainer.val_check_interval=100", *extra])
+        last = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+        return torch.load(last, weights_only=True, map_location="cpu")
+
+    straight = fit(tmp_path / "straight", 8)
+    half = fit(tmp_path / "first_half", 4)
+    assert half["global_step"] == 4
+    first_half = tmp_path / "first_half" / "lightning_logs" / "version_0" / "checkpoints"
+    resumed = fit(tmp_path / "resumed", 8, f"--ckpt_path={first_half / 'last.ckpt'}")
+    assert resumed["global_step"] == straight["global_step"] == 8
+    for name, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
