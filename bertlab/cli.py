@@ -16,6 +16,9 @@ Decisions:
 - A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
   traceback: jsonargparse's parse errors (unknown key, wrong type), ValueError from our code,
   Lightning's MisconfigurationException, a missing file. Set BERTLAB_DEBUG=1 for the traceback.
+- The optimizer is the model's (`model.lr`, `model.weight_decay`, ..., bertlab.optim). A user's
+  `optimizer:` / `lr_scheduler:` section replaces it wholesale, as LightningCLI does: one
+  parameter group over all parameters (frozen ones have no gradient, so AdamW skips them).
 - On a GPU, float32 matrix products may use TF32 (`high`): a speed switch Lightning recommends
   and that does not touch bf16/fp16 runs.
 """
