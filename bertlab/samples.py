@@ -14,7 +14,7 @@ Decisions:
   and all randomness is derived from (seed, pass, document index) or (seed, shard index), so the
   output is byte-identical whatever --num_proc.
 - The canonical order of samples, before they are dealt to shards: task (a range of documents
-  of ~64k tokens, fixed by the corpus alone), pass, document, position in the document. A task
+  of ~32k tokens, fixed by the corpus alone), pass, document, position in the document. A task
   makes every pass over its documents, so their token text is prepared once for all passes.
 - Everything is written inside a temporary folder that replaces --output_dir only when complete
   (bertlab.atomic.atomic_dir): a failed run leaves no meta.json that looks finished, and a failed

@@ -5,7 +5,7 @@ Decisions:
   spaces) between documents; `.gz` is read too. The file is read in 4 MiB blocks cut after a
   newline (which never falls inside a UTF-8 character) and decoded strictly: the first invalid
   byte is a ValueError with its byte offset and line. A leading BOM is ignored.
-- Documents are tokenized in chunks of whole documents (~256k characters) by the tokenizer's Rust
+- Documents are tokenized in chunks of whole documents (~128k characters) by the tokenizer's Rust
   backend (`encode_batch_fast`, no special tokens), on bertlab.workers, while the file is still
   being read. The backend is checked against the transformers tokenizer on the first sentences,
   so the ids are exactly the ones AutoTokenizer gives.
@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from bertlab.workers import WORKER, Workers
 
-_CHUNK_CHARS = 1 << 18  # text per tokenization task
-_TASK_TOKENS = 1 << 16  # corpus tokens per sample-building task
+_CHUNK_CHARS = 1 << 17  # text per tokenization task
+_TASK_TOKENS = 1 << 15  # corpus tokens per sample-building task
 _READ_BYTES = 1 << 22
 _PARITY_SENTENCES = 256
 
