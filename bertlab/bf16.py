@@ -14,7 +14,10 @@ Decisions:
   gradient accumulation over many micro-batches sums in fp32; after each optimizer step the
   master's new values are copied back. Frozen parameters are never copied (they cannot change).
 - One process only: DDP reduces the gradients of the parameters it wraps (the master's), which
-  this copy bypasses. On GPUs autocast's casts are cheap; use bf16-mixed there.
+  this copy bypasses (BertPretraining then trains without it, with a warning). On GPUs autocast's
+  casts are cheap; use bf16-mixed there.
+- Forward hooks on the master when the copy is made are copied with it; hooks added later act
+  only on validation, which runs the master.
 """
 
 from __future__ import annotations

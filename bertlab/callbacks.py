@@ -1,4 +1,4 @@
-"""Callbacks every `bertlab fit` gets: throughput and MFU, a non-finite-loss guard, checkpoints.
+"""Callbacks every `bertlab fit` gets: throughput and MFU, checkpoints that include the last step.
 
 Decisions:
 - Throughput is wall time between consecutive training-batch ends over a rolling window, so data
@@ -30,7 +30,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_warn
 
 
 def measure_matmul_flops(
@@ -170,40 +169,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-class NonFiniteLossGuard(Callback):
-    """Stop the run when the training loss is NaN or infinite for several batches in a row.
-
-    Args:
-        max_consecutive: Non-finite batches tolerated in a row (fp16 loss scaling recovers from a
-            few); the next one stops the run with an error naming the step.
-    """
-
-    def __init__(self, max_consecutive: int = 5) -> None:
-        self.max_consecutive = max_consecutive
-        self._bad = 0
-
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None or bool(torch.isfinite(loss.detach()).all()):
-            self._bad = 0
-            return
-        self._bad += 1
-        rank_zero_warn(f"non-finite training loss at step {trainer.global_step}")
-        if self._bad > self.max_consecutive:
-            raise FloatingPointError(
-                f"the training loss was NaN or infinite for {self._bad} batches in a row (step "
-                f"{trainer.global_step}); lower model.lr, raise model.warmup_steps, or use "
-                "trainer.precision bf16-mixed instead of 16-mixed"
-            )
 
 
 class Checkpoint(ModelCheckpoint):

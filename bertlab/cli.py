@@ -3,16 +3,21 @@
 Decisions:
 - One LightningCLI with BertPretraining and BertDataModule; `python -m bertlab` is the same.
   The config sections are LightningCLI's (`model`, `data`, `trainer`, `optimizer`,
-  `lr_scheduler`) plus `checkpoint`, `throughput` and `nonfinite_guard`: the default callbacks
-  are parser arguments, not `trainer.callbacks` entries, so every run has them, a recipe tunes
-  them by key, and `bertlab test --config C --ckpt_path K` with the config that trained never
-  meets a duplicate callback. `trainer.callbacks` stays free for extra ones.
+  `lr_scheduler`) plus `checkpoint`, `throughput`, `nonfinite_guard`, `interrupt` and
+  `preflight`: the default callbacks are parser arguments, not `trainer.callbacks` entries, so
+  every run has them, a recipe tunes them by key, and `bertlab test --config C --ckpt_path K`
+  with the config that trained never meets a duplicate callback. `trainer.callbacks` stays free
+  for extra ones.
 - `model.tokenizer` is linked from the data module once it exists (the tokenizer of the samples'
   meta.json unless `data.tokenizer` says otherwise), so a user states it once; then the data
   checks that the model fits it (sequence length, NSP labels, vocabulary size).
 - Defaults: a TensorBoard logger under `trainer.default_root_dir` (Lightning's default logger),
   a progress bar, LearningRateMonitor, Checkpoint (top 3 by val_loss after each validation,
-  plus last.ckpt, also at the end of fit), ThroughputMonitor, NonFiniteLossGuard; seed 0.
+  plus last.ckpt, also at the end of fit), ThroughputMonitor, and the reliability parts:
+  NonFiniteLossGuard (bertlab.guards; batches carry their source lines for its message),
+  GracefulInterrupt (Ctrl-C / SIGTERM save and exit 130 / 143), Preflight (writable checkpoint
+  folders with room, a precision the device runs), AtomicCheckpointIO (never a half-written
+  checkpoint) and `--ckpt_path last` resolved across earlier runs (bertlab.checkpointing); seed 0.
 - A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
   traceback: jsonargparse's parse errors (unknown key, wrong type), ValueError from our code,
   Lightning's MisconfigurationException, a missing file. Set BERTLAB_DEBUG=1 for the traceback.
@@ -31,13 +36,18 @@ from typing import Any
 
 import torch
 from jsonargparse import ArgumentError
+from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from bertlab.callbacks import Checkpoint, NonFiniteLossGuard, ThroughputMonitor
+from bertlab.callbacks import Checkpoint, ThroughputMonitor
+from bertlab.checkpointing import AtomicCheckpointIO, resolve_checkpoint
 from bertlab.data import BertDataModule
+from bertlab.guards import NonFiniteLossGuard
+from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
+from bertlab.preflight import Preflight, check_precision
 
 USER_ERRORS = (
     ArgumentError,
@@ -72,9 +82,36 @@ class BertLabCLI(LightningCLI):
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.add_lightning_class_args(ThroughputMonitor, "throughput")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
+        parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
+        parser.add_lightning_class_args(Preflight, "preflight")
+        # The guard names the source lines of a bad batch: batches carry them.
+        parser.set_defaults({"data.with_source": True})
         parser.link_arguments(
             "data", "model.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate"
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters: `last` is found among
+        # every earlier run's checkpoints, and a missing or truncated file is a one-line error.
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            config = self.config[subcommand]
+            root = config.trainer.default_root_dir
+            folders = [config.checkpoint.dirpath, root or "lightning_logs"]
+            config.ckpt_path = resolve_checkpoint(config.ckpt_path, folders)
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        check_precision(trainer.precision, trainer.accelerator)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        # Checkpoints are written atomically unless the config brings its own CheckpointIO.
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
         # Lightning merges the model's and the data's hparams for the logger and refuses a key
@@ -107,11 +144,17 @@ def run_cli(args: list[str] | None = None) -> BertLabCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """The `bertlab` command: run_cli with a user's mistake as one line and exit status 2."""
+    """The `bertlab` command: run_cli with a user's mistake as one line and exit status 2.
+
+    A run stopped by SIGINT / SIGTERM (after saving) exits with 128 + the signal number.
+    """
     try:
-        run_cli(args)
+        cli = run_cli(args)
     except USER_ERRORS as error:
         if os.environ.get("BERTLAB_DEBUG"):
             raise
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(2)
+    status = exit_status(cli.trainer)
+    if status:
+        sys.exit(status)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 from transformers import BertForPreTraining
@@ -84,7 +85,8 @@ class BertPretraining(pl.LightningModule):
             CPU in bf16, whose SDPA backward is slow).
         compile: torch.compile the encoder and the MLM head (pays with static, bucketed shapes).
         bf16_compute: Train a bf16 copy of the model against fp32 master weights, with no casts
-            between operations: bf16 that pays on a CPU. One process; trainer.precision 32-true.
+            between operations: bf16 that pays on a CPU. With trainer.precision 32-true; off (with
+            a warning) in multi-process runs.
         initializer_range: Standard deviation of the initial weights.
     """
 
@@ -149,13 +151,20 @@ class BertPretraining(pl.LightningModule):
     def on_train_start(self) -> None:
         if not self.hparams.bf16_compute:
             return
+        if self.trainer.world_size > 1:
+            # A speed switch, not a result: DDP reduces the gradients of the parameters it wraps,
+            # which the working copy bypasses, so several processes train as configured without it.
+            rank_zero_warn(
+                "model.bf16_compute works in one process and is off in this "
+                f"{self.trainer.world_size}-process run (trainer.precision bf16-mixed is the "
+                "multi-process bf16)"
+            )
+            return
         if str(self.trainer.precision) != "32-true":
             raise ValueError(
                 "model.bf16_compute does its own bf16: set trainer.precision 32-true "
                 f"(got {self.trainer.precision})"
             )
-        if self.trainer.world_size > 1:
-            raise ValueError("model.bf16_compute works in one process; use bf16-mixed with DDP")
         # Built here, after a checkpoint is restored and the model is on its device.
         self._working = Bf16WorkingCopy(self.model)
         if self.hparams.compile:
