@@ -125,8 +125,13 @@ class BertLabCLI(LightningCLI):
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
+    text = str(error)
+    # A DataLoader worker's error arrives wrapped ("Caught ValueError in DataLoader worker
+    # process 0.\nOriginal Traceback ...\nValueError: <message>"): the user needs the message.
+    wrapped = f"\n{type(error).__name__}: "
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text and wrapped in text:
+        text = text[text.rindex(wrapped) + len(wrapped) :]
+    return " ".join(text.split()) or type(error).__name__
 
 
 def run_cli(args: list[str] | None = None) -> BertLabCLI:
