@@ -1,16 +1,22 @@
 """Fault injection for the reliability tests: callbacks and a checkpoint writer that misbehave.
 
-Not a test file: `bertlab fit` subprocesses import it (the tests put tests/ on PYTHONPATH) through
-`--trainer.callbacks+=...` and `--trainer.plugins=...`, so the production code carries no test
-hooks. Each fault is deterministic: it fires at a given global step.
+Not a test file. `bertlab fit` runs load the faults by import path through
+`--trainer.callbacks+=...` and `--trainer.plugins=...` (subprocesses get tests/ on PYTHONPATH), so
+the production code carries no test hooks. Each fault is deterministic: it fires at a given global
+step. `Forked` runs `bertlab` in a forked copy of the test process (a real process that can be
+killed, without a fresh interpreter's imports).
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import multiprocessing
 import os
 import resource
 import signal
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +126,78 @@ class RecordSources(Callback):
         lines = trainer.datamodule.sources(batch)
         with open(self.folder / f"rank{trainer.global_rank}.txt", "a") as f:
             f.write(f"{trainer.global_step}\t{' '.join(lines)}\n")
+
+
+# -- running `bertlab` in a forked process -------------------------------------------------------
+
+
+def _child_main(args: list[str], log_path: str) -> None:
+    """The body of a forked `bertlab` process: output to log_path, exit with main()'s status."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    # pytest's capture and logging plugins hold the parent's streams: point every handler here.
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.setStream(sys.stderr)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
+    sys.argv = ["bertlab", *args]
+    code = 0
+    try:
+        from bertlab.cli import main
+
+        main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class Forked:
+    """`bertlab ARGS` in a forked copy of the test process: a real process (it can be killed),
+    without paying the ~10 s of imports a fresh interpreter costs on a small machine."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = Path(log_path)
+        context = multiprocessing.get_context("fork")
+        self.process = context.Process(
+            target=_child_main, args=([str(a) for a in args], str(log_path))
+        )
+        self.process.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait(self, timeout: float = 300) -> int:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+            raise AssertionError(f"bertlab did not finish in {timeout} s:\n{self.output[-3000:]}")
+        return self.process.exitcode
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def forked_bertlab(*args: str, log_path: Path, timeout: float = 300) -> tuple[int, str]:
+    """Run `bertlab ARGS` forked and wait: (exit status, -9 when killed; its output)."""
+    run = Forked(list(args), log_path)
+    status = run.wait(timeout)
+    return status, run.output
