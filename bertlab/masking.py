@@ -53,7 +53,12 @@ def sample_keys(*parts: int | np.ndarray) -> np.ndarray:
     key = np.zeros((), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for part in parts:
-            key = mix64(key ^ mix64(np.asarray(part, dtype=np.int64).astype(np.uint64) + _GOLDEN))
+            if isinstance(part, int):
+                # Seeds are any Python int (2**63 and negatives included): take them mod 2**64.
+                part = np.uint64(part & 0xFFFF_FFFF_FFFF_FFFF)
+            else:
+                part = np.asarray(part, dtype=np.int64).astype(np.uint64)
+            key = mix64(key ^ mix64(part + _GOLDEN))
     return key
 
 
