@@ -355,7 +355,6 @@ def test_bf16_compute_trains_a_bf16_copy_against_fp32_masters(tmp_path):
         fit(BertPretraining(bf16_compute=True, **kwargs), tmp_path, precision="bf16-mixed")
 
 
-@pytest.mark.slow
 def test_compile_computes_the_same_loss_and_gradients():
     torch.manual_seed(0)
     eager = BertPretraining(vocab_size=100, **TINY, **no_dropout())
