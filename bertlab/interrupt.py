@@ -23,12 +23,15 @@ Decisions:
 - Under DDP every process installs the handler, and the flag is reduced across processes at every
   step end (one one-element all-reduce), so all processes stop, save and exit at the same step
   whether the signal reached one process or all.
-- The previous handlers come back when training ends. DataLoader workers get Ctrl-C from the
-  terminal too and exit; the step in flight already has its batch, so the save does not need them.
+- The previous handlers come back when training ends. DataLoader workers started during training
+  inherit the handler and ignore the signal (a terminal's Ctrl-C reaches the whole process
+  group), so the step in flight still gets its batches; Lightning's own SIGTERM handling
+  (which would stop mid-validation) is replaced for the duration of training.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,10 +61,13 @@ class GracefulInterrupt(Callback):
         self.received: int | None = None
         self.stopped_by: int | None = None  # the signal that stopped the run (for the exit status)
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     # -- handlers -------------------------------------------------------------------------------
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            return  # a DataLoader worker forked with this handler: the trainer decides
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
         if self.received is None:
@@ -75,6 +81,7 @@ class GracefulInterrupt(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = self.stopped_by = None
+        self._pid = os.getpid()
         for name in self.signals:
             signum = getattr(signal, name)
             try:

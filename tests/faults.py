@@ -36,7 +36,8 @@ class KillAt(Callback):
 
     when: `step` (after the backward pass of the step, before the optimizer),
     `validation` (after the second batch of the validation that follows the step),
-    `interrupt` (send SIGINT to itself after the step, as a user's Ctrl-C).
+    `interrupt` (SIGINT to its process group at the start of the step: a terminal's Ctrl-C,
+    which DataLoader workers get too).
     """
 
     def __init__(self, step: int, when: str = "step") -> None:
@@ -58,7 +59,7 @@ class KillAt(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.when == "interrupt" and trainer.global_step == self.step - 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.killpg(os.getpgid(0), signal.SIGINT)
 
 
 class DieWhileSaving(AtomicCheckpointIO):
@@ -133,6 +134,7 @@ class RecordSources(Callback):
 
 def _child_main(args: list[str], log_path: str) -> None:
     """The body of a forked `bertlab` process: output to log_path, exit with main()'s status."""
+    os.setsid()  # its own process group, as a command started from a shell
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
