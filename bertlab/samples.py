@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from bertlab.atomic import atomic_dir
 from bertlab.pairs import mlm_blocks, nsp_pairs
-from bertlab.shards import LineEncoder, ShardDealer, finish_shard, shard_name
+from bertlab.shards import LineEncoder, ShardDealer, deal, finish_shard, shard_name
 from bertlab.tokenized import TokenizedCorpus, read_documents, tokenize_corpus
 from bertlab.workers import WORKER, Workers
 
@@ -101,12 +101,12 @@ def prepare_samples(
         dealer = ShardDealer(scratch / "parts", num_shards)
         params = (
             corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
-            vocab_size,
+            vocab_size, num_shards,
         )  # fmt: skip
         tasks = [(params, lo, hi) for lo, hi in corpus.tasks()]
         with tqdm(total=len(tasks), desc="samples", unit="task", disable=None) as bar:
-            for lines, num_tokens in workers.imap(_build_samples, tasks):
-                dealer.add(lines, num_tokens)
+            for groups, counts, tokens in workers.imap(_build_samples, tasks):
+                dealer.add(groups, counts, tokens)
                 bar.update()
         dealer.close()
         if sum(dealer.num_samples) == 0:
@@ -199,11 +199,12 @@ def _fingerprint(path: str) -> str:
     return tokenizer_fingerprint(path)
 
 
-def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list]:
-    """The samples of documents [lo, hi), every pass, as shard lines and their token counts."""
-    corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids, vocab_size = (
-        params
-    )
+def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
+    """The samples of documents [lo, hi), every pass, as shard lines grouped by shards.deal."""
+    (
+        corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
+        vocab_size, num_shards,
+    ) = params  # fmt: skip
     corpus = WORKER.get("corpus")
     if corpus is None or WORKER.get("corpus_dir") != corpus_dir:
         corpus = WORKER["corpus"] = TokenizedCorpus.load(corpus_dir)
@@ -226,7 +227,7 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list]:
                 line, n = encoder.line(sample)
                 lines.append(line)
                 num_tokens.append(n)
-    return lines, num_tokens
+    return deal(lines, num_tokens, num_shards)
 
 
 def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> dict:

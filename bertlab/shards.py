@@ -82,6 +82,19 @@ class LineEncoder:
         return line.encode("ascii"), length
 
 
+def deal(lines: list[bytes], num_tokens: list[int], num_shards: int) -> tuple[list, list, list]:
+    """Group a task's lines round-robin as if its first line went to shard 0.
+
+    Returns, per shard, the lines (one bytes) with their number and tokens; ShardDealer rotates
+    the groups to where the task really starts. Done in the process that made the lines, so the
+    main process moves a few large strings instead of every line.
+    """
+    groups = [b"".join(lines[i::num_shards]) for i in range(num_shards)]
+    counts = [len(lines[i::num_shards]) for i in range(num_shards)]
+    tokens = [sum(num_tokens[i::num_shards]) for i in range(num_shards)]
+    return groups, counts, tokens
+
+
 class ShardDealer:
     """Deal sample lines round-robin into num_shards scratch files, counting samples and tokens."""
 
@@ -91,17 +104,17 @@ class ShardDealer:
         self._files = [open(p, "wb") for p in self.parts]  # noqa: SIM115 (closed in close())
         self.num_samples = [0] * num_shards
         self.num_tokens = [0] * num_shards
-        self._next = 0
+        self._next = 0  # the shard of the next sample
 
-    def add(self, lines: list[bytes], num_tokens: list[int]) -> None:
+    def add(self, groups: list[bytes], counts: list[int], tokens: list[int]) -> None:
+        """Append the next task's lines, grouped by deal()."""
         num_shards = len(self._files)
-        shard = self._next
-        for line, n in zip(lines, num_tokens, strict=True):
-            self._files[shard].write(line)
-            self.num_samples[shard] += 1
-            self.num_tokens[shard] += n
-            shard = shard + 1 if shard + 1 < num_shards else 0
-        self._next = shard
+        for i in range(num_shards):
+            shard = (self._next + i) % num_shards
+            self._files[shard].write(groups[i])
+            self.num_samples[shard] += counts[i]
+            self.num_tokens[shard] += tokens[i]
+        self._next = (self._next + sum(counts)) % num_shards
 
     def close(self) -> None:
         for f in self._files:
