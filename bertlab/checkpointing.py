@@ -18,11 +18,16 @@ Decisions:
 - Remote paths (`s3://...`) go to Lightning's writer unchanged: rename is not atomic there anyway.
 - `resolve_checkpoint("last", ...)`: Lightning looks for last.ckpt only in the new run's
   `version_N/checkpoints`, which is empty after a restart, and silently starts from scratch. bertlab
-  resolves `last` itself: the newest (by modification time) complete checkpoint under the
-  checkpoint directory or `default_root_dir`, including every earlier `version_*`. "Complete"
-  means a readable zip archive with its end record (torch.save's format), so a truncated file left
-  by some other writer is skipped with a warning. With no checkpoint at all, `last` starts from
-  scratch (as in Lightning), so a preemptible job can always pass `--ckpt_path last`.
+  resolves `last` itself: the most recently written complete checkpoint under the checkpoint
+  directory or `default_root_dir`, every earlier `version_*` included. Most recent by
+  modification time, as Lightning's `last`: after a deliberate rewind (resuming from an older
+  checkpoint), the rewound run's checkpoints are the last ones, not the higher-step ones it
+  abandoned (a copy of a run folder should keep its times: `cp -a`, `rsync -a`). "Complete"
+  means a readable zip archive with its end record (torch.save's format) that loads with
+  `weights_only=True` (the tensors memory-mapped, not read) and holds a global step, so a
+  truncated file left by some other writer, or an exported weights-only file, is skipped with
+  a warning. With no checkpoint at all, `last` starts from scratch (as in Lightning), so a
+  preemptible job can always pass `--ckpt_path last`.
 - An explicit `--ckpt_path FILE` that is missing or truncated is a one-line ValueError before
   anything is built, not a traceback from torch.load.
 """
@@ -116,20 +121,32 @@ def is_complete_checkpoint(path: str | Path) -> bool:
         return False
 
 
-def _candidates(folders: Iterable[Path]) -> list[Path]:
-    found: set[Path] = set()
-    for folder in folders:
-        if folder.is_dir():
-            found.update(p for p in folder.rglob("*.ckpt") if p.is_file())
-    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step a training checkpoint holds; None when it is incomplete or not one.
+
+    The file is memory-mapped, so only its small pickle is read, not the tensors.
+    """
+    if not is_complete_checkpoint(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any file torch cannot read safely is simply not a candidate
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def newest_checkpoint(folders: Iterable[str | Path]) -> Path | None:
-    """The newest complete `*.ckpt` under `folders` (recursively); None when there is none."""
-    for path in _candidates(Path(f) for f in folders if f):
-        if is_complete_checkpoint(path):
+    """The most recently written complete training checkpoint (`*.ckpt`) under `folders`,
+    recursively; None when there is none."""
+    found: set[Path] = set()
+    for folder in (Path(f) for f in folders if f):
+        if folder.is_dir():
+            found.update(p for p in folder.rglob("*.ckpt") if p.is_file())
+    for path in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
+        if checkpoint_step(path) is not None:
             return path
-        log.warning("skipping %s: not a complete checkpoint (truncated or not torch.save)", path)
+        log.warning("skipping %s: not a complete training checkpoint", path)
     return None
 
 

@@ -320,3 +320,31 @@ def test_killed_at_random_moments_until_done(en_samples, tmp_path):
     for name, logged in losses_by_run(root).items():
         for step, loss in logged.items():
             assert loss == pytest.approx(expected[step], abs=1e-6), (name, step)
+
+
+def test_last_is_the_newest_complete_training_checkpoint(tmp_path):
+    """Newer files that are truncated or not training checkpoints are skipped; stale
+    temporary files are removed, fresh ones (a live writer's) are not."""
+    from bertlab.checkpointing import resolve_checkpoint
+
+    old, new = tmp_path / "version_0" / "a.ckpt", tmp_path / "version_1" / "b.ckpt"
+    for i, path in enumerate((old, new)):
+        path.parent.mkdir()
+        torch.save({"global_step": 10 * (i + 1), "state_dict": {}}, path)
+        os.utime(path, (1000 + i, 1000 + i))
+    truncated = tmp_path / "version_1" / "c.ckpt"
+    truncated.write_bytes(new.read_bytes()[:100])
+    weights_only = tmp_path / "version_1" / "d.ckpt"
+    torch.save({"state_dict": {}}, weights_only)
+    stale, fresh = (
+        tmp_path / "version_1" / ".b.ckpt.x.tmp",
+        tmp_path / "version_1" / ".b.ckpt.y.tmp",
+    )
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (1000, 1000))
+    assert resolve_checkpoint("last", [tmp_path]) == str(new)
+    assert not stale.exists() and fresh.exists()
+    assert resolve_checkpoint("last", [tmp_path / "empty"]) is None  # starts from scratch
+    with pytest.raises(ValueError, match="no such file"):
+        resolve_checkpoint(str(tmp_path / "missing.ckpt"), [])
