@@ -10,9 +10,10 @@ in bertlab.workers.
 Decisions:
 - Three stages, each a list of independent tasks run in order by this process or a pool of
   --num_proc processes: (1) tokenize chunks of whole documents, (2) build the samples of a range
-  of documents for one pass, (3) shuffle and gzip one shard. Results are consumed in task order
-  and all randomness is derived from (seed, pass, document index) or (seed, shard index), so the
-  output is byte-identical whatever --num_proc.
+  of documents, every pass, as JSON lines already grouped by shard, (3) shuffle and gzip one
+  shard. The main process only reads the file and appends results to the shards. Results are
+  consumed in task order and all randomness is derived from (seed, pass, document index) or
+  (seed, shard index), so the output is byte-identical whatever --num_proc.
 - The canonical order of samples, before they are dealt to shards: task (a range of documents
   of ~32k tokens, fixed by the corpus alone), pass, document, position in the document. A task
   makes every pass over its documents, so their token text is prepared once for all passes.
