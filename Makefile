@@ -15,7 +15,7 @@ DEMO_DIR ?= demo
 SHARED_DATA ?= $(CURDIR)/../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format demo clean
+.PHONY: install test lint format demo soak clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ format: $(STAMP)
 
 demo: $(STAMP)
 	CORPUS="$(CORPUS)" DEMO_DIR="$(DEMO_DIR)" PYTHON="$(PYTHON)" bash tools/demo.sh
+
+# The long checks kept out of `make test`: a thousands-of-steps tiny run whose memory must stay
+# flat (on the demo's samples, made first if missing), then the tests marked slow.
+soak: $(STAMP)
+	@test -f $(DEMO_DIR)/samples/train/meta.json || $(MAKE) demo
+	$(PYTHON) tools/soak.py --output_dir runs/soak
+	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
