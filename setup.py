@@ -25,6 +25,7 @@ setup(
         "fire>=0.6",
         "mwparserfromhell>=0.6.5",
         "tqdm>=4.66",
+        "numpy>=1.24",
         "safetensors>=0.4",
         "huggingface_hub>=0.30",
         "pyyaml>=6",

@@ -43,6 +43,9 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     options = _annotation_args(annotation)
     if value is None or annotation is inspect.Parameter.empty:
         return value
+    if value is True and bool not in options:
+        # fire turns a flag given no value (`--input` at the end of the line) into True.
+        raise ValueError(f"--{name} needs a value")
     if bool in options and isinstance(value, str):
         lowered = value.lower()
         if lowered in ("true", "yes", "1", "on"):

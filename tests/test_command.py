@@ -52,3 +52,9 @@ def test_a_bad_boolean_is_named(capsys):
     with pytest.raises(SystemExit):
         run(build, ["--input", "a", "--output_dir", "o", "--nsp", "maybe"])
     assert "--nsp expects true or false" in capsys.readouterr().err
+
+
+def test_a_flag_without_its_value_is_named(capsys):
+    with pytest.raises(SystemExit):
+        run(build, ["--output_dir", "o", "--input"])
+    assert capsys.readouterr().err == "error: --input needs a value\n"
