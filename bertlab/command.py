@@ -105,6 +105,8 @@ def _gather_lists(argv: list[str], list_flags: set[str]) -> list[str]:
             while i < len(argv) and not argv[i].startswith("--"):
                 values.append(argv[i])
                 i += 1
+            if not values:
+                raise ValueError(f"--{name} needs a value")
             # A JSON-ish list of quoted strings survives fire's literal parsing intact.
             out.append(f"--{name}=" + repr([str(v) for v in values]))
             continue

@@ -58,3 +58,6 @@ def test_a_flag_without_its_value_is_named(capsys):
     with pytest.raises(SystemExit):
         run(build, ["--output_dir", "o", "--input"])
     assert capsys.readouterr().err == "error: --input needs a value\n"
+    with pytest.raises(SystemExit):
+        run(build, ["--input", "a", "--output_dir"])
+    assert capsys.readouterr().err == "error: --output_dir needs a value\n"
