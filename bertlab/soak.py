@@ -29,6 +29,7 @@ import contextlib
 import csv
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,7 +154,9 @@ def soak(
     out = Path(output_dir)
     run_dir = out / "run"
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"--output_dir {out}: {run_dir} is not empty; use a new folder")
+        if not (out / "fit.log").is_file():  # not a soak's own folder: leave it alone
+            raise ValueError(f"--output_dir {out}: {run_dir} is not empty; use a new folder")
+        shutil.rmtree(run_dir)  # the previous soak's run: replaced, as its CSV and plot are
     out.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "bertlab", "fit", f"--config={config}",
