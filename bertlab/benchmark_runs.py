@@ -318,6 +318,7 @@ def run_bertlab(spec: dict) -> dict:
         for k, v in monitor.last.items()
         if k.split("/", 1)[1] in ("mfu", "tokens_per_sec", "data_fraction")
     }
+    callback["callback_peak_flops"] = monitor.peak_flops
     optimizer = type(trainer.optimizers[0]).__name__
     defaults = trainer.optimizers[0].defaults
     for flag in ("fused", "foreach"):

@@ -301,6 +301,9 @@ def _train_record(name: str, spec: dict, result: dict, peak: float) -> dict:
         "measured_steps", "attn_implementation", "optimizer", "torch_threads",
         "callback_mfu", "callback_tokens_per_sec", "callback_data_fraction",
     )  # fmt: skip
+    if result.get("callback_mfu") and result.get("callback_peak_flops"):
+        # The callback divided by the peak known when the run started; rescale to the run's.
+        result["callback_mfu"] *= result["callback_peak_flops"] / peak
     for key in keep:
         if key in result:
             value = result[key]
