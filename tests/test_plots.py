@@ -162,3 +162,31 @@ def test_bad_input_is_one_line_naming_the_flag(two_runs, tmp_path, make_args, fl
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_plots_of_a_real_tiny_run(en_samples, tmp_path):
+    """The logs of a real `bertlab fit` (not hand-written events) give every training figure."""
+    from bertlab.cli import run_cli
+
+    root = tmp_path / "run"
+    run_cli(
+        ["fit", "--config=configs/tiny.yaml",
+         f"--data.train_files={en_samples / 'train'}", f"--data.val_files={en_samples / 'valid'}",
+         f"--data.test_files={en_samples / 'test'}",
+         "--data.batch_size=16", "--data.shuffle_buffer_size=200",
+         "--model.hidden_size=32", "--model.num_hidden_layers=1",
+         "--model.num_attention_heads=2", "--model.intermediate_size=64",
+         "--model.max_position_embeddings=64", "--model.warmup_steps=2",
+         "--trainer.max_steps=20", "--trainer.val_check_interval=10",
+         "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=2",
+         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+         f"--trainer.default_root_dir={root}"]
+    )  # fmt: skip
+    out = tmp_path / "plots"
+    result = run_tool("plot_runs.py", "--logdir", root, "--names", "tiny", "--output_dir", out)
+    figures = json.loads(result.stdout)["figures"]
+    for figure in ("loss_step.png", "loss_time.png", "lr_step.png", "throughput_step.png"):
+        assert figures.get(figure), f"{figure} has no series: {figures}"
+        check_png(out / figure, 800, 500)
+    losses = " ".join(figures["loss_step.png"])
+    assert "train/loss" in losses and "val" in losses
