@@ -259,6 +259,10 @@ def run_bertlab(spec: dict) -> dict:
     from bertlab.module import BertPretraining
 
     shape, options = spec["shape"], spec["options"]
+    processes = options.get("processes", 1)
+    if processes > 1:
+        # Data parallel on one machine: each process gets its share of the cores and the batch.
+        torch.set_num_threads(max(1, torch.get_num_threads() // processes))
     clock = StepClock()
 
     class Clock(pl.Callback):
@@ -293,7 +297,7 @@ def run_bertlab(spec: dict) -> dict:
     )
     data = BertDataModule(
         train_files=spec["samples"],
-        batch_size=shape["batch_size"],
+        batch_size=shape["batch_size"] // processes,
         num_workers=options["num_workers"],
         pad_to_multiple_of=options["pad_to_multiple_of"],
         shuffle_buffer_size=10000,
@@ -301,7 +305,8 @@ def run_bertlab(spec: dict) -> dict:
     )
     trainer = pl.Trainer(
         accelerator="cpu",
-        devices=1,
+        devices=processes,
+        strategy="ddp" if processes > 1 else "auto",
         precision=spec["precision"],
         max_steps=spec["steps"],
         gradient_clip_val=1.0,
@@ -324,7 +329,15 @@ def run_bertlab(spec: dict) -> dict:
     for flag in ("fused", "foreach"):
         if defaults.get(flag):
             optimizer += f" ({flag})"
-    return _finish(clock, spec, model.model, {"optimizer": optimizer, **callback})
+    if trainer.global_rank != 0:
+        return {}
+    result = _finish(clock, spec, model.model, {"optimizer": optimizer, **callback})
+    if processes > 1:
+        # Every process trained as many batches of the same size; the clock saw rank 0's.
+        for key in ("samples_per_s", "tokens_per_s", "useful_flops_per_s"):
+            result[key] *= processes
+        result["processes"] = processes
+    return result
 
 
 RUNNERS = {"hf_trainer": run_hf_trainer, "bertlab": run_bertlab}
@@ -336,7 +349,8 @@ def main(argv: list[str]) -> None:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     result = RUNNERS[spec["system"]](spec)
-    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
+    if result:  # other ranks of a data-parallel run report nothing
+        Path(result_path).write_text(json.dumps(result), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ QUICK = {
 BEST = {
     "precision": "bf16-mixed", "dropout": 0.1, "objective": "mlm", "sparse_mlm_head": True,
     "attn_implementation": "sdpa", "optimizer_implementation": "fused", "compile": False,
-    "pad_to_multiple_of": 8, "num_workers": 0,
+    "pad_to_multiple_of": 8, "num_workers": 0, "processes": 1,
 }  # fmt: skip
 ABLATIONS = {
     "no_sparse_head": {"sparse_mlm_head": False},
@@ -70,6 +70,7 @@ ABLATIONS = {
     "static_length_128": {"pad_to_multiple_of": 128},
     "loader_worker": {"num_workers": 1},
     "mlm_nsp": {"objective": "mlm_nsp"},
+    "two_processes": {"processes": 2},
 }
 GOALS = {"speedup": 4.0, "mfu": 0.12, "data_fraction": 0.05, "prep_vs_raw": 0.5}
 
