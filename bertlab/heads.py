@@ -13,6 +13,9 @@ Decisions:
   get aligned shapes and `torch.compile` sees a few bucketed sizes instead of a new N every step.
 - The MLM loss is a sum over labelled positions divided by their count (clamped to 1), so a batch
   with no masked token gives 0, not NaN, and no data-dependent branch is needed.
+- `fused` (the default) computes the decoder and the loss in one autograd function
+  (bertlab.cross_entropy), which never builds the fp32 log-probabilities or the zero-filled
+  gradient of the [N, V] logits; off, the plain path below runs.
 - Logits are cast to fp32 before the log-softmax: a bf16 log-softmax over 30k classes loses the
   loss's precision, and the loss is what the schedule and the checkpoints are judged by.
 - Counts (masked tokens, correct predictions) are returned as tensors: nothing here calls
@@ -26,7 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import BertForPreTraining
 
-IGNORE_INDEX = -100
+from bertlab.cross_entropy import IGNORE_INDEX, linear_cross_entropy
+
+__all__ = ["IGNORE_INDEX", "gather_masked", "mlm_loss", "nsp_loss", "pretraining_losses"]
 
 
 def gather_masked(
@@ -52,12 +57,25 @@ def mlm_loss(
     sparse: bool = True,
     pad_masked_to: int = 8,
     accuracy: bool = True,
+    fused: bool = True,
 ) -> dict[str, Tensor]:
     """Masked-LM loss (mean over labelled positions), label count, correct count (if accuracy)."""
     if sparse:
         hidden, targets = gather_masked(sequence_output, labels, pad_masked_to)
     else:
         hidden, targets = sequence_output, labels.reshape(-1)
+    if fused:
+        head = model.cls.predictions
+        transformed = head.transform(hidden)
+        transformed = transformed.reshape(-1, transformed.size(-1))
+        loss_sum, correct = linear_cross_entropy(
+            transformed, head.decoder.weight, head.decoder.bias, targets, accuracy
+        )
+        count = (targets != IGNORE_INDEX).sum()
+        result = {"mlm_loss": loss_sum / count.clamp(min=1), "mlm_count": count}
+        if accuracy:
+            result["mlm_correct"] = correct
+        return result
     logits = model.cls.predictions(hidden).float()
     logits = logits.reshape(-1, logits.size(-1))
     labelled = targets != IGNORE_INDEX
@@ -92,6 +110,7 @@ def pretraining_losses(
     sparse: bool = True,
     pad_masked_to: int = 8,
     accuracy: bool = True,
+    fused: bool = True,
 ) -> dict[str, Tensor]:
     """Run the encoder and the heads on a batch; `loss` is mlm_loss (+ nsp_loss with mlm_nsp).
 
@@ -104,7 +123,7 @@ def pretraining_losses(
         return_dict=True,
     )
     result = mlm_loss(
-        model, outputs.last_hidden_state, batch["labels"], sparse, pad_masked_to, accuracy
+        model, outputs.last_hidden_state, batch["labels"], sparse, pad_masked_to, accuracy, fused
     )
     result["loss"] = result["mlm_loss"]
     if objective == "mlm_nsp":

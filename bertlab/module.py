@@ -17,8 +17,12 @@ Decisions:
 - Speed switches that do not change results beyond numerical noise: `sparse_mlm_head`,
   `attn_implementation` (sdpa for GPUs; eager is faster on a CPU in bf16), `compile` (compiles
   the encoder and the MLM head in place, so the state-dict keys do not change), `bf16_compute`
-  (bertlab.bf16: bf16 training that pays on a CPU). The training MLM accuracy is computed only
+  (bertlab.bf16: bf16 training that pays on a CPU), `fused_mlm_loss` (bertlab.cross_entropy:
+  the decoder and its loss in one pass), `fast_dropout` (bertlab.dropout: cheaper dropout masks
+  and bf16 attention on a CPU; torch's own on a GPU). The training MLM accuracy is computed only
   on the steps that log it. Dropout is a modelling choice (recent recipes train with 0).
+- On a CPU, fitting sets glibc's allocator to keep freed memory (bertlab.allocator): otherwise
+  the step's large temporaries are fresh mmaps whose page faults cost ~10% of a bf16 step.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 from transformers import BertForPreTraining
 
+from bertlab.allocator import keep_freed_memory
 from bertlab.bf16 import Bf16WorkingCopy
+from bertlab.dropout import use_fast_dropout
 from bertlab.heads import pretraining_losses
 from bertlab.network import build_network
 from bertlab.optim import (
@@ -47,10 +53,12 @@ OBJECTIVES = ("mlm_nsp", "mlm")
 ATTENTION = ("sdpa", "eager")
 
 
-def _compile(model: BertForPreTraining) -> None:
-    # In place: the state-dict keys stay those of the Hugging Face model.
+def _compile(model: BertForPreTraining, fused_mlm_loss: bool) -> None:
+    # In place: the state-dict keys stay those of the Hugging Face model. The fused loss runs
+    # the head's transform itself and the decoder in its own function, which is not compiled.
     model.bert.compile(dynamic=False)
-    model.cls.predictions.compile(dynamic=False)
+    head = model.cls.predictions
+    (head.transform if fused_mlm_loss else head).compile(dynamic=False)
 
 
 class BertPretraining(pl.LightningModule):
@@ -83,6 +91,11 @@ class BertPretraining(pl.LightningModule):
         pad_masked_to: Pad the masked-position count to a multiple of this (aligned shapes).
         attn_implementation: sdpa (fused attention kernels: the GPU choice) or eager (faster on a
             CPU in bf16, whose SDPA backward is slow).
+        fused_mlm_loss: Compute the MLM decoder and its cross-entropy in one function that never
+            builds the fp32 log-probabilities over the vocabulary (same loss, faster).
+        fast_dropout: On a CPU, draw dropout masks four per 64-bit random number and run
+            attention with dropout in the model's dtype (torch's dropout and its SDPA fallback
+            were a third of a bf16 step); on a GPU torch's own run either way.
         compile: torch.compile the encoder and the MLM head (pays with static, bucketed shapes).
         bf16_compute: Train a bf16 copy of the model against fp32 master weights, with no casts
             between operations: bf16 that pays on a CPU. With trainer.precision 32-true; off (with
@@ -115,6 +128,8 @@ class BertPretraining(pl.LightningModule):
         sparse_mlm_head: bool = True,
         pad_masked_to: int = 8,
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
+        fused_mlm_loss: bool = True,
+        fast_dropout: bool = True,
         compile: bool = False,
         bf16_compute: bool = False,
         initializer_range: float = 0.02,
@@ -131,6 +146,8 @@ class BertPretraining(pl.LightningModule):
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
         self.model = build_network(self.hparams)
+        if fast_dropout:
+            use_fast_dropout(self.model)
         self.trainable_names = select_trainable(self.model, trainable, objective)
         self._compiled = False
         self._working: Bf16WorkingCopy | None = None
@@ -140,13 +157,17 @@ class BertPretraining(pl.LightningModule):
     def setup(self, stage: str) -> None:
         # With bf16_compute the bf16 working copy is what trains: it is compiled instead.
         if self.hparams.compile and not self.hparams.bf16_compute and not self._compiled:
-            _compile(self.model)
+            _compile(self.model, self.hparams.fused_mlm_loss)
             self._compiled = True
 
     @property
     def compute_dtype(self) -> torch.dtype | None:
         """The dtype training computes in when the module decides it (bf16_compute), else None."""
         return torch.bfloat16 if self.hparams.bf16_compute else None
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
     def on_train_start(self) -> None:
         if not self.hparams.bf16_compute:
@@ -168,7 +189,7 @@ class BertPretraining(pl.LightningModule):
         # Built here, after a checkpoint is restored and the model is on its device.
         self._working = Bf16WorkingCopy(self.model)
         if self.hparams.compile:
-            _compile(self._working.module)
+            _compile(self._working.module, self.hparams.fused_mlm_loss)
 
     def on_train_end(self) -> None:
         self._working = None
@@ -193,6 +214,7 @@ class BertPretraining(pl.LightningModule):
             sparse=self.hparams.sparse_mlm_head,
             pad_masked_to=self.hparams.pad_masked_to,
             accuracy=accuracy,
+            fused=self.hparams.fused_mlm_loss,
         )
 
     def _logs_this_step(self) -> bool:
