@@ -54,13 +54,20 @@ QUICK = {
     "max_seq_len": 64, "vocab_size": 1000, "dupe_factor": 1,
 }  # fmt: skip
 # bertlab's fastest settings; each ablation line flips one of them.
+# precision "bf16" is model.bf16_compute (a bf16 working copy, fp32 masters, trainer precision
+# 32-true); "bf16-mixed" is Lightning's autocast.
 BEST = {
-    "precision": "bf16-mixed", "dropout": 0.1, "objective": "mlm", "sparse_mlm_head": True,
+    "precision": "bf16", "dropout": 0.1, "objective": "mlm", "sparse_mlm_head": True,
+    "fused_mlm_loss": True, "fast_dropout": True, "keep_freed_memory": True,
     "attn_implementation": "sdpa", "optimizer_implementation": "fused", "compile": False,
     "pad_to_multiple_of": 8, "num_workers": 0, "processes": 1,
 }  # fmt: skip
 ABLATIONS = {
     "no_sparse_head": {"sparse_mlm_head": False},
+    "no_fused_loss": {"fused_mlm_loss": False},
+    "torch_dropout": {"fast_dropout": False},
+    "glibc_default_malloc": {"keep_freed_memory": False},
+    "autocast_bf16": {"precision": "bf16-mixed"},
     "fp32": {"precision": "32-true"},
     "eager_attention": {"attn_implementation": "eager"},
     "dropout_0": {"dropout": 0.0},
@@ -70,7 +77,7 @@ ABLATIONS = {
     "static_length_128": {"pad_to_multiple_of": 128},
     "loader_worker": {"num_workers": 1},
     "mlm_nsp": {"objective": "mlm_nsp"},
-    "two_processes": {"processes": 2},
+    "two_processes": {"processes": 2, "precision": "bf16-mixed"},
 }
 GOALS = {"speedup": 4.0, "mfu": 0.12, "data_fraction": 0.05, "prep_vs_raw": 0.5}
 

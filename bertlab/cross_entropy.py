@@ -28,10 +28,19 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
-# Rows per chunk: a chunk's fp32 logits stay under ~16 MB. glibc serves larger blocks with a
-# fresh mmap each time, and first-touch page faults on a [600, 30k] fp32 array cost as much as
-# the arithmetic; chunks come from (and go back to) the heap.
+# The [N, V] logits (and then their gradient) live in one workspace per dtype and device that
+# is kept between steps: allocated fresh, a block that size is an mmap whose first-touch page
+# faults cost as much as the arithmetic. The fp32 softmax runs over slices of at most ~16 MB.
 _CHUNK_BYTES = 16 << 20
+_WORKSPACES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _workspace(rows: int, columns: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    key = (dtype, device)
+    buffer = _WORKSPACES.get(key)
+    if buffer is None or buffer.numel() < rows * columns:
+        _WORKSPACES[key] = buffer = torch.empty(rows * columns, dtype=dtype, device=device)
+    return buffer[: rows * columns].view(rows, columns)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -40,21 +49,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:3])
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
-        rows = max(1, _CHUNK_BYTES // (4 * weight.size(0)))
+        logits = _workspace(hidden.size(0), weight.size(0), hidden.dtype, hidden.device)
+        torch.addmm(bias, hidden, weight.t(), out=logits)
+        correct = None
+        if accuracy:
+            ctx.mark_non_differentiable(correct := ((logits.argmax(-1) == targets) & valid).sum())
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        correct = torch.zeros((), dtype=torch.long, device=hidden.device) if accuracy else None
-        if needs_grad:
-            grad_hidden = torch.empty_like(hidden)
-            grad_weight = torch.zeros_like(weight)
-            grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        rows = max(1, _CHUNK_BYTES // (4 * weight.size(0)))
         for start in range(0, hidden.size(0), rows):
             part = slice(start, start + rows)
-            h, t, ok = hidden[part], safe_targets[part], valid[part]
-            logits = torch.addmm(bias, h, weight.t())
-            if accuracy:
-                correct += ((logits.argmax(-1) == targets[part]) & ok).sum()
-            probs = logits.float()
-            del logits
+            t, ok = safe_targets[part], valid[part]
+            probs = logits[part].float()
             peak = probs.amax(-1, keepdim=True)
             target_logit = probs.gather(1, t).squeeze(1)
             probs.sub_(peak).exp_()
@@ -63,7 +69,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss_sum += ((log_normaliser - target_logit) * ok).sum()
             if not needs_grad:
                 continue
-            # d(loss_sum)/d(logits) = softmax - one_hot(target), on the labelled rows only.
+            # d(loss_sum)/d(logits) = softmax - one_hot(target), on the labelled rows only; it
+            # replaces the logits in the workspace.
             probs.div_(total)
             probs.scatter_add_(1, t, -ok.to(probs.dtype).unsqueeze(1))
             if probs.device.type != "cpu":
@@ -71,14 +78,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             elif not bool(ok.all()):
                 probs[~ok] = 0.0
             grad_bias += probs.sum(0)
-            grad_logits = probs.to(hidden.dtype)
-            del probs
-            torch.mm(grad_logits, weight, out=grad_hidden[part])
-            grad_weight.addmm_(grad_logits.t(), h)
+            logits[part].copy_(probs)
         if needs_grad:
+            grad_hidden = logits @ weight
+            grad_weight = logits.t() @ hidden
             ctx.save_for_backward(grad_hidden, grad_weight, grad_bias.to(bias.dtype))
-        if correct is not None:
-            ctx.mark_non_differentiable(correct)
         return loss_sum, correct
 
     @staticmethod

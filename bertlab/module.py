@@ -21,8 +21,9 @@ Decisions:
   the decoder and its loss in one pass), `fast_dropout` (bertlab.dropout: cheaper dropout masks
   and bf16 attention on a CPU; torch's own on a GPU). The training MLM accuracy is computed only
   on the steps that log it. Dropout is a modelling choice (recent recipes train with 0).
-- On a CPU, fitting sets glibc's allocator to keep freed memory (bertlab.allocator): otherwise
-  the step's large temporaries are fresh mmaps whose page faults cost ~10% of a bf16 step.
+- On a CPU, fitting sets glibc's allocator to keep freed memory (`keep_freed_memory`,
+  bertlab.allocator): otherwise the step's large temporaries are fresh mmaps whose page faults
+  cost ~10% of a bf16 step.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ class BertPretraining(pl.LightningModule):
         fast_dropout: On a CPU, draw dropout masks four per 64-bit random number and run
             attention with dropout in the model's dtype (torch's dropout and its SDPA fallback
             were a third of a bf16 step); on a GPU torch's own run either way.
+        keep_freed_memory: On a CPU, have glibc's malloc keep freed memory for the next step
+            instead of page-faulting fresh memory in every step (resident memory stays at the
+            step's peak).
         compile: torch.compile the encoder and the MLM head (pays with static, bucketed shapes).
         bf16_compute: Train a bf16 copy of the model against fp32 master weights, with no casts
             between operations: bf16 that pays on a CPU. With trainer.precision 32-true; off (with
@@ -130,6 +134,7 @@ class BertPretraining(pl.LightningModule):
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         fused_mlm_loss: bool = True,
         fast_dropout: bool = True,
+        keep_freed_memory: bool = True,
         compile: bool = False,
         bf16_compute: bool = False,
         initializer_range: float = 0.02,
@@ -166,7 +171,7 @@ class BertPretraining(pl.LightningModule):
         return torch.bfloat16 if self.hparams.bf16_compute else None
 
     def on_fit_start(self) -> None:
-        if self.device.type == "cpu":
+        if self.hparams.keep_freed_memory and self.device.type == "cpu":
             keep_freed_memory()
 
     def on_train_start(self) -> None:
