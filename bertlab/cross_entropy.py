@@ -14,7 +14,7 @@ Decisions:
   the log-sum-exp, softmax and loss are fp32. A test checks loss and gradients against the plain
   path in fp32 (<= 1e-5).
 - Gradients are computed in the forward only when one of the inputs requires them (training);
-  validation pays for the loss alone.
+  validation pays for the loss alone, and holds one chunk of logits at a time.
 - Under autocast the inputs are cast to autocast's dtype first, as a linear layer's would be.
 - Rows whose target is -100 (the padding rows of `gather_masked`) add nothing to the loss or the
   gradients. The count of correct predictions is returned when asked, from the same logits.
@@ -28,15 +28,20 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
-# The [N, V] logits (and then their gradient) live in one workspace per dtype and device that
-# is kept between steps: allocated fresh, a block that size is an mmap whose first-touch page
-# faults cost as much as the arithmetic. The fp32 softmax runs over slices of at most ~16 MB.
-_CHUNK_BYTES = 16 << 20
-_WORKSPACES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+# On a CPU the [N, V] logits (and then their gradient) live in one workspace per dtype that is
+# kept between steps: allocated fresh, a block that size is an mmap whose first-touch page faults
+# cost as much as the arithmetic; and the fp32 softmax runs over slices of at most ~16 MB, which
+# glibc serves from its heap. A GPU's caching allocator already reuses blocks: fresh tensors
+# there, and slices as large as 1 GiB.
+_CHUNK_BYTES = {"cpu": 16 << 20}
+_GPU_CHUNK_BYTES = 1 << 30
+_WORKSPACES: dict[torch.dtype, Tensor] = {}
 
 
 def _workspace(rows: int, columns: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    key = (dtype, device)
+    if device.type != "cpu":
+        return torch.empty(rows, columns, dtype=dtype, device=device)
+    key = dtype
     buffer = _WORKSPACES.get(key)
     if buffer is None or buffer.numel() < rows * columns:
         _WORKSPACES[key] = buffer = torch.empty(rows * columns, dtype=dtype, device=device)
@@ -49,18 +54,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:3])
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
-        logits = _workspace(hidden.size(0), weight.size(0), hidden.dtype, hidden.device)
-        torch.addmm(bias, hidden, weight.t(), out=logits)
-        correct = None
-        if accuracy:
-            ctx.mark_non_differentiable(correct := ((logits.argmax(-1) == targets) & valid).sum())
+        chunk_bytes = _CHUNK_BYTES.get(hidden.device.type, _GPU_CHUNK_BYTES)
+        rows = max(1, chunk_bytes // (4 * weight.size(0)))
+        if needs_grad:
+            # All rows at once: the gradient needs every row's before its two matrix products.
+            logits = _workspace(hidden.size(0), weight.size(0), hidden.dtype, hidden.device)
+            torch.addmm(bias, hidden, weight.t(), out=logits)
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device) if accuracy else None
         grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
-        rows = max(1, _CHUNK_BYTES // (4 * weight.size(0)))
         for start in range(0, hidden.size(0), rows):
             part = slice(start, start + rows)
             t, ok = safe_targets[part], valid[part]
-            probs = logits[part].float()
+            # Without gradients (validation) only a chunk's logits exist at a time.
+            chunk = logits[part] if needs_grad else torch.addmm(bias, hidden[part], weight.t())
+            if accuracy:
+                correct += ((chunk.argmax(-1) == targets[part]) & ok).sum()
+            probs = chunk.float()
             peak = probs.amax(-1, keepdim=True)
             target_logit = probs.gather(1, t).squeeze(1)
             probs.sub_(peak).exp_()
@@ -83,6 +93,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_hidden = logits @ weight
             grad_weight = logits.t() @ hidden
             ctx.save_for_backward(grad_hidden, grad_weight, grad_bias.to(bias.dtype))
+        if correct is not None:
+            ctx.mark_non_differentiable(correct)
         return loss_sum, correct
 
     @staticmethod

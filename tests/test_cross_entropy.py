@@ -23,7 +23,7 @@ def _plain_and_fused(dtype, chunk_bytes=None, monkeypatch=None):
     targets = torch.randint(0, v, (n,))
     targets[[3, 20, n - 1]] = -100
     if chunk_bytes:
-        monkeypatch.setattr(cross_entropy, "_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setitem(cross_entropy._CHUNK_BYTES, "cpu", chunk_bytes)
     results = []
     for fused in (False, True):
         leaves = [x.to(dtype).requires_grad_() for x in inputs]
@@ -76,11 +76,17 @@ def test_model_losses_and_gradients_with_and_without_the_fused_loss():
             assert torch.allclose(grads[name], grad, atol=1e-5, rtol=1e-4), (key, name)
 
 
-def test_without_gradients_only_the_loss_is_computed():
+@pytest.mark.parametrize("chunk_bytes", [None, 4 * 10 * 3])  # one chunk; chunks of 3 rows
+def test_without_gradients_only_the_loss_is_computed(chunk_bytes, monkeypatch):
+    if chunk_bytes:
+        monkeypatch.setitem(cross_entropy._CHUNK_BYTES, "cpu", chunk_bytes)
     torch.manual_seed(0)
     hidden, weight, bias = torch.randn(8, 4), torch.randn(10, 4), torch.randn(10)
     targets = torch.randint(0, 10, (8,))
+    targets[5] = -100
     with torch.no_grad():
-        loss_sum, correct = linear_cross_entropy(hidden, weight, bias, targets)
-    expected = F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum")
-    assert correct is None and torch.allclose(loss_sum, expected, atol=1e-5)
+        loss_sum, correct = linear_cross_entropy(hidden, weight, bias, targets, accuracy=True)
+    logits = F.linear(hidden, weight, bias)
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    assert torch.allclose(loss_sum, expected, atol=1e-5)
+    assert int(correct) == int(((logits.argmax(-1) == targets) & (targets != -100)).sum())
