@@ -269,6 +269,14 @@ class BertDataModule(pl.LightningDataModule):
                     f"the tokenizer recorded in {folder}/meta.json ({recorded}) does not exist "
                     "here; pass --data.tokenizer DIR"
                 )
+            # The folder may have been retrained in place since: same path, other ids.
+            mine, theirs = _tokenizer_fingerprint(recorded), samples.tokenizer.get("fingerprint")
+            if mine != theirs:
+                raise ValueError(
+                    f"the tokenizer recorded in {folder}/meta.json ({recorded}) has changed since "
+                    f"the samples were made (fingerprint {mine} != {theirs}); remake the samples "
+                    "or pass --data.tokenizer with the tokenizer they were made with"
+                )
             return str(recorded)
         if not Path(tokenizer).is_dir():
             raise ValueError(f"--data.tokenizer {tokenizer}: no such folder")

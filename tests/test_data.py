@@ -19,11 +19,13 @@ import pytorch_lightning as pl
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_module import make_tokenizer
 
 from bertlab.data import BertDataModule, StreamLoader
 from bertlab.masking import MaskingCollator
 from bertlab.shard_reader import parse_sample
 from bertlab.stream import round_robin_quota
+from bertlab.tokenizer import tokenizer_fingerprint
 
 VOCAB = 100
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
@@ -42,14 +44,21 @@ def write_samples(
     first_uid: int = 0,
     nsp: bool = True,
     gz: bool = True,
-    fingerprint: str = "f" * 16,
+    fingerprint: str | None = None,
     max_seq_len: int = 16,
 ) -> list[int]:
-    """Write shards of the given sizes and meta.json as prepare_samples would; return the uids."""
+    """Write shards of the given sizes and meta.json as prepare_samples would; return the uids.
+
+    Without `tokenizer`, a word-level tokenizer of VOCAB ids is made beside the folder; without
+    `fingerprint`, meta.json records the tokenizer's own.
+    """
     folder.mkdir(parents=True)
     if tokenizer is None:
         tokenizer = folder.parent / "tokenizer"
-        tokenizer.mkdir(exist_ok=True)
+        if not (tokenizer / "tokenizer.json").exists():
+            make_tokenizer(tokenizer, num_words=VOCAB - len(SPECIAL))
+    if fingerprint is None:
+        fingerprint = tokenizer_fingerprint(str(tokenizer)) if tokenizer.is_dir() else "f" * 16
     uid, shards, uids = first_uid, [], []
     for i, size in enumerate(sizes):
         name = f"shard-{i:05d}.jsonl" + (".gz" if gz else "")
