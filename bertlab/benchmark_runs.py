@@ -141,6 +141,22 @@ def _finish(clock: StepClock, spec: dict, model: torch.nn.Module, extra: dict) -
     return result | extra | peak_rss_mb()
 
 
+def top_ops(profiler, steps: int, limit: int = 15) -> list[dict]:
+    """The operators that took most of the profiled steps' time (self CPU time), with shares."""
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [
+        {
+            "op": e.key,
+            "share": round(e.self_cpu_time_total / total, 4),
+            "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 2),
+            "calls_per_step": round(e.count / steps, 2),
+        }
+        for e in events[:limit]
+    ]
+
+
 # ------------------------------------------------------------------------ the Hugging Face recipe
 class TokenIdsDataset(torch.utils.data.Dataset):
     """The samples' token ids as a map-style dataset of dicts of lists (what `datasets` yields)."""
@@ -273,6 +289,24 @@ def run_bertlab(spec: dict) -> dict:
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             clock.end()
 
+    profiled: dict = {}
+    profile_from, profile_steps = spec["warmup_steps"], spec.get("profile_steps", 0)
+
+    class ProfileSteps(pl.Callback):
+        """torch.profiler over `profile_steps` steps after the warm-up (a run that is not timed)."""
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == profile_from:
+                self.profiler = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU]
+                )
+                self.profiler.__enter__()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx == profile_from + profile_steps - 1:
+                self.profiler.__exit__(None, None, None)
+                profiled["top_ops"] = top_ops(self.profiler, profile_steps)
+
     window = spec["steps"] - spec["warmup_steps"]
     monitor = ThroughputMonitor(
         peak_flops=spec.get("peak_flops") or None, window=window, log_every_n_steps=spec["steps"]
@@ -319,7 +353,7 @@ def run_bertlab(spec: dict) -> dict:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[Clock(), monitor],
+        callbacks=[Clock(), monitor] + ([ProfileSteps()] if profile_steps else []),
     )
     trainer.fit(model, datamodule=data)
     callback = {
@@ -335,7 +369,7 @@ def run_bertlab(spec: dict) -> dict:
             optimizer += f" ({flag})"
     if trainer.global_rank != 0:
         return {}
-    result = _finish(clock, spec, model.model, {"optimizer": optimizer, **callback})
+    result = _finish(clock, spec, model.model, {"optimizer": optimizer, **callback, **profiled})
     if processes > 1:
         # Every process trained as many batches of the same size; the clock saw rank 0's.
         for key in ("samples_per_s", "tokens_per_s", "useful_flops_per_s"):

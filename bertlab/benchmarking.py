@@ -362,6 +362,7 @@ def benchmark(
     quick: bool = False,
     output: str | None = None,
     threads: int | None = None,
+    profile: bool = False,
 ) -> None:
     """Measure bertlab against the Hugging Face Trainer recipe; print one JSON line per system.
 
@@ -382,6 +383,8 @@ def benchmark(
         quick: tiny shapes and few steps: checks that the tool works, measures nothing useful.
         output: also append the JSON lines to this file.
         threads: torch threads of each training run (default: torch's choice, one per core).
+        profile: also run bertlab's best variant once more under torch.profiler (4 steps after
+            the warm-up; not timed) and print the operators that take its step's time.
     """
     systems = list(systems or SYSTEMS)
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -426,3 +429,9 @@ def benchmark(
     ratio = _ratio_record(records)
     if ratio:
         _emit(ratio, output)
+    if profile and "bertlab/best" in specs:
+        spec = specs["bertlab/best"]
+        steps = spec["warmup_steps"] + 4
+        result = run_in_process({**spec, "steps": steps, "threads": threads, "profile_steps": 4})
+        record = {"benchmark": "profile", "system": "bertlab", "variant": "best"}
+        _emit(record | {k: result[k] for k in ("top_ops", "error") if k in result}, output)

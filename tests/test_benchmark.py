@@ -20,7 +20,7 @@ def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
     output = tmp_path / "bench.jsonl"
     args = ["--quick", "--steps", "3", "--warmup_steps", "1", "--prep_repeats", "1"]
     args += ["--systems", "prep", "hf_trainer", "bertlab", "--work_dir", tmp_path / "work"]
-    args += ["--input", en_corpus / "valid.txt", "--output", output]
+    args += ["--input", en_corpus / "valid.txt", "--output", output, "--profile"]
     result = run_tool("benchmark.py", *args)
 
     lines = [json.loads(line) for line in result.stdout.splitlines()]  # JSON lines only
@@ -44,6 +44,10 @@ def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
     assert ours["precision"] == "bf16"  # the bf16 working copy (model.bf16_compute)
     assert all(ours["options"][k] for k in ("sparse_mlm_head", "fused_mlm_loss", "fast_dropout"))
     assert by_system["train", "peak", None, None]["bf16_matmul_flops"] > 0
+
+    profile = by_system["profile", "bertlab", "best", None]["top_ops"]
+    assert len(profile) >= 5 and 0.3 < sum(op["share"] for op in profile) <= 1.0001
+    assert any(op["op"] in ("aten::mm", "aten::addmm") for op in profile)
 
     hf = by_system["train", "hf_trainer", "fp32", None]  # accelerate comes with the dev extra
     assert hf["tokens_per_s"] > 0 and hf["peak_rss_mb"] > 0
