@@ -45,7 +45,9 @@ def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """F.dropout with cheaper masks on a CPU (torch's own elsewhere)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+        # torch.compile generates its own fused random masks; the int16 view here would break
+        # its graph.
         return nn.functional.dropout(x, p, True)
     return x * dropout_multiplier(x.shape, p, x.dtype, x.device)
 
