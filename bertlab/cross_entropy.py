@@ -43,15 +43,17 @@ def _workspace(rows: int, columns: int, dtype: torch.dtype, device: torch.device
         return torch.empty(rows, columns, dtype=dtype, device=device)
     key = dtype
     buffer = _WORKSPACES.get(key)
-    if buffer is None or buffer.numel() < rows * columns:
+    # An inference tensor (made under inference_mode) cannot be written outside it.
+    if buffer is None or buffer.numel() < rows * columns or buffer.is_inference():
         _WORKSPACES[key] = buffer = torch.empty(rows * columns, dtype=dtype, device=device)
     return buffer[: rows * columns].view(rows, columns)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, accuracy):  # noqa: D102
-        needs_grad = any(ctx.needs_input_grad[:3])
+    def forward(ctx, hidden, weight, bias, targets, accuracy, grad_enabled):  # noqa: D102
+        # needs_input_grad follows requires_grad even under no_grad / inference_mode (validation).
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:3])
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
         chunk_bytes = _CHUNK_BYTES.get(hidden.device.type, _GPU_CHUNK_BYTES)
@@ -107,6 +109,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_bias * grad_loss.to(grad_bias.dtype) if ctx.needs_input_grad[2] else None,
             None,
             None,
+            None,
         )
 
 
@@ -128,4 +131,6 @@ def linear_cross_entropy(
     elif hidden.dtype != weight.dtype:
         hidden = hidden.to(weight.dtype)
     with torch.autocast(device, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, accuracy)
+        return _LinearCrossEntropy.apply(
+            hidden, weight, bias, targets, accuracy, torch.is_grad_enabled()
+        )

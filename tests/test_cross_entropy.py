@@ -78,15 +78,20 @@ def test_model_losses_and_gradients_with_and_without_the_fused_loss():
 
 @pytest.mark.parametrize("chunk_bytes", [None, 4 * 10 * 3])  # one chunk; chunks of 3 rows
 def test_without_gradients_only_the_loss_is_computed(chunk_bytes, monkeypatch):
+    monkeypatch.setattr(cross_entropy, "_WORKSPACES", {})
     if chunk_bytes:
         monkeypatch.setitem(cross_entropy._CHUNK_BYTES, "cpu", chunk_bytes)
     torch.manual_seed(0)
     hidden, weight, bias = torch.randn(8, 4), torch.randn(10, 4), torch.randn(10)
     targets = torch.randint(0, 10, (8,))
     targets[5] = -100
-    with torch.no_grad():
+    hidden, weight, bias = (x.requires_grad_() for x in (hidden, weight, bias))  # as parameters
+    with torch.inference_mode():  # as Lightning's validation
         loss_sum, correct = linear_cross_entropy(hidden, weight, bias, targets, accuracy=True)
-    logits = F.linear(hidden, weight, bias)
+    assert not cross_entropy._WORKSPACES or not any(
+        w.is_inference() for w in cross_entropy._WORKSPACES.values()
+    )
+    logits = F.linear(hidden, weight, bias).detach()
     expected = F.cross_entropy(logits, targets, reduction="sum")
     assert torch.allclose(loss_sum, expected, atol=1e-5)
     assert int(correct) == int(((logits.argmax(-1) == targets) & (targets != -100)).sum())
