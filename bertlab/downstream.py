@@ -44,14 +44,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from bertlab.finetune import (
+from bertlab.finetune import classifier_from_encoder, optimizer_and_schedule
+from bertlab.tasks import (
     check_compatible,
     classification_metrics,
-    classifier_from_encoder,
     collate,
     encode,
     label_mapping,
-    optimizer_and_schedule,
     read_examples,
 )
 

@@ -23,7 +23,8 @@ import pytorch_lightning as pl
 import torch
 from conftest import run_tool
 
-from bertlab.finetune import finetune, label_mapping, read_examples
+from bertlab.finetune import finetune
+from bertlab.tasks import label_mapping, read_examples
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = dict(
