@@ -3,9 +3,10 @@
 A training step allocates and frees the same large temporaries every time (activations,
 gradients, the MLM decoder's chunks). With glibc's defaults, blocks above a moving threshold are
 fresh `mmap`s and the top of the heap is trimmed as soon as 2x that threshold is free, so the
-next step page-faults its way through new zeroed pages: on the bert-mini bf16 step that was ~10%
-of the time (tools/benchmark.py). The usual cure is LD_PRELOAD of jemalloc or tcmalloc, which
-must happen before Python starts; `mallopt` does the same job from inside the process.
+next step page-faults its way through new zeroed pages: on the bert-mini bf16 step that was 4%
+(tools/benchmark.py's ablation) to 12% (a profiled training loop) of the time. The usual cure
+is LD_PRELOAD of jemalloc or tcmalloc, which must happen before Python starts; `mallopt` does
+the same job from inside the process.
 
 Decisions:
 - M_MMAP_THRESHOLD is pinned at its maximum (32 MiB: larger blocks are still mmaps) and

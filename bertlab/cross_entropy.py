@@ -33,7 +33,7 @@ IGNORE_INDEX = -100
 # cost as much as the arithmetic; and the fp32 softmax runs over slices of at most ~16 MB, which
 # glibc serves from its heap. A GPU's caching allocator already reuses blocks: fresh tensors
 # there, and slices as large as 1 GiB.
-_CHUNK_BYTES = {"cpu": 16 << 20}
+_CPU_CHUNK_BYTES = 16 << 20
 _GPU_CHUNK_BYTES = 1 << 30
 _WORKSPACES: dict[torch.dtype, Tensor] = {}
 
@@ -41,11 +41,10 @@ _WORKSPACES: dict[torch.dtype, Tensor] = {}
 def _workspace(rows: int, columns: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     if device.type != "cpu":
         return torch.empty(rows, columns, dtype=dtype, device=device)
-    key = dtype
-    buffer = _WORKSPACES.get(key)
+    buffer = _WORKSPACES.get(dtype)
     # An inference tensor (made under inference_mode) cannot be written outside it.
     if buffer is None or buffer.numel() < rows * columns or buffer.is_inference():
-        _WORKSPACES[key] = buffer = torch.empty(rows * columns, dtype=dtype, device=device)
+        _WORKSPACES[dtype] = buffer = torch.empty(rows * columns, dtype=dtype, device=device)
     return buffer[: rows * columns].view(rows, columns)
 
 
@@ -56,7 +55,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         needs_grad = grad_enabled and any(ctx.needs_input_grad[:3])
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
-        chunk_bytes = _CHUNK_BYTES.get(hidden.device.type, _GPU_CHUNK_BYTES)
+        cpu = hidden.device.type == "cpu"
+        chunk_bytes = _CPU_CHUNK_BYTES if cpu else _GPU_CHUNK_BYTES
         rows = max(1, chunk_bytes // (4 * weight.size(0)))
         if needs_grad:
             # All rows at once: the gradient needs every row's before its two matrix products.
@@ -85,7 +85,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # replaces the logits in the workspace.
             probs.div_(total)
             probs.scatter_add_(1, t, -ok.to(probs.dtype).unsqueeze(1))
-            if probs.device.type != "cpu":
+            if not cpu:
                 probs.masked_fill_(~ok.unsqueeze(1), 0.0)  # no host sync on a GPU
             elif not bool(ok.all()):
                 probs[~ok] = 0.0

@@ -64,27 +64,28 @@ def mlm_loss(
         hidden, targets = gather_masked(sequence_output, labels, pad_masked_to)
     else:
         hidden, targets = sequence_output, labels.reshape(-1)
+    labelled = targets != IGNORE_INDEX
     if fused:
         head = model.cls.predictions
         transformed = head.transform(hidden)
-        transformed = transformed.reshape(-1, transformed.size(-1))
         loss_sum, correct = linear_cross_entropy(
-            transformed, head.decoder.weight, head.decoder.bias, targets, accuracy
+            transformed.reshape(-1, transformed.size(-1)),
+            head.decoder.weight,
+            head.decoder.bias,
+            targets,
+            accuracy,
         )
-        count = (targets != IGNORE_INDEX).sum()
-        result = {"mlm_loss": loss_sum / count.clamp(min=1), "mlm_count": count}
+    else:
+        logits = model.cls.predictions(hidden).float()
+        logits = logits.reshape(-1, logits.size(-1))
+        loss_sum = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
         if accuracy:
-            result["mlm_correct"] = correct
-        return result
-    logits = model.cls.predictions(hidden).float()
-    logits = logits.reshape(-1, logits.size(-1))
-    labelled = targets != IGNORE_INDEX
+            with torch.no_grad():
+                correct = ((logits.argmax(-1) == targets) & labelled).sum()
     count = labelled.sum()
-    loss_sum = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
     result = {"mlm_loss": loss_sum / count.clamp(min=1), "mlm_count": count}
     if accuracy:
-        with torch.no_grad():
-            result["mlm_correct"] = ((logits.argmax(-1) == targets) & labelled).sum()
+        result["mlm_correct"] = correct
     return result
 
 

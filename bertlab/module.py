@@ -15,7 +15,8 @@ Decisions:
   monitor. Epoch values are token-weighted (MLM) / sample-weighted (NSP) means over all batches
   and processes, and perplexity is exp of the epoch's mean MLM loss, not a mean of exps.
 - Speed switches that do not change results beyond numerical noise: `sparse_mlm_head`,
-  `attn_implementation` (sdpa for GPUs; eager is faster on a CPU in bf16), `compile` (compiles
+  `attn_implementation` (sdpa; eager was faster on a CPU in bf16 without dropout, slower with
+  it than fast_dropout's attention: BENCHMARKS.md), `compile` (compiles
   the encoder and the MLM head in place, so the state-dict keys do not change), `bf16_compute`
   (bertlab.bf16: bf16 training that pays on a CPU), `fused_mlm_loss` (bertlab.cross_entropy:
   the decoder and its loss in one pass), `fast_dropout` (bertlab.dropout: cheaper dropout masks
@@ -23,7 +24,7 @@ Decisions:
   on the steps that log it. Dropout is a modelling choice (recent recipes train with 0).
 - On a CPU, fitting sets glibc's allocator to keep freed memory (`keep_freed_memory`,
   bertlab.allocator): otherwise the step's large temporaries are fresh mmaps whose page faults
-  cost ~10% of a bf16 step.
+  cost 4-12% of a bf16 step (BENCHMARKS.md's ablation; a profiled loop).
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ class BertPretraining(pl.LightningModule):
         optimizer_implementation: auto, fused, foreach or for_loop (auto picks the fastest).
         sparse_mlm_head: Run the MLM head only on masked positions (same loss, much faster).
         pad_masked_to: Pad the masked-position count to a multiple of this (aligned shapes).
-        attn_implementation: sdpa (fused attention kernels: the GPU choice) or eager (faster on a
-            CPU in bf16, whose SDPA backward is slow).
+        attn_implementation: sdpa (fused attention kernels; with fast_dropout on a CPU, bf16
+            attention with cheap masks) or eager (was faster on a CPU in bf16 without dropout).
         fused_mlm_loss: Compute the MLM decoder and its cross-entropy in one function that never
             builds the fp32 log-probabilities over the vocabulary (same loss, faster).
         fast_dropout: On a CPU, draw dropout masks four per 64-bit random number and run

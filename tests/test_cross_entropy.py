@@ -23,7 +23,7 @@ def _plain_and_fused(dtype, chunk_bytes=None, monkeypatch=None):
     targets = torch.randint(0, v, (n,))
     targets[[3, 20, n - 1]] = -100
     if chunk_bytes:
-        monkeypatch.setitem(cross_entropy._CHUNK_BYTES, "cpu", chunk_bytes)
+        monkeypatch.setattr(cross_entropy, "_CPU_CHUNK_BYTES", chunk_bytes)
     results = []
     for fused in (False, True):
         leaves = [x.to(dtype).requires_grad_() for x in inputs]
@@ -80,7 +80,7 @@ def test_model_losses_and_gradients_with_and_without_the_fused_loss():
 def test_without_gradients_only_the_loss_is_computed(chunk_bytes, monkeypatch):
     monkeypatch.setattr(cross_entropy, "_WORKSPACES", {})
     if chunk_bytes:
-        monkeypatch.setitem(cross_entropy._CHUNK_BYTES, "cpu", chunk_bytes)
+        monkeypatch.setattr(cross_entropy, "_CPU_CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
     hidden, weight, bias = torch.randn(8, 4), torch.randn(10, 4), torch.randn(10)
     targets = torch.randint(0, 10, (8,))
