@@ -13,8 +13,8 @@ Decisions:
 - Each run also reports `cpu_share`, its process's CPU time over wall time and threads: on a
   busy machine it falls well below 1 and says which figures were disturbed.
 - Tokens are real tokens (attention_mask == 1), counted from the very batches that trained.
-  Useful FLOPs follow issue 5: 6·N per real token for the encoder's (non-embedding) weights,
-  12·L·d·l² for the attention of a sequence of l real tokens, 6·d·V per predicted (masked) token.
+  Useful FLOPs are bertlab.flops' (6·N per real token for the encoder's non-embedding weights,
+  12·L·d·l² for the attention of a sequence of l real tokens, 6·d·V per predicted token).
   The same formula scores both systems, so a dense MLM head earns no credit for the 85% of its
   decoder work that predicts nothing.
 - The Hugging Face recipe is what BERT pre-training notebooks write: `BertForMaskedLM`,
@@ -25,8 +25,10 @@ Decisions:
   millions of Python ints) and handed out as lists with `special_tokens_mask`, which notebooks
   get from `tokenizer(..., return_special_tokens_mask=True)`.
 - bertlab runs its real path: `BertPretraining` and `BertDataModule` through `pl.Trainer`, with
-  the switches of the spec; the ThroughputMonitor callback runs beside the clock over the same
-  window, so its MFU and data fraction are checked against the benchmark's own.
+  the spec's explicit `speed` settings and every other one `auto`, resolved for this process's
+  device exactly as `bertlab fit` resolves it (the result says what was chosen); the
+  ThroughputMonitor callback runs beside the clock over the same window, so its MFU and data
+  fraction are checked against the benchmark's own.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bertlab.flops import measure_peak_flops, model_training_flops
 
 
 @dataclass
@@ -102,23 +106,6 @@ class StepClock:
         }
 
 
-def useful_flops(
-    num_layers: int,
-    hidden_size: int,
-    vocab_size: int,
-    encoder_params: int,
-    tokens: float,
-    sum_squared_lengths: float,
-    predicted_tokens: float,
-) -> float:
-    """Useful training FLOPs (forward + backward) of issue 5's formula, for MFU."""
-    return (
-        6 * encoder_params * tokens
-        + 12 * num_layers * hidden_size * sum_squared_lengths
-        + 6 * hidden_size * vocab_size * predicted_tokens
-    )
-
-
 def peak_rss_mb() -> dict:
     """Peak resident memory of this process and of its largest finished child, in MiB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -127,16 +114,12 @@ def peak_rss_mb() -> dict:
 
 
 def _finish(clock: StepClock, spec: dict, model: torch.nn.Module, extra: dict) -> dict:
-    config = model.config
-    encoder_params = sum(p.numel() for p in model.bert.encoder.parameters())
     result = clock.summary(spec["warmup_steps"])
-    flops = useful_flops(
-        config.num_hidden_layers, config.hidden_size, config.vocab_size, encoder_params,
-        result["tokens"], result["sum_squared_lengths"], result["predicted_tokens"],
-    )  # fmt: skip
+    flops = model_training_flops(
+        model, result["tokens"], result["sum_squared_lengths"], result["predicted_tokens"]
+    )
     result["useful_flops_per_s"] = flops / result["seconds"]
-    result["encoder_params"] = encoder_params
-    result["attn_implementation"] = config._attn_implementation
+    result["attn_implementation"] = model.config._attn_implementation
     result["torch_threads"] = torch.get_num_threads()
     return result | extra | peak_rss_mb()
 
@@ -273,6 +256,7 @@ def run_bertlab(spec: dict) -> dict:
     from bertlab.callbacks import ThroughputMonitor
     from bertlab.data import BertDataModule
     from bertlab.module import BertPretraining
+    from bertlab.speed import Speed, probe_device, resolve
 
     shape, options = spec["shape"], spec["options"]
     processes = options.get("processes", 1)
@@ -312,6 +296,8 @@ def run_bertlab(spec: dict) -> dict:
         peak_flops=spec.get("peak_flops") or None, window=window, log_every_n_steps=spec["steps"]
     )
     pl.seed_everything(0, verbose=False)
+    facts = probe_device("cpu")
+    resolution = resolve(Speed(**spec.get("speed", {})), facts, spec.get("precision"), processes)
     model = BertPretraining(
         tokenizer=spec["tokenizer"],
         hidden_size=shape["hidden_size"],
@@ -324,20 +310,13 @@ def run_bertlab(spec: dict) -> dict:
         objective=options["objective"],
         lr=spec["lr"],
         warmup_steps=spec["warmup_steps"],
-        sparse_mlm_head=options["sparse_mlm_head"],
-        fused_mlm_loss=options["fused_mlm_loss"],
-        fast_dropout=options["fast_dropout"],
-        keep_freed_memory=options["keep_freed_memory"],
-        bf16_compute=spec["precision"] == "bf16",
-        attn_implementation=options["attn_implementation"],
-        compile=options["compile"],
-        optimizer_implementation=options["optimizer_implementation"],
+        speed=resolution.speed,
     )
     data = BertDataModule(
         train_files=spec["samples"],
         batch_size=shape["batch_size"] // processes,
         num_workers=options["num_workers"],
-        pad_to_multiple_of=options["pad_to_multiple_of"],
+        pad_to_multiple_of=resolution.speed.pad_to_multiple_of,
         shuffle_buffer_size=10000,
         seed=0,
     )
@@ -345,7 +324,7 @@ def run_bertlab(spec: dict) -> dict:
         accelerator="cpu",
         devices=processes,
         strategy="ddp" if processes > 1 else "auto",
-        precision="32-true" if spec["precision"] == "bf16" else spec["precision"],
+        precision=resolution.precision,
         max_steps=spec["steps"],
         gradient_clip_val=1.0,
         limit_val_batches=0,
@@ -369,7 +348,12 @@ def run_bertlab(spec: dict) -> dict:
             optimizer += f" ({flag})"
     if trainer.global_rank != 0:
         return {}
-    result = _finish(clock, spec, model.model, {"optimizer": optimizer, **callback, **profiled})
+    chosen = {"speed": resolution.speed.as_dict(), "precision": resolution.precision}
+    chosen["compute_dtype"] = "bf16" if model.compute_dtype == torch.bfloat16 else "fp32"
+    if resolution.precision.startswith("bf16"):
+        chosen["compute_dtype"] = "bf16"
+    extra = {"optimizer": optimizer, **callback, **profiled, **chosen}
+    result = _finish(clock, spec, model.model, extra)
     if processes > 1:
         # Every process trained as many batches of the same size; the clock saw rank 0's.
         for key in ("samples_per_s", "tokens_per_s", "useful_flops_per_s"):
@@ -378,7 +362,24 @@ def run_bertlab(spec: dict) -> dict:
     return result
 
 
-RUNNERS = {"hf_trainer": run_hf_trainer, "bertlab": run_bertlab}
+def run_peak(spec: dict) -> dict:
+    """This process's fp32 and bf16 matrix-product peaks (FLOP/s) and what the resolver sees."""
+    from bertlab.speed import cpu_facts
+
+    facts = cpu_facts()
+    seconds = spec.get("seconds", 1.0)
+    peaks = {"fp32": measure_peak_flops(torch.float32, seconds)}
+    if spec.get("bf16", True):
+        peaks["bf16"] = measure_peak_flops(torch.bfloat16, seconds)
+    return {
+        "peaks": peaks,
+        "describe": facts.describe(),
+        "isa": facts.isa,
+        "bf16_speedup": round(facts.bf16_speedup or 0, 3),
+    }
+
+
+RUNNERS = {"hf_trainer": run_hf_trainer, "bertlab": run_bertlab, "peak": run_peak}
 
 
 def main(argv: list[str]) -> None:

@@ -9,10 +9,12 @@ Decisions:
 - Counts are accumulated as tensors on the batch's device and read (one sync) only when a line is
   logged, every `log_every_n_steps` batches; the window's end is synchronised then, so GPU queues
   do not make the rate look higher than it is.
-- MFU counts useful FLOPs only (`BertPretraining.training_flops`: 6·N per real token for the
-  encoder weights, 12·L·d·l² for attention per sequence of l real tokens, 6·d·V per predicted
-  token) against `peak_flops`: given in the config, else Lightning's table for the GPU in the
-  precision's dtype, else measured on the CPU with a short matrix-multiply loop at fit start.
+- MFU counts useful FLOPs only (`BertPretraining.training_flops`, bertlab.flops: 6·N per real
+  token for the encoder weights, 12·L·d·l² for attention per sequence of l real tokens, 6·d·V per
+  predicted token) against `peak_flops`: given in the config, else measured at fit start
+  (bertlab.flops.measure_peak_flops) on the run's device in the dtype it computes in (the
+  module's bf16 working copy, else the precision's). A value above 1 means the peak was not the
+  peak (a busy moment during the probe): MFU is then not logged, with a one-line warning.
 - Metrics go straight to the loggers at the current global step (they are about the run, not the
   model, and must not depend on Lightning's own logging cadence), and `last` keeps the latest
   values for tools and tests.
@@ -30,30 +32,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_warn
 
-
-def measure_matmul_flops(
-    dtype: torch.dtype = torch.bfloat16, size: int = 1024, seconds: float = 0.5
-) -> float:
-    """Best observed FLOP/s of a square matrix product on the CPU (the practical peak)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    torch.mm(a, b)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * size**3 / (time.perf_counter() - start))
-    return best
-
-
-def precision_dtype(precision: str) -> torch.dtype:
-    if "bf16" in precision:
-        return torch.bfloat16
-    if precision.startswith("16"):
-        return torch.float16
-    return torch.float32
+from bertlab.flops import measure_peak_flops, precision_dtype
 
 
 class ThroughputMonitor(Callback):
@@ -76,6 +57,7 @@ class ThroughputMonitor(Callback):
         self.window = window
         self.log_every_n_steps = log_every_n_steps
         self.last: dict[str, float] = {}
+        self._mfu_off = False
         self._reset()
 
     def _reset(self) -> None:
@@ -85,17 +67,13 @@ class ThroughputMonitor(Callback):
         self._batches = 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.peak_flops is None:
-            # A module that computes in its own dtype (bf16_compute) says so.
+        if self.peak_flops is None and pl_module.device.type in ("cpu", "cuda"):
+            # A module that computes in its own dtype (the bf16 working copy) says so.
             dtype = getattr(pl_module, "compute_dtype", None) or precision_dtype(
                 str(trainer.precision)
             )
-            if pl_module.device.type == "cuda":
-                from lightning_fabric.utilities.throughput import get_available_flops
-
-                self.peak_flops = get_available_flops(pl_module.device, dtype)
-            elif pl_module.device.type == "cpu":
-                self.peak_flops = measure_matmul_flops(dtype)
+            self.peak_flops = measure_peak_flops(dtype, seconds=0.5, device=pl_module.device)
+        self._mfu_off = False
         self._reset()
 
     def on_train_batch_start(
@@ -156,9 +134,17 @@ class ThroughputMonitor(Callback):
             "throughput/peak_memory_mb": _peak_memory_mb(pl_module.device),
         }
         flops = getattr(pl_module, "training_flops", None)
-        if flops is not None and self.peak_flops:
-            useful = flops(tokens, squared_lengths, predicted)
-            metrics["throughput/mfu"] = useful / elapsed / self.peak_flops
+        if flops is not None and self.peak_flops and not self._mfu_off:
+            mfu = flops(tokens, squared_lengths, predicted) / elapsed / self.peak_flops
+            if 0 < mfu <= 1:
+                metrics["throughput/mfu"] = mfu
+            else:
+                self._mfu_off = True
+                rank_zero_warn(
+                    f"throughput/mfu is not logged: {mfu:.2f} of the peak measured at the start "
+                    f"({self.peak_flops / 1e9:.0f} GFLOP/s) means that peak was not the peak; "
+                    "set throughput.peak_flops to the device's"
+                )
         self.last = metrics
         if trainer.is_global_zero:
             for logger in trainer.loggers:

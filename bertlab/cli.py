@@ -24,8 +24,12 @@ Decisions:
 - The optimizer is the model's (`model.lr`, `model.weight_decay`, ..., bertlab.optim). A user's
   `optimizer:` / `lr_scheduler:` section replaces it wholesale, as LightningCLI does: one
   parameter group over all parameters (frozen ones have no gradient, so AdamW skips them).
-- On a GPU, float32 matrix products may use TF32 (`high`): a speed switch Lightning recommends
-  and that does not touch bf16/fp16 runs.
+- The `speed` section (bertlab.speed) is resolved before anything is built, from the device the
+  trainer will use: each `auto` there, and `trainer.precision` when the config leaves it unset,
+  is replaced in the parsed config by its resolved value (so config.yaml beside the logs holds
+  what ran), and the choices with their reasons are logged in one line. Speed reaches the model
+  and the data by links, never through the model's hyperparameters, so checkpoints do not carry
+  it; the speed keys older checkpoints kept under `model` are dropped when one is read.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
 
 from bertlab.callbacks import Checkpoint, ThroughputMonitor
 from bertlab.checkpointing import AtomicCheckpointIO, resolve_checkpoint
@@ -48,6 +53,7 @@ from bertlab.guards import NonFiniteLossGuard
 from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
 from bertlab.preflight import Preflight, check_precision
+from bertlab.speed import Speed, count_processes, probe_device, resolve, strip_legacy
 
 USER_ERRORS = (
     ArgumentError,
@@ -70,6 +76,10 @@ def _tokenizer_of(data: BertDataModule) -> str:
     return data.tokenizer_path
 
 
+def _padding_of(speed: Speed) -> int:
+    return speed.pad_to_multiple_of
+
+
 class BertLabCLI(LightningCLI):
     """LightningCLI with bertlab's default callbacks, links and data/model checks."""
 
@@ -89,6 +99,11 @@ class BertLabCLI(LightningCLI):
         parser.link_arguments(
             "data", "model.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate"
         )
+        parser.add_class_arguments(Speed, "speed")
+        parser.link_arguments("speed", "model.speed", apply_on="instantiate")
+        parser.link_arguments(
+            "speed", "data.pad_to_multiple_of", compute_fn=_padding_of, apply_on="instantiate"
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -101,9 +116,32 @@ class BertLabCLI(LightningCLI):
             folders = [config.checkpoint.dirpath, root or "lightning_logs"]
             config.ckpt_path = resolve_checkpoint(config.ckpt_path, folders)
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters into `model`; older checkpoints kept
+        # the speed switches there, which are no longer model arguments.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        hparams = strip_legacy(hparams)
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
     def before_instantiate_classes(self) -> None:
-        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        facts = probe_device(str(trainer.accelerator))
+        processes = count_processes(trainer.devices, trainer.num_nodes, facts)
+        resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)
+        for key, value in resolution.speed.as_dict().items():
+            config.speed[key] = value
+        trainer.precision = resolution.precision
         check_precision(trainer.precision, trainer.accelerator)
+        torch.set_float32_matmul_precision(resolution.speed.float32_matmul_precision)
+        rank_zero_info(resolution.summary())
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # Checkpoints are written atomically unless the config brings its own CheckpointIO.
@@ -136,8 +174,6 @@ def _one_line(error: BaseException) -> str:
 
 def run_cli(args: list[str] | None = None) -> BertLabCLI:
     """Parse `args` (default sys.argv[1:]), build everything, run the subcommand; return the CLI."""
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
     return BertLabCLI(
         BertPretraining,
         BertDataModule,

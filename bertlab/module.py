@@ -14,15 +14,14 @@ Decisions:
   nsp_loss, nsp_accuracy with the NSP objective. `val_loss` (= val/loss) is the checkpoint
   monitor. Epoch values are token-weighted (MLM) / sample-weighted (NSP) means over all batches
   and processes, and perplexity is exp of the epoch's mean MLM loss, not a mean of exps.
-- Speed switches that do not change results beyond numerical noise: `sparse_mlm_head`,
-  `attn_implementation` (sdpa; eager was faster on a CPU in bf16 without dropout, slower with
-  it than fast_dropout's attention: BENCHMARKS.md), `compile` (compiles
-  the encoder and the MLM head in place, so the state-dict keys do not change), `bf16_compute`
-  (bertlab.bf16: bf16 training that pays on a CPU), `fused_mlm_loss` (bertlab.cross_entropy:
-  the decoder and its loss in one pass), `fast_dropout` (bertlab.dropout: cheaper dropout masks
-  and bf16 attention on a CPU; torch's own on a GPU). The training MLM accuracy is computed only
-  on the steps that log it. Dropout is a modelling choice (recent recipes train with 0).
-- On a CPU, fitting sets glibc's allocator to keep freed memory (`keep_freed_memory`,
+- How fast the model trains is not a hyperparameter: `speed` (bertlab.speed.Speed, the CLI's
+  `speed:` section) is resolved from the device, used, and left out of `save_hyperparameters`
+  and so out of checkpoints. A module built without it (tests, tools) resolves `auto` itself for
+  the device it will most likely train on. The bf16 working copy (bertlab.bf16) is what trains
+  when `speed.bf16_working_copy` is on; validation, checkpoints and export see the fp32 master.
+  The training MLM accuracy is computed only on the steps that log it. Dropout is a modelling
+  choice (recent recipes train with 0).
+- On a CPU, fitting sets glibc's allocator to keep freed memory (`speed.keep_freed_memory`,
   bertlab.allocator): otherwise the step's large temporaries are fresh mmaps whose page faults
   cost 4-12% of a bf16 step (BENCHMARKS.md's ablation; a profiled loop).
 """
@@ -41,18 +40,13 @@ from transformers import BertForPreTraining
 from bertlab.allocator import keep_freed_memory
 from bertlab.bf16 import Bf16WorkingCopy
 from bertlab.dropout import use_fast_dropout
+from bertlab.flops import model_training_flops
 from bertlab.heads import pretraining_losses
 from bertlab.network import build_network
-from bertlab.optim import (
-    adamw_implementation,
-    build_adamw,
-    lr_multiplier,
-    parameter_groups,
-    select_trainable,
-)
+from bertlab.optim import build_adamw, lr_multiplier, parameter_groups, select_trainable
+from bertlab.speed import Speed, probe_device, resolve
 
 OBJECTIVES = ("mlm_nsp", "mlm")
-ATTENTION = ("sdpa", "eager")
 
 
 def _compile(model: BertForPreTraining, fused_mlm_loss: bool) -> None:
@@ -88,23 +82,9 @@ class BertPretraining(pl.LightningModule):
         eps: AdamW epsilon.
         warmup_steps: Optimizer steps of linear warmup.
         lr_schedule: linear (decay to 0 at trainer.max_steps) or constant after warmup.
-        optimizer_implementation: auto, fused, foreach or for_loop (auto picks the fastest).
-        sparse_mlm_head: Run the MLM head only on masked positions (same loss, much faster).
-        pad_masked_to: Pad the masked-position count to a multiple of this (aligned shapes).
-        attn_implementation: sdpa (fused attention kernels; with fast_dropout on a CPU, bf16
-            attention with cheap masks) or eager (was faster on a CPU in bf16 without dropout).
-        fused_mlm_loss: Compute the MLM decoder and its cross-entropy in one function that never
-            builds the fp32 log-probabilities over the vocabulary (same loss, faster).
-        fast_dropout: On a CPU, draw dropout masks four per 64-bit random number and run
-            attention with dropout in the model's dtype (torch's dropout and its SDPA fallback
-            were a third of a bf16 step); on a GPU torch's own run either way.
-        keep_freed_memory: On a CPU, have glibc's malloc keep freed memory for the next step
-            instead of page-faulting fresh memory in every step (resident memory stays at the
-            step's peak).
-        compile: torch.compile the encoder and the MLM head (pays with static, bucketed shapes).
-        bf16_compute: Train a bf16 copy of the model against fp32 master weights, with no casts
-            between operations: bf16 that pays on a CPU. With trainer.precision 32-true; off (with
-            a warning) in multi-process runs.
+        speed: How the run computes (bertlab.speed.Speed; the CLI's `speed:` section, linked
+            here): not a hyperparameter, not saved in checkpoints. None or `auto` values are
+            resolved for the device this process would train on.
         initializer_range: Standard deviation of the initial weights.
     """
 
@@ -129,30 +109,24 @@ class BertPretraining(pl.LightningModule):
         eps: float = 1e-6,
         warmup_steps: int = 10000,
         lr_schedule: Literal["linear", "constant"] = "linear",
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
-        sparse_mlm_head: bool = True,
-        pad_masked_to: int = 8,
-        attn_implementation: Literal["sdpa", "eager"] = "sdpa",
-        fused_mlm_loss: bool = True,
-        fast_dropout: bool = True,
-        keep_freed_memory: bool = True,
-        compile: bool = False,
-        bf16_compute: bool = False,
         initializer_range: float = 0.02,
+        speed: Speed | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["speed"])
+        speed = speed or Speed()
+        # Settings the user left to `auto` may be changed once the trainer is known (precision).
+        self._explicit_speed = speed.explicit()
+        if not speed.is_resolved():
+            speed = resolve(speed, probe_device()).speed
+        self.speed = speed
         if objective not in OBJECTIVES:
             raise ValueError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
-        if attn_implementation not in ATTENTION:
-            raise ValueError(
-                f"model.attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}"
-            )
         lr_multiplier(warmup_steps, None, "constant")  # validates warmup_steps early
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
-        self.model = build_network(self.hparams)
-        if fast_dropout:
+        self.model = build_network(self.hparams, speed.attn_implementation)
+        if speed.fast_dropout:
             use_fast_dropout(self.model)
         self.trainable_names = select_trainable(self.model, trainable, objective)
         self._compiled = False
@@ -161,41 +135,52 @@ class BertPretraining(pl.LightningModule):
         self.test_mlm = MeanMetric()
 
     def setup(self, stage: str) -> None:
-        # With bf16_compute the bf16 working copy is what trains: it is compiled instead.
-        if self.hparams.compile and not self.hparams.bf16_compute and not self._compiled:
-            _compile(self.model, self.hparams.fused_mlm_loss)
+        # With the bf16 working copy, the copy is what trains: it is compiled instead.
+        speed = self.speed
+        if speed.compile and not speed.bf16_working_copy and not self._compiled:
+            _compile(self.model, speed.fused_mlm_loss)
             self._compiled = True
 
     @property
     def compute_dtype(self) -> torch.dtype | None:
-        """The dtype training computes in when the module decides it (bf16_compute), else None."""
-        return torch.bfloat16 if self.hparams.bf16_compute else None
+        """bf16 when this fit trains the bf16 working copy (the module's own dtype), else None."""
+        return torch.bfloat16 if self._uses_working_copy() else None
 
     def on_fit_start(self) -> None:
-        if self.hparams.keep_freed_memory and self.device.type == "cpu":
+        if self.speed.keep_freed_memory and self.device.type == "cpu":
             keep_freed_memory()
 
-    def on_train_start(self) -> None:
-        if not self.hparams.bf16_compute:
-            return
+    def _uses_working_copy(self) -> bool:
+        """Whether this fit trains the bf16 working copy (raises on an explicit contradiction)."""
+        if not self.speed.bf16_working_copy:
+            return False
+        explicit = "bf16_working_copy" in self._explicit_speed
         if self.trainer.world_size > 1:
             # A speed switch, not a result: DDP reduces the gradients of the parameters it wraps,
             # which the working copy bypasses, so several processes train as configured without it.
-            rank_zero_warn(
-                "model.bf16_compute works in one process and is off in this "
-                f"{self.trainer.world_size}-process run (trainer.precision bf16-mixed is the "
-                "multi-process bf16)"
-            )
-            return
+            if explicit:
+                rank_zero_warn(
+                    "speed.bf16_working_copy works in one process and is off in this "
+                    f"{self.trainer.world_size}-process run (trainer.precision bf16-mixed is the "
+                    "multi-process bf16)"
+                )
+            return False
         if str(self.trainer.precision) != "32-true":
+            if not explicit:
+                return False  # `auto` chose it for the default precision; this run casts itself
             raise ValueError(
-                "model.bf16_compute does its own bf16: set trainer.precision 32-true "
+                "speed.bf16_working_copy does its own bf16: set trainer.precision 32-true "
                 f"(got {self.trainer.precision})"
             )
+        return True
+
+    def on_train_start(self) -> None:
         # Built here, after a checkpoint is restored and the model is on its device.
+        if not self._uses_working_copy():
+            return
         self._working = Bf16WorkingCopy(self.model)
-        if self.hparams.compile:
-            _compile(self._working.module, self.hparams.fused_mlm_loss)
+        if self.speed.compile:
+            _compile(self._working.module, self.speed.fused_mlm_loss)
 
     def on_train_end(self) -> None:
         self._working = None
@@ -217,10 +202,10 @@ class BertPretraining(pl.LightningModule):
             self._working.module if training_copy else self.model,
             batch,
             objective=self.hparams.objective,
-            sparse=self.hparams.sparse_mlm_head,
-            pad_masked_to=self.hparams.pad_masked_to,
+            sparse=self.speed.sparse_mlm_head,
+            pad_masked_to=self.speed.pad_masked_to,
             accuracy=accuracy,
-            fused=self.hparams.fused_mlm_loss,
+            fused=self.speed.fused_mlm_loss,
         )
 
     def _logs_this_step(self) -> bool:
@@ -286,11 +271,15 @@ class BertPretraining(pl.LightningModule):
         hp = self.hparams
         trainer = self.trainer
         multiplier = lr_multiplier(hp.warmup_steps, trainer.max_steps, hp.lr_schedule)
-        implementation = hp.optimizer_implementation
+        implementation = self.speed.optimizer_implementation
         fp16_scaling = str(trainer.precision).startswith("16")
-        if implementation == "auto":
-            clipping = bool(trainer.gradient_clip_val)
-            implementation = adamw_implementation(self.device, fp16_scaling and clipping)
+        if implementation == "fused" and fp16_scaling and trainer.gradient_clip_val:
+            if "optimizer_implementation" in self._explicit_speed:
+                raise ValueError(
+                    "speed.optimizer_implementation fused cannot clip gradients under fp16 loss "
+                    "scaling: use foreach, or trainer.precision bf16-mixed"
+                )
+            implementation = "foreach"
         optimizer = build_adamw(
             parameter_groups(self.model, hp.weight_decay), hp.lr, hp.betas, hp.eps, implementation
         )
@@ -313,16 +302,5 @@ class BertPretraining(pl.LightningModule):
     def training_flops(
         self, num_tokens: float, sum_squared_lengths: float, num_predictions: float
     ) -> float:
-        """Useful FLOPs of a training step (forward + backward) for MFU.
-
-        6·N per real token for the N weights of the transformer layers, 12·L·d·l² for the
-        attention of a sequence of l real tokens, 6·d·V per predicted (masked) token for the
-        decoder. Embedding lookups, the head's transform and the pooler are left out.
-        """
-        config = self.model.config
-        encoder = sum(p.numel() for p in self.model.bert.encoder.parameters())
-        return (
-            6 * encoder * num_tokens
-            + 12 * config.num_hidden_layers * config.hidden_size * sum_squared_lengths
-            + 6 * config.hidden_size * config.vocab_size * num_predictions
-        )
+        """Useful FLOPs of training steps over these counts, for MFU (bertlab.flops)."""
+        return model_training_flops(self.model, num_tokens, sum_squared_lengths, num_predictions)

@@ -4,7 +4,7 @@ Decisions:
 - Built from sizes with the vocabulary size and padding id of the tokenizer folder, or loaded from
   a local model folder (`from_pretrained`; no Hub names: nothing is fetched at run time). With
   from_pretrained the folder's config.json decides the sizes (the size arguments are ignored);
-  dropout and the attention implementation come from the arguments.
+  dropout comes from the arguments, the attention implementation from the speed section.
 - A tokenizer with another vocabulary size resizes the embeddings; `reinit_word_embeddings`
   draws the whole matrix afresh (and zeroes the MLM output bias), for a new language's vocabulary
   whose ids mean nothing to the old matrix. Without it, a folder that holds its own tokenizer must
@@ -62,11 +62,11 @@ def _vocabulary(hp: Mapping[str, Any]) -> tuple[int | None, int]:
     return size, pad_id
 
 
-def build_network(hp: Mapping[str, Any]) -> BertForPreTraining:
+def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> BertForPreTraining:
     """The BertForPreTraining that BertPretraining's hyperparameters `hp` describe."""
     vocab_size, pad_id = _vocabulary(hp)
     if hp["from_pretrained"]:
-        return _load_pretrained(hp, vocab_size, pad_id)
+        return _load_pretrained(hp, vocab_size, pad_id, attn_implementation)
     if vocab_size is None:
         raise ValueError("model.tokenizer is required (or model.vocab_size, or from_pretrained)")
     if hp["hidden_size"] % hp["num_attention_heads"]:
@@ -86,12 +86,12 @@ def build_network(hp: Mapping[str, Any]) -> BertForPreTraining:
         initializer_range=hp["initializer_range"],
         pad_token_id=pad_id,
     )
-    config._attn_implementation = hp["attn_implementation"]
+    config._attn_implementation = attn_implementation
     return BertForPreTraining(config)
 
 
 def _load_pretrained(
-    hp: Mapping[str, Any], vocab_size: int | None, pad_id: int
+    hp: Mapping[str, Any], vocab_size: int | None, pad_id: int, attn_implementation: str
 ) -> BertForPreTraining:
     folder = Path(hp["from_pretrained"])
     if not (folder / "config.json").is_file():
@@ -114,7 +114,7 @@ def _load_pretrained(
             )
     model = BertForPreTraining.from_pretrained(
         folder,
-        attn_implementation=hp["attn_implementation"],
+        attn_implementation=attn_implementation,
         hidden_dropout_prob=hp["hidden_dropout_prob"],
         attention_probs_dropout_prob=hp["attention_probs_dropout_prob"],
     )
