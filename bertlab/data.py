@@ -186,7 +186,8 @@ class BertDataModule(pl.LightningDataModule):
         shuffle_buffer_size: samples held per reader for shuffling the training stream.
         mlm_probability: fraction of tokens (or words) selected for masked-LM prediction.
         whole_word_masking: select whole words instead of single tokens.
-        pad_to_multiple_of: pad each batch to a multiple of this length.
+        pad_to_multiple_of: pad each batch to a multiple of this length (a speed setting: the
+            `bertlab` command links it from speed.pad_to_multiple_of).
         seed: seed of shuffling and masking.
         on_bad_sample: `fail` at a bad shard line, or `skip` it (counted and logged).
         with_source: add `source` [B, 2] (shard index, line) to batches; see `sources()`.

@@ -2,7 +2,7 @@
 
 On the bert-mini bf16 step, torch's CPU dropout (`bernoulli_`, one mt19937 draw per element) was
 a quarter of the step, and SDPA with dropout fell back to its math path, which upcasts bf16 to
-fp32 and back around every product. `fast_dropout: true` (BertPretraining) swaps both, in the
+fp32 and back around every product. `speed.fast_dropout: true` (BertPretraining) swaps both, in the
 model it trains, for what is here; off, or on a GPU, torch's own run.
 
 Decisions:

@@ -112,7 +112,7 @@ class MaskingCollator:
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"--data.mlm_probability {mlm_probability} must be in (0, 1)")
         if pad_to_multiple_of < 1:
-            raise ValueError(f"--data.pad_to_multiple_of {pad_to_multiple_of} must be >= 1")
+            raise ValueError(f"--speed.pad_to_multiple_of {pad_to_multiple_of} must be >= 1")
         for name in ("pad", "mask"):
             if name not in special_ids:
                 raise ValueError(f"special_ids {dict(special_ids)} lack the {name!r} token")

@@ -102,6 +102,14 @@ class Speed:
     optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = AUTO
     float32_matmul_precision: Literal["auto", "highest", "high", "medium"] = AUTO
 
+    def __post_init__(self) -> None:
+        for name in ("pad_masked_to", "pad_to_multiple_of"):
+            value = getattr(self, name)
+            if value != AUTO and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"--speed.{name} {value!r} must be auto or an integer >= 1")
+
     def is_resolved(self) -> bool:
         return all(getattr(self, f.name) != AUTO for f in dataclasses.fields(self))
 

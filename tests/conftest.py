@@ -3,8 +3,10 @@
 Run everything with `make test`; one file with `.venv/bin/python -m pytest tests/test_X.py`.
 
 The fixtures call the library functions (fast, in-process); each tool's own test also runs its
-script through the real entry point. The shared data lives in ../shared/data (or
-$BERTLAB_SHARED_DATA); a missing folder is an error, not a skip, so CI cannot pass vacuously.
+script through the real entry point. The real text is ../shared/data (or $BERTLAB_SHARED_DATA)
+when that folder is there, else tests/data: slices of the same two files (its README says which),
+so a fresh clone without ../shared runs every test on real text too. A folder that lacks the
+files is an error, not a skip, so CI cannot pass vacuously.
 """
 
 from __future__ import annotations
@@ -20,10 +22,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+FIXTURES = REPO / "tests" / "data"
+TEXT_FILES = ("enwiki-sample.xml.bz2", "ja-manpages.txt.gz")
+
+
+def text_data_folder() -> Path:
+    """The shared data folder when it exists, else the slices shipped in tests/data."""
+    shared = Path(os.environ.get("BERTLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return shared if shared.is_dir() else FIXTURES
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    path = Path(os.environ.get("BERTLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
-    assert (path / "enwiki-sample.xml.bz2").exists(), f"shared test data not found in {path}"
+    """The folder of real text: ../shared/data, or tests/data in a clone without it."""
+    path = text_data_folder()
+    missing = [name for name in TEXT_FILES if not (path / name).exists()]
+    assert not missing, f"real text {missing} not found in {path}"
     return path
 
 

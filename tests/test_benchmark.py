@@ -13,7 +13,8 @@ import json
 import pytest
 from conftest import run_tool
 
-from bertlab.benchmark_runs import StepClock, useful_flops
+from bertlab.benchmark_runs import StepClock
+from bertlab.flops import training_flops
 
 
 def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
@@ -30,6 +31,7 @@ def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
     }
     machine = by_system["machine", "machine", None, None]
     assert machine["cores"] >= 1 and "torch" in machine
+    assert machine["cpu"] and machine["usable"].startswith("cpu: ") and machine["isa_mode"]
 
     prep = [r for r in lines if r["benchmark"] == "prep" and r["system"] != "ratio"]
     assert {(r["system"], r["num_proc"]) for r in prep} >= {
@@ -38,14 +40,19 @@ def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
     assert all(r["tokens_per_s"] > 0 for r in prep)
     assert {"prepare_vs_raw", "num_proc_2_vs_1"} <= set(by_system["prep", "ratio", None, None])
 
-    ours = by_system["train", "bertlab", "best", None]
+    ours = by_system["train", "bertlab", "defaults", None]
     for key in ("tokens_per_s", "mfu", "peak_rss_mb", "data_fraction", "padding_efficiency"):
         assert ours[key] > 0, key
-    assert ours["precision"] == "bf16"  # the bf16 working copy (model.bf16_compute)
-    assert all(ours["options"][k] for k in ("sparse_mlm_head", "fused_mlm_loss", "fast_dropout"))
-    assert by_system["train", "peak", None, None]["bf16_matmul_flops"] > 0
+    assert 0 < ours["mfu"] <= 1
+    # bertlab's defaults: nothing set, everything resolved for this machine by the run itself.
+    assert ours["precision"] is None and "set_speed" not in ours
+    assert ours["resolved_precision"] == "32-true" and ours["compute_dtype"] in ("fp32", "bf16")
+    assert all(ours["speed"][k] for k in ("sparse_mlm_head", "fused_mlm_loss", "fast_dropout"))
+    assert "auto" not in ours["speed"].values()
+    peak = by_system["train", "peak", None, None]
+    assert peak["fp32_matmul_flops"] > 0 and peak["bf16_matmul_flops"] > 0
 
-    profile = by_system["profile", "bertlab", "best", None]["top_ops"]
+    profile = by_system["profile", "bertlab", "defaults", None]["top_ops"]
     assert len(profile) >= 5 and 0.3 < sum(op["share"] for op in profile) <= 1.0001
     assert any(op["op"] in ("aten::mm", "aten::addmm") for op in profile)
 
@@ -53,7 +60,7 @@ def test_quick_benchmark_prints_every_system(en_corpus, tmp_path):
     assert hf["tokens_per_s"] > 0 and hf["peak_rss_mb"] > 0
     ratio = by_system["train", "ratio", None, None]
     assert ratio["bertlab_vs_hf_trainer"] > 0 and set(ratio["met"]) == {
-        "speedup", "mfu", "data_fraction",
+        "speedup", "mfu_in_0_1", "data_fraction", "auto_within_5pct",
     }  # fmt: skip
 
 
@@ -83,5 +90,5 @@ def test_step_clock_window_and_flops():
     assert summary["data_fraction"] == pytest.approx(0.25)
     assert summary["padding_efficiency"] == pytest.approx(5 / 8)
     # 6·N per token + 12·L·d·Σl² + 6·d·V per prediction
-    flops = useful_flops(2, 4, 10, 100, tokens=5, sum_squared_lengths=13, predicted_tokens=2)
+    flops = training_flops(2, 4, 10, 100, tokens=5, sum_squared_lengths=13, predicted_tokens=2)
     assert flops == 6 * 100 * 5 + 12 * 2 * 4 * 13 + 6 * 4 * 10 * 2

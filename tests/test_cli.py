@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import run_tool
 from test_module import make_tokenizer
 from transformers import BertConfig, BertForPreTraining
 
 from bertlab.cli import main, run_cli
+from bertlab.speed import LEGACY_MODEL_KEYS as LEGACY
+from bertlab.speed import Speed
 
 TINY = "configs/tiny.yaml"
 
@@ -82,8 +85,17 @@ def test_tiny_fit_lowers_validation_loss_then_test_with_same_config(en_samples, 
     before = run_cli(["validate", *small_run(en_samples, tmp_path / "before"), *tiny_model()])
     initial = float(before.trainer.callback_metrics["val_loss"])
 
-    run_tool("bertlab", "fit", *small_run(en_samples, tmp_path / "fit"), *tiny_model())
+    fitted = run_tool("bertlab", "fit", *small_run(en_samples, tmp_path / "fit"), *tiny_model())
     run_dir = tmp_path / "fit" / "lightning_logs" / "version_0"
+    # The speed choices, resolved for this machine, in one line with their reasons...
+    (line,) = [x for x in (fitted.stdout + fitted.stderr).splitlines() if x.startswith("speed [")]
+    assert line.startswith("speed [cpu: ") and "precision 32-true (" in line
+    assert "bf16_working_copy " in line and "attn_implementation " in line
+    # ...and in the saved config, so the run can be repeated exactly: no `auto` left.
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["trainer"]["precision"] == "32-true"
+    assert set(saved["speed"]) == set(Speed().as_dict())
+    assert "auto" not in saved["speed"].values()
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(
         n.startswith("step=60-val_loss=") for n in checkpoints
@@ -94,7 +106,7 @@ def test_tiny_fit_lowers_validation_loss_then_test_with_same_config(en_samples, 
     expected |= {"lr/decay", "throughput/tokens_per_sec", "throughput/samples_per_sec"}
     expected |= {"throughput/mfu", "throughput/data_fraction", "throughput/padding_efficiency"}
     assert expected <= set(logged), expected - set(logged)
-    assert all(0 < mfu < 1 for _, mfu in logged["throughput/mfu"])
+    assert all(0 < mfu <= 1 for _, mfu in logged["throughput/mfu"])
     rates = [rate for _, rate in logged["lr/decay"]]
     assert max(rates) <= 5e-3 and rates[-1] < max(rates) / 4  # warmup, then decay towards 0
     ((_, final),) = logged["val_loss"]  # one validation, at the end
@@ -105,6 +117,8 @@ def test_tiny_fit_lowers_validation_loss_then_test_with_same_config(en_samples, 
     assert checkpoint["hyper_parameters"]["hidden_size"] == 64
     assert checkpoint["hyper_parameters"]["tokenizer"]  # linked from the data
     assert checkpoint["global_step"] == 60
+    # Speed is the machine's, not the model's: no checkpoint carries it.
+    assert not set(checkpoint["hyper_parameters"]) & (set(Speed().as_dict()) | set(LEGACY))
 
     # The config that trained, plus --ckpt_path: no callback to comment out.
     tested = run_cli(
@@ -116,6 +130,28 @@ def test_tiny_fit_lowers_validation_loss_then_test_with_same_config(en_samples, 
     )
     assert 0.0 < metrics["test/mlm_accuracy"] < 1.0
     assert metrics["test/perplexity"] < float(torch.exp(torch.tensor(initial)))
+
+    # A checkpoint of an older bertlab kept its speed switches under `model`: it still tests,
+    # with this machine's own choices.
+    checkpoint["hyper_parameters"] |= {
+        "bf16_compute": True, "attn_implementation": "eager", "fast_dropout": True,
+        "fused_mlm_loss": True, "sparse_mlm_head": True, "pad_masked_to": 8,
+        "keep_freed_memory": True, "compile": False, "optimizer_implementation": "auto",
+    }  # fmt: skip
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint, legacy)
+    old = run_cli(
+        [
+            "test",
+            *small_run(en_samples, tmp_path / "old"),
+            *tiny_model(),
+            "--ckpt_path",
+            str(legacy),
+        ]
+    )
+    assert float(old.trainer.callback_metrics["test/loss"]) == pytest.approx(
+        metrics["test/loss"], rel=1e-4
+    )
 
 
 def test_user_mistake_is_one_line_through_the_real_command():

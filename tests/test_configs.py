@@ -63,7 +63,7 @@ def test_recipe_facts(capsys):
     assert base["data"]["batch_size"] == 8
     assert base["trainer"]["accumulate_grad_batches"] == 32
     assert base["trainer"]["gradient_clip_val"] == 1.0
-    assert base["trainer"]["precision"] == "16-mixed"
+    assert base["trainer"]["precision"] is None  # resolved from the device when the run starts
     assert base["model"]["lr"] == 1e-4 and base["model"]["warmup_steps"] == 10000
     # Every 10,000 optimizer steps: val_check_interval counts batches.
     assert base["trainer"]["val_check_interval"] == 10000 * 32

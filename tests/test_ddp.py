@@ -77,7 +77,7 @@ def ddp_fit(train: Path, valid: Path, root: Path, *extra: str, timeout: float = 
         "--data.batch_size=8", "--data.shuffle_buffer_size=100", "--data.num_workers=2",
         "--model.hidden_size=32", "--model.num_hidden_layers=1", "--model.num_attention_heads=2",
         "--model.intermediate_size=64", "--model.max_position_embeddings=64",
-        "--model.warmup_steps=2", "--model.bf16_compute=false",
+        "--model.warmup_steps=2", "--speed.bf16_working_copy=false",
         "--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2",
         f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=4",
         "--trainer.limit_val_batches=2", "--trainer.num_sanity_val_steps=0",

@@ -12,6 +12,7 @@ from torch import nn
 from bertlab.dropout import ATTENTION_NAME, FastDropout, fast_dropout
 from bertlab.heads import pretraining_losses
 from bertlab.module import BertPretraining
+from bertlab.speed import Speed
 
 
 def test_masks_drop_p_of_the_elements_and_keep_the_expectation():
@@ -44,8 +45,8 @@ def test_backward_uses_the_forward_mask_and_eval_is_the_identity():
 def test_model_uses_them_only_where_they_change_nothing_but_speed():
     torch.manual_seed(0)
     kwargs = dict(vocab_size=100, **TINY)
-    fast = BertPretraining(fast_dropout=True, **kwargs)
-    plain = BertPretraining(fast_dropout=False, **kwargs)
+    fast = BertPretraining(speed=Speed(fast_dropout=True, attn_implementation="sdpa"), **kwargs)
+    plain = BertPretraining(speed=Speed(fast_dropout=False, attn_implementation="sdpa"), **kwargs)
     plain.load_state_dict(fast.state_dict())
     assert fast.model.config._attn_implementation == ATTENTION_NAME
     assert not any(type(m) is nn.Dropout for m in fast.model.bert.modules())

@@ -203,7 +203,7 @@ def test_nan_loss_skips_the_update_without_touching_adamw(
         callback("InjectNaN", steps=[3]),
         *every_step,
         "--trainer.max_steps=5",
-        f"--model.optimizer_implementation={implementation}",
+        f"--speed.optimizer_implementation={implementation}",
         f"--trainer.log_every_n_steps={log_every}",
     )
     assert "non-finite training loss or gradients at step 3: the update was skipped" in output
