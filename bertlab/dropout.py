@@ -2,8 +2,8 @@
 
 On the bert-mini bf16 step, torch's CPU dropout (`bernoulli_`, one mt19937 draw per element) was
 a quarter of the step, and SDPA with dropout fell back to its math path, which upcasts bf16 to
-fp32 and back around every product. `speed.fast_dropout: true` (BertPretraining) swaps both, in the
-model it trains, for what is here; off, or on a GPU, torch's own run.
+fp32 and back around every product. `speed.fast_dropout: true` (BertPretraining) swaps both, in
+the model it trains, for what is here; off, or on a GPU, torch's own run.
 
 Decisions:
 - One 64-bit draw of torch's generator (`random_` on int64, whose values are uniform in

@@ -178,6 +178,10 @@ def other_tokenizer(tmp_path_factory):
         (["--model.num_attention_heads=3"], "num_attention_heads"),
         (["--data.tokenizer=OTHER"], "does not match the tokenizer"),
         (["--model.trainable=[bert.encoder.layers.*]"], "matches no parameter"),
+        (["--speed.bf16_working_copy=maybe"], "bf16_working_copy"),
+        (["--speed.pad_masked_to=0"], "pad_masked_to 0"),
+        (["--speed.attn_implementation=fast"], "attn_implementation"),
+        (["--model.bf16_compute=true"], "bf16_compute"),  # moved to speed.bf16_working_copy
     ],
     ids=lambda v: v[0] if isinstance(v, list) else None,
 )

@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from bertlab.speed import (
     LEGACY_MODEL_KEYS,
