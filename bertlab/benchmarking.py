@@ -215,6 +215,7 @@ def _train_specs(
     warmup: int,
     quick: bool,
     slow_bf16: bool,
+    variants: list[str] | None = None,
 ) -> tuple[dict, dict]:
     """(name -> spec of every run the systems ask for, in run order; name -> why one is not run)."""
     common = {
@@ -235,10 +236,10 @@ def _train_specs(
             specs["hf_trainer/fp32_dropout_0"] = {
                 **common, "system": "hf_trainer", "precision": "fp32", "dropout": 0.0,
             }  # fmt: skip
-    variants = {"defaults": {}} if "bertlab" in systems or "ablation" in systems else {}
+    chosen = {"defaults": {}} if "bertlab" in systems or "ablation" in systems else {}
     if "ablation" in systems:
-        variants |= ABLATIONS
-    for name, change in variants.items():
+        chosen |= {name: ABLATIONS[name] for name in variants or ABLATIONS}
+    for name, change in chosen.items():
         if change.get("bf16") and slow_bf16:
             skipped[f"bertlab/{name}"] = why
             continue
@@ -295,9 +296,11 @@ def _train_record(name: str, spec: dict, result: dict, peaks: dict, mode: str) -
     system, variant = name.split("/", 1)
     record = {"benchmark": "train", "isa_mode": mode, "system": system, "variant": variant}
     record |= {"precision": spec["precision"], "dropout": spec["dropout"]}
-    for key in ("speed", "options"):
-        if spec.get(key):
-            record["set_" + key] = spec[key]
+    if spec.get("speed"):
+        record["set_speed"] = spec["speed"]
+    changed = {k: v for k, v in (spec.get("options") or {}).items() if DEFAULT_OPTIONS[k] != v}
+    if changed:
+        record["set_options"] = changed
     if "error" in result:
         return record | result
     compute = result.get("compute_dtype") or ("bf16" if spec["precision"] == "bf16" else "fp32")
@@ -381,6 +384,7 @@ def benchmark(
     threads: int | None = None,
     profile: bool = False,
     emulate_avx2: bool = False,
+    variants: list[str] | None = None,
 ) -> None:
     """Measure bertlab against the Hugging Face Trainer recipe; print one JSON line per system.
 
@@ -407,6 +411,7 @@ def benchmark(
             warm-up; not timed) and print the operators that take its step's time.
         emulate_avx2: run the training comparison natively, then again under the AVX2 emulation
             (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2).
+        variants: the ablation lines to run (default: all of them).
     """
     systems = list(systems or SYSTEMS)
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -416,6 +421,11 @@ def benchmark(
         raise ValueError(f"--steps {steps} must exceed --warmup_steps {warmup_steps} (>= 1)")
     if repeats < 1 or prep_repeats < 1:
         raise ValueError("--repeats and --prep_repeats must be at least 1")
+    wrong = [v for v in variants or [] if v not in ABLATIONS]
+    if wrong:
+        raise ValueError(
+            f"--variants {' '.join(wrong)}: unknown; choose from {' '.join(ABLATIONS)}"
+        )
     shape = QUICK if quick else BERT_MINI
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
     if threads:
@@ -436,16 +446,18 @@ def benchmark(
             for record in records:
                 _emit(record, output)
         _train(systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile,
-               output, mode, env, probe, slow_bf16, peaks, peak_seconds)  # fmt: skip
+               output, mode, env, probe, slow_bf16, peaks, peak_seconds, variants)  # fmt: skip
 
 
 def _train(
     systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile, output, mode,
-    env, probe, slow_bf16, peaks, peak_seconds,
+    env, probe, slow_bf16, peaks, peak_seconds, variants,
 ) -> None:  # fmt: skip
     """The training runs of one instruction-set mode, interleaved over `repeats`; their lines."""
     shape = {**shape, "vocab_size": data["vocab_size"]}
-    specs, skipped = _train_specs(systems, data, shape, steps, warmup_steps, quick, slow_bf16)
+    specs, skipped = _train_specs(
+        systems, data, shape, steps, warmup_steps, quick, slow_bf16, variants
+    )
     if not specs:
         return
     results: dict[str, dict] = {}
