@@ -122,7 +122,7 @@ def rebuild_model(checkpoint: dict[str, Any], tokenizer: str | None):
         start = hparams.get("from_pretrained")
         if start and not Path(start).is_dir():
             hparams["from_pretrained"] = None
-        hparams.update(tokenizer=tokenizer, compile=False)
+        hparams.update(tokenizer=tokenizer)
         model = BertPretraining(**hparams).model
     try:
         result = model.load_state_dict(state, strict=False)

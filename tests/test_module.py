@@ -20,7 +20,7 @@ from bertlab.bf16 import Bf16WorkingCopy
 from bertlab.heads import pretraining_losses
 from bertlab.module import BertPretraining
 from bertlab.optim import lr_multiplier, parameter_groups
-from bertlab.speed import DeviceFacts, Speed, resolve
+from bertlab.speed import DeviceFacts, Speed
 
 AMX = DeviceFacts(type="cpu", name="fake AMX CPU", isa="amx", bf16_speedup=8.0)
 TINY = dict(
@@ -329,7 +329,7 @@ def test_from_pretrained_refuses_another_tokenizer(tmp_path, tokenizer):
     assert transfer.model.config.vocab_size == 100
 
 
-def test_bf16_working_copy_trains_a_bf16_copy_against_fp32_masters(tmp_path):
+def test_bf16_working_copy_trains_a_bf16_copy_against_fp32_masters(tmp_path, monkeypatch):
     torch.manual_seed(0)
     kwargs = dict(
         vocab_size=100, lr=3e-3, warmup_steps=2, trainable=["bert.encoder.*", "cls.*"], **TINY
@@ -357,12 +357,12 @@ def test_bf16_working_copy_trains_a_bf16_copy_against_fp32_masters(tmp_path):
     explicit = BertPretraining(speed=Speed(bf16_working_copy=True), **kwargs)
     with pytest.raises(ValueError, match="trainer.precision 32-true"):
         fit(explicit, tmp_path, precision="bf16-mixed")
-    # Chosen by `auto` for a 32-true run, the copy steps aside for a run that casts itself.
-    resolved = resolve(Speed(), AMX).speed
-    assert resolved.bf16_working_copy
-    module = BertPretraining(speed=resolved, **kwargs)
-    module._explicit_speed = set()
-    fit(module, tmp_path / "autocast", max_steps=2, precision="bf16-mixed")
+    # Chosen by `auto` (on a machine with AMX) for a 32-true run, the copy steps aside for a
+    # run that casts itself.
+    monkeypatch.setattr("bertlab.module.probe_device", lambda: AMX)
+    module = BertPretraining(**kwargs)
+    assert module.speed.bf16_working_copy
+    fit(module, tmp_path / "autocast", max_steps=3, precision="bf16-mixed")
     assert module.compute_dtype is None
 
 
