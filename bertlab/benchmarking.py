@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -329,7 +330,19 @@ def _train_record(name: str, spec: dict, result: dict, peaks: dict, mode: str) -
     return record
 
 
-def _ratio_record(records: dict[str, dict], mode: str, isa: str) -> dict | None:
+def _paired_ratios(rounds: list[dict[str, float]], hf_names: list[str]) -> list[float]:
+    """bertlab's defaults over the recipe's better variant, within each round (side by side)."""
+    ratios = []
+    for tokens in rounds:
+        baseline = max((tokens.get(n, 0) for n in hf_names), default=0)
+        if baseline and tokens.get("bertlab/defaults"):
+            ratios.append(round(tokens["bertlab/defaults"] / baseline, 3))
+    return ratios
+
+
+def _ratio_record(
+    records: dict[str, dict], mode: str, isa: str, rounds: list[dict[str, float]] | None = None
+) -> dict | None:
     hf = [r for n, r in records.items() if n.startswith("hf_trainer/") and r["dropout"] == 0.1]
     hf = [r for r in hf if "tokens_per_s" in r]
     ours = records.get("bertlab/defaults")
@@ -345,6 +358,12 @@ def _ratio_record(records: dict[str, dict], mode: str, isa: str) -> dict | None:
         "bertlab_mfu": ours["mfu"], "bertlab_data_fraction": ours.get("data_fraction"),
         "goals": {"speedup": goal, **GOALS},
     }  # fmt: skip
+    # On a shared machine a whole round can run slow: the ratio within each round, and its median
+    # over the rounds, is the figure the goal is judged by when there are several rounds.
+    paired = _paired_ratios(rounds or [], [n for n, r in records.items() if r in hf])
+    if len(paired) > 1:
+        record["paired_ratios"] = paired
+        record["median_paired_ratio"] = speedup = round(statistics.median(paired), 3)
     explicit = [
         r for n, r in records.items() if n.startswith("bertlab/") and "tokens_per_s" in r
         and set(r.get("set_speed") or {}) and not r.get("set_options") and r["dropout"] == 0.1
@@ -461,9 +480,12 @@ def _train(
     if not specs:
         return
     results: dict[str, dict] = {}
+    rounds: list[dict[str, float]] = []
     for _ in range(repeats):
+        rounds.append({})
         for name, spec in specs.items():
             result = run_in_process({**spec, "threads": threads}, env=env)
+            rounds[-1][name] = result.get("tokens_per_s", 0)
             old = results.get(name)
             if old is None or result.get("tokens_per_s", 0) > old.get("tokens_per_s", 0):
                 results[name] = result
@@ -481,11 +503,9 @@ def _train(
             "benchmark": "train", "isa_mode": mode, "system": system, "variant": variant,
             "skipped": why,
         }  # fmt: skip
-    for record in records.values():
-        _emit(record, output)
-    ratio = _ratio_record(records, mode, probe["isa"])
-    if ratio:
-        _emit(ratio, output)
+    ratio = _ratio_record(records, mode, probe["isa"], rounds)
+    for record in [*records.values(), *([ratio] if ratio else [])]:
+        _emit(record | {"machine": probe["describe"]}, output)
     if profile and "bertlab/defaults" in specs:
         spec = specs["bertlab/defaults"]
         steps = spec["warmup_steps"] + 4

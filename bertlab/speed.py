@@ -288,7 +288,7 @@ def resolve(
             precision = "32-true"
             reasons["precision"] = (
                 "bf16 through the working copy, not autocast" if fast_bf16
-                else f"this CPU has no fast bf16 products ({ISA_NAMES.get(facts.isa, facts.isa)})"
+                else f"no fast bf16 products on this CPU: {ISA_NAMES.get(facts.isa, facts.isa)}"
             )  # fmt: skip
         elif facts.cuda_bf16:
             precision, reasons["precision"] = "bf16-mixed", "this GPU has bf16"
@@ -311,7 +311,7 @@ def resolve(
     if facts.type == "cuda" and facts.flash_attn and precision.startswith(("bf16", "16")):
         pick("attn_implementation", "flash_attention_2", "flash-attn is installed")
     else:
-        pick("attn_implementation", "sdpa", "fused kernels (bf16 attention with fast_dropout)")
+        pick("attn_implementation", "sdpa", "fused kernels; with fast_dropout, attention in-dtype")
     pick("fast_dropout", cpu, "torch's CPU masks are a quarter of a step" if cpu else "GPU")
     pick("fused_mlm_loss", True, "faster on every device measured")
     pick("sparse_mlm_head", True, "skips the decoder on unmasked positions")
