@@ -53,7 +53,14 @@ from bertlab.guards import NonFiniteLossGuard
 from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
 from bertlab.preflight import Preflight, check_precision
-from bertlab.speed import Speed, count_processes, probe_device, resolve, strip_legacy
+from bertlab.speed import (
+    LEGACY_MODEL_KEYS,
+    Speed,
+    count_processes,
+    probe_device,
+    resolve,
+    strip_legacy,
+)
 
 USER_ERRORS = (
     ArgumentError,
@@ -172,6 +179,14 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
+def _moved_key_hint(message: str) -> str:
+    """For a config written for an older bertlab: where a speed switch went."""
+    for old, new in {**LEGACY_MODEL_KEYS, "pad_to_multiple_of": "pad_to_multiple_of"}.items():
+        if f"'{old}'" in message or f"model.{old}" in message or f"data.{old}" in message:
+            return f" (speed settings moved out of model and data: use speed.{new})"
+    return ""
+
+
 def run_cli(args: list[str] | None = None) -> BertLabCLI:
     """Parse `args` (default sys.argv[1:]), build everything, run the subcommand; return the CLI."""
     return BertLabCLI(
@@ -194,7 +209,7 @@ def main(args: list[str] | None = None) -> None:
     except USER_ERRORS as error:
         if os.environ.get("BERTLAB_DEBUG"):
             raise
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {_one_line(error)}{_moved_key_hint(str(error))}", file=sys.stderr)
         sys.exit(2)
     status = exit_status(cli.trainer)
     if status:

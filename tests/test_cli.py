@@ -181,7 +181,7 @@ def other_tokenizer(tmp_path_factory):
         (["--speed.bf16_working_copy=maybe"], "bf16_working_copy"),
         (["--speed.pad_masked_to=0"], "pad_masked_to 0"),
         (["--speed.attn_implementation=fast"], "attn_implementation"),
-        (["--model.bf16_compute=true"], "bf16_compute"),  # moved to speed.bf16_working_copy
+        (["--model.bf16_compute=true"], "use speed.bf16_working_copy"),  # moved
     ],
     ids=lambda v: v[0] if isinstance(v, list) else None,
 )
