@@ -4,8 +4,9 @@ Decisions:
 - One command measures everything side by side, in one run, on one machine, and prints one JSON
   line per measured system plus the ratios: on a shared machine only figures taken together
   compare. Each training run is its own process (bertlab.benchmark_runs) so that its peak memory
-  is its own; with `--repeats` the runs are interleaved (A B C A B C) and each system keeps its
-  fastest, the run least disturbed by the machine's other work.
+  is its own; with `--repeats` the runs are interleaved, each round starting one run later
+  (A B C, B C A, ...: identical configurations measured up to 12% apart by their place in the
+  order), and each system keeps its fastest, the run least disturbed by the machine's other work.
 - The data is built from the shared English Wikipedia sample with bertlab's own pipeline
   (prepare_corpus -> a WordPiece tokenizer -> prepare_samples), cached cramming-style in
   `--work_dir` under folders named by a hash of the settings that made them (and of the input
@@ -481,9 +482,14 @@ def _train(
         return
     results: dict[str, dict] = {}
     rounds: list[dict[str, float]] = []
-    for _ in range(repeats):
+    names = list(specs)
+    for round_index in range(repeats):
         rounds.append({})
-        for name, spec in specs.items():
+        # Each round starts one run later in the list: a run's place (right after a large
+        # process has exited, say) measurably moves its figure on a shared VM.
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            spec = specs[name]
             result = run_in_process({**spec, "threads": threads}, env=env)
             rounds[-1][name] = result.get("tokens_per_s", 0)
             old = results.get(name)
