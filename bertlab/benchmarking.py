@@ -344,7 +344,7 @@ def _paired_ratios(rounds: list[dict[str, float]], hf_names: list[str]) -> list[
 def _ratio_record(
     records: dict[str, dict], mode: str, isa: str, rounds: list[dict[str, float]] | None = None
 ) -> dict | None:
-    hf = [r for n, r in records.items() if n.startswith("hf_trainer/") and r["dropout"] == 0.1]
+    hf = [r for n, r in records.items() if n.startswith("hf_trainer/") and r.get("dropout") == 0.1]
     hf = [r for r in hf if "tokens_per_s" in r]
     ours = records.get("bertlab/defaults")
     if not hf or not ours or "tokens_per_s" not in ours:
@@ -367,8 +367,8 @@ def _ratio_record(
         record["median_paired_ratio"] = speedup = round(statistics.median(paired), 3)
     explicit = [
         r for n, r in records.items() if n.startswith("bertlab/") and "tokens_per_s" in r
-        and set(r.get("set_speed") or {}) and not r.get("set_options") and r["dropout"] == 0.1
-        and r["precision"] is None
+        and set(r.get("set_speed") or {}) and not r.get("set_options")
+        and r.get("dropout") == 0.1 and r.get("precision") is None
     ]  # fmt: skip
     if explicit:
         best = max(explicit, key=lambda r: r["tokens_per_s"])
@@ -405,6 +405,7 @@ def benchmark(
     profile: bool = False,
     emulate_avx2: bool = False,
     variants: list[str] | None = None,
+    native: bool = True,
 ) -> None:
     """Measure bertlab against the Hugging Face Trainer recipe; print one JSON line per system.
 
@@ -432,6 +433,8 @@ def benchmark(
         emulate_avx2: run the training comparison natively, then again under the AVX2 emulation
             (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2).
         variants: the ablation lines to run (default: all of them).
+        native: run the training comparison natively (--native false with --emulate_avx2: only
+            under the emulation).
     """
     systems = list(systems or SYSTEMS)
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -452,7 +455,11 @@ def benchmark(
         torch.set_num_threads(threads)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON lines only
         data = prepare_data(input, work_dir, shape)
-    modes = {"native": {}} | ({"avx2_emulated": AVX2_EMULATION} if emulate_avx2 else {})
+    modes = ({"native": {}} if native else {}) | (
+        {"avx2_emulated": AVX2_EMULATION} if emulate_avx2 else {}
+    )
+    if not modes:
+        raise ValueError("--native false needs --emulate_avx2: nothing to measure")
     peak_seconds = 0.3 if quick else 2.0
     for mode, env in modes.items():
         probe = _measure_peaks(threads, env, peak_seconds, bf16=True)
