@@ -32,6 +32,10 @@ def text_data_folder() -> Path:
     return shared if shared.is_dir() else FIXTURES
 
 
+# Counts that tests assert differ between the full shared files and the slices.
+FULL_TEXT = text_data_folder() != FIXTURES
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real text: ../shared/data, or tests/data in a clone without it."""

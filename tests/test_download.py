@@ -95,12 +95,13 @@ def test_fresh_download(mirror, shared_data: Path, tmp_path: Path) -> None:
 
 def test_resume_sends_only_the_rest(mirror, shared_data: Path, tmp_path: Path) -> None:
     data = (shared_data / "enwiki-sample.xml.bz2").read_bytes()
-    (tmp_path / f"{NAME}.part").write_bytes(data[:400_000])
+    cut = min(400_000, len(data) // 2)
+    (tmp_path / f"{NAME}.part").write_bytes(data[:cut])
     _reset(mirror)
     path = download_dump("en", DATE, tmp_path, mirror=mirror.url)
     assert path.read_bytes() == data
-    assert (f"enwiki/{DATE}/{NAME}", "bytes=400000-") in mirror.requests
-    assert mirror.sent < len(data) - 400_000 + 10_000  # the dump's rest plus the sums file
+    assert (f"enwiki/{DATE}/{NAME}", f"bytes={cut}-") in mirror.requests
+    assert mirror.sent < len(data) - cut + 10_000  # the dump's rest plus the sums file
 
 
 def test_server_without_range_support_restarts(mirror, shared_data, tmp_path: Path) -> None:
