@@ -133,7 +133,6 @@ class DeviceFacts:
     cuda_capability: tuple[int, int] | None = None
     cuda_bf16: bool = False
     flash_attn: bool = False
-    fused_adamw: bool = True
 
     def describe(self) -> str:
         if self.type == "cuda":
@@ -208,17 +207,13 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return name, flags
 
 
-def cpu_facts(probe: bool = True) -> DeviceFacts:
+def cpu_facts() -> DeviceFacts:
     """This CPU: its name, usable instruction set and (probe) bf16's measured speed over fp32."""
     from bertlab.flops import matmul_rate
 
     name, flags = _cpuinfo()
     isa = cpu_isa(flags, os.environ.get("ONEDNN_MAX_CPU_ISA"), _aten_capability())
-    speedup = None
-    if probe:
-        speedup = matmul_rate(torch.bfloat16, seconds=0.05) / matmul_rate(
-            torch.float32, seconds=0.05
-        )
+    speedup = matmul_rate(torch.bfloat16, seconds=0.05) / matmul_rate(torch.float32, seconds=0.05)
     return DeviceFacts(type="cpu", name=name, isa=isa, bf16_speedup=speedup)
 
 
@@ -320,7 +315,7 @@ def resolve(
     pick("keep_freed_memory", cpu, "page faults cost 4-12% of a CPU step" if cpu else "GPU")
     pick("compile", False, "slower than eager on every device measured")
     scaled = precision.startswith("16")
-    if facts.fused_adamw and not scaled:
+    if not scaled:
         pick("optimizer_implementation", "fused", "one kernel over all parameters")
     else:
         pick("optimizer_implementation", "foreach", "fused AdamW and fp16 scaling + clipping clash")
