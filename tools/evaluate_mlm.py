@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Held-out masked-LM loss of a Hugging Face model beside a unigram model's.
+
+Usage: python tools/evaluate_mlm.py --model demo/model --text demo/corpus/test.txt
+       --unigram_corpus demo/corpus/train.txt
+"""
+
+from bertlab.command import run
+from bertlab.heldout import evaluate_mlm
+
+if __name__ == "__main__":
+    run(evaluate_mlm)
