@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from bertlab.finetune import classifier_from_encoder, optimizer_and_schedule
+from bertlab.prenorm import encoder_config_and_state
 from bertlab.tasks import (
     check_compatible,
     classification_metrics,
@@ -313,10 +314,11 @@ class DownstreamEvaluation(pl.Callback):
         source = pl_module.model
         with preserved_rng_state():
             with torch.no_grad():
-                encoder = {k: v.detach().clone() for k, v in source.base_model.state_dict().items()}
-            copy = classifier_from_encoder(
-                source.config, encoder, self._task["num_labels"], self.seed
-            ).to(pl_module.device)
+                config, state = encoder_config_and_state(source)
+                encoder = {k: v.detach().clone() for k, v in state.items()}
+            copy = classifier_from_encoder(config, encoder, self._task["num_labels"], self.seed).to(
+                pl_module.device
+            )
             del encoder
             with torch.enable_grad():
                 scores = train_and_score(

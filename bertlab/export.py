@@ -35,6 +35,7 @@ Decisions:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import pickle
@@ -61,6 +62,8 @@ from bertlab.model_card import (
     render_model_card,
     widget_sentence,
 )
+from bertlab.prenorm import MARKER as PRE_LN_MARKER
+from bertlab.prenorm import is_pre_layer_norm, transformers_model, use_pre_layer_norm
 from bertlab.run_facts import RunFacts, collect_run_facts
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -113,6 +116,8 @@ def rebuild_model(checkpoint: dict[str, Any], tokenizer: str | None):
     if checkpoint.get("bert_config"):
         config = BertConfig.from_dict(dict(checkpoint["bert_config"]))
         model = BertForPreTraining(config)
+        if getattr(config, PRE_LN_MARKER, "post") == "pre":
+            use_pre_layer_norm(model)
     else:
         from bertlab.module import BertPretraining
 
@@ -190,35 +195,47 @@ def verify_model_folder(
     meant = reference
     if dtype != "float32":
         meant = type(reference)(reference.config)
+        if is_pre_layer_norm(reference):
+            use_pre_layer_norm(meant)
         rounded = {k: v.to(DTYPES[dtype]).float() for k, v in reference.state_dict().items()}
         meant.load_state_dict(rounded)
         meant.eval()
-    pre = AutoModelForPreTraining.from_pretrained(folder, dtype=torch.float32).eval()
+    # transformers has no pre-LN class with a next-sentence head: a pre-LN model is a masked LM.
+    with_nsp = not is_pre_layer_norm(reference)
+    classes = [AutoModelForPreTraining] if with_nsp else []
+    reloaded = [c.from_pretrained(folder, dtype=torch.float32).eval() for c in classes]
     mlm = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32).eval()
+    # Logits of real tokens: a padded position's mean nothing (RoBERTa's classes, which pre-LN
+    # exports to, give padding another position id than BERT does).
+    real = inputs["attention_mask"].bool()
     with torch.no_grad():
         want = meant(**inputs)
         original = reference(**inputs) if dtype != "float32" else want
-        got_pre, got_mlm = pre(**inputs), mlm(**inputs)
-    strict = max(
-        _max_diff(want.prediction_logits, got_pre.prediction_logits),
-        _max_diff(want.seq_relationship_logits, got_pre.seq_relationship_logits),
-        _max_diff(want.prediction_logits, got_mlm.logits),
-    )
+        got_mlm = mlm(**inputs)
+        got_pre = reloaded[0](**inputs) if with_nsp else None
+    strict = _max_diff(want.prediction_logits[real], got_mlm.logits[real])
+    if got_pre is not None:
+        strict = max(
+            strict,
+            _max_diff(want.prediction_logits[real], got_pre.prediction_logits[real]),
+            _max_diff(want.seq_relationship_logits, got_pre.seq_relationship_logits),
+        )
     if not strict <= STRICT_TOLERANCE:
         raise ValueError(
             f"export check failed: reloaded logits differ from the checkpoint's by {strict:.3g} "
             f"(> {STRICT_TOLERANCE})"
         )
     result: dict[str, Any] = {
-        "reloaded with": "AutoModelForPreTraining, AutoModelForMaskedLM, AutoTokenizer",
+        "reloaded with": ("AutoModelForPreTraining, " if with_nsp else "")
+        + "AutoModelForMaskedLM, AutoTokenizer",
         "max |logit difference| vs the checkpoint (fp32 compute)": f"{strict:.3g} "
         f"(tolerance {STRICT_TOLERANCE}"
         + (f", against the checkpoint cast to {dtype}" if dtype != "float32" else "")
         + f"; {inputs['input_ids'].shape[0]} sequence pairs)",
     }
     if dtype != "float32":
-        loose = _max_diff(original.prediction_logits, got_pre.prediction_logits)
-        scale = float(original.prediction_logits.abs().max())
+        loose = _max_diff(original.prediction_logits[real], got_mlm.logits[real])
+        scale = float(original.prediction_logits[real].abs().max())
         bound = LOOSE_TOLERANCE[dtype] * max(scale, 1.0)
         if not loose <= bound:
             raise ValueError(
@@ -329,10 +346,9 @@ def export_model(
             shape = _write_embeddings(tmp, reference, dtype, facts)
             card = render_embeddings_card(name, facts, info, meta, shape, dtype)
         else:
-            model = type(reference)(reference.config)
-            model.load_state_dict(reference.state_dict())
+            model = transformers_model(copy.deepcopy(reference))
             model.to(DTYPES[dtype])
-            model.config.architectures = ["BertForPreTraining"]
+            model.config.architectures = [type(model).__name__]
             model.config.tokenizer_class = info["class"]
             model.save_pretrained(tmp)
             checks.update(verify_model_folder(tmp, reference, texts, dtype, widget))

@@ -90,6 +90,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     elif path.is_file():
         # One reader and one builder of bertlab checkpoints: export's.
         from bertlab.export import load_checkpoint, rebuild_model, resolve_tokenizer
+        from bertlab.prenorm import encoder_config_and_state
         from bertlab.run_facts import collect_run_facts
 
         try:
@@ -98,7 +99,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
             raise ValueError(str(error).replace("--ckpt_path", "--model", 1)) from None
         tokenizer = str(resolve_tokenizer(tokenizer, collect_run_facts(checkpoint, path)))
         pretraining = rebuild_model(checkpoint, tokenizer)
-        config, state = pretraining.config, pretraining.base_model.state_dict()
+        config, state = encoder_config_and_state(pretraining)
     else:
         raise ValueError(f"--model {model}: no such folder or checkpoint file")
     if not Path(tokenizer).is_dir():

@@ -210,6 +210,14 @@ def describe(result: dict) -> str:
     return line
 
 
+def usable_positions(config) -> int:
+    """The longest input a model takes: RoBERTa-style models number positions from pad + 1."""
+    positions = config.max_position_embeddings
+    if config.model_type.startswith(("roberta", "xlm-roberta")):
+        positions -= config.pad_token_id + 1
+    return positions
+
+
 def _load_masked_lm(folder: str) -> torch.nn.Module:
     import transformers
     from transformers import AutoModelForMaskedLM
@@ -231,7 +239,7 @@ def evaluate_mlm(
     text: list[str],
     unigram_corpus: str | None = None,
     tokenizer: str | None = None,
-    max_len: int = 128,
+    max_len: int | None = None,
     max_blocks: int = 256,
     seed: int = 0,
     output: str | None = None,
@@ -248,7 +256,8 @@ def evaluate_mlm(
             documents; .gz too): the corpus's test split, and text of another domain.
         unigram_corpus: the training corpus (train.txt): its unigram model is the baseline.
         tokenizer: tokenizer folder (default: the model folder's own).
-        max_len: tokens per block, [CLS] and [SEP] included.
+        max_len: tokens per block, [CLS] and [SEP] included (default: 128, or the model's
+            positions if fewer).
         max_blocks: blocks per text (the first ones, in file order).
         seed: seed of the masked positions.
         output: a JSON file for the figures.
@@ -271,6 +280,10 @@ def evaluate_mlm(
             f"--tokenizer {tokenizer or model}: {len(tok)} tokens, but --model {model} has a "
             f"vocabulary of {network.config.vocab_size}"
         )
+    positions = usable_positions(network.config)
+    if max_len is not None and max_len > positions:
+        raise ValueError(f"--max_len {max_len}: --model {model} takes at most {positions} tokens")
+    max_len = max_len or min(128, positions)
     results = []
     for path in texts:
         blocks = make_blocks(path, tok, max_len, max_blocks, seed=seed)

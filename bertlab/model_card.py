@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from bertlab.prenorm import MARKER as PRE_LN_MARKER
 from bertlab.run_facts import RunFacts
 
 WIDGET_BY_LANGUAGE = {
@@ -168,6 +169,12 @@ def render_model_card(
     )
     objective = hp.get("objective", "not recorded")
     started = "from scratch"
+    pre_ln = bert_config.get(PRE_LN_MARKER) == "pre"
+    architecture = (
+        "RobertaPreLayerNormForMaskedLM (pre-LayerNorm BERT, MLM head)"
+        if pre_ln
+        else "BertForPreTraining (MLM + NSP heads)"
+    )
     if hp.get("from_pretrained"):
         started = f"continued from `{Path(hp['from_pretrained']).name}`"
     sections = [
@@ -177,7 +184,8 @@ def render_model_card(
         f"(objective: `{objective}`: masked language modelling"
         + (" and next-sentence prediction" if objective == "mlm_nsp" else "")
         + "). It loads with plain `transformers`: `AutoModelForMaskedLM`, "
-        '`AutoModelForPreTraining`, `AutoTokenizer` and `pipeline("fill-mask")`.',
+        + ("" if pre_ln else "`AutoModelForPreTraining`, ")
+        + '`AutoTokenizer` and `pipeline("fill-mask")`.',
         "## Usage",
         "```python\nfrom transformers import pipeline\n\n"
         f'fill_mask = pipeline("fill-mask", model="{name}")  # a Hub id or this folder\'s path\n'
@@ -185,7 +193,7 @@ def render_model_card(
         "## Model",
         _rows(
             [
-                ("architecture", "BertForPreTraining (MLM + NSP heads)"),
+                ("architecture", architecture),
                 ("layers", bert_config.get("num_hidden_layers")),
                 ("hidden size", bert_config.get("hidden_size")),
                 ("attention heads", bert_config.get("num_attention_heads")),

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 from transformers import BertForPreTraining
@@ -45,6 +45,7 @@ from bertlab.heads import pretraining_losses
 from bertlab.network import build_network
 from bertlab.optim import build_adamw, lr_multiplier, parameter_groups, select_trainable
 from bertlab.speed import Speed, probe_device, resolve
+from bertlab.time_budget import BudgetClock, budget_seconds
 
 OBJECTIVES = ("mlm_nsp", "mlm")
 
@@ -81,7 +82,8 @@ class BertPretraining(pl.LightningModule):
         betas: AdamW betas.
         eps: AdamW epsilon.
         warmup_steps: Optimizer steps of linear warmup.
-        lr_schedule: linear (decay to 0 at trainer.max_steps) or constant after warmup.
+        lr_schedule: linear (decay to 0 at trainer.max_steps, or at the end of trainer.max_time
+            when max_steps is -1: a time budget) or constant after warmup.
         speed: How the run computes (bertlab.speed.Speed; the CLI's `speed:` section, linked
             here): not a hyperparameter, not saved in checkpoints. None or `auto` values are
             resolved for the device this process would train on.
@@ -110,6 +112,7 @@ class BertPretraining(pl.LightningModule):
         warmup_steps: int = 10000,
         lr_schedule: Literal["linear", "constant"] = "linear",
         initializer_range: float = 0.02,
+        layer_norm: Literal["post", "pre"] = "post",
         speed: Speed | None = None,
     ) -> None:
         super().__init__()
@@ -122,6 +125,13 @@ class BertPretraining(pl.LightningModule):
         self.speed = speed
         if objective not in OBJECTIVES:
             raise ValueError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
+        if layer_norm not in ("post", "pre"):
+            raise ValueError(f"model.layer_norm must be post or pre, got {layer_norm!r}")
+        if layer_norm == "pre" and objective != "mlm":
+            raise ValueError(
+                "model.layer_norm pre exports to transformers' RobertaPreLayerNorm classes, "
+                "which have no next-sentence head: set model.objective mlm"
+            )
         lr_multiplier(warmup_steps, None, "constant")  # validates warmup_steps early
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
@@ -131,6 +141,7 @@ class BertPretraining(pl.LightningModule):
         self.trainable_names = select_trainable(self.model, trainable, objective)
         self._compiled = False
         self._working: Bf16WorkingCopy | None = None
+        self._budget_clock: BudgetClock | None = None
         self.val_mlm = MeanMetric()
         self.test_mlm = MeanMetric()
 
@@ -184,6 +195,10 @@ class BertPretraining(pl.LightningModule):
 
     def on_train_end(self) -> None:
         self._working = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._budget_clock is not None:
+            self._budget_clock.update(self.trainer.global_step)
 
     def on_after_backward(self) -> None:
         if self._working is not None:
@@ -270,7 +285,21 @@ class BertPretraining(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         trainer = self.trainer
-        multiplier = lr_multiplier(hp.warmup_steps, trainer.max_steps, hp.lr_schedule)
+        budget = budget_seconds(trainer)
+        used = None
+        if budget is not None:
+            self._budget_clock = clock = BudgetClock(trainer)
+            used = lambda: clock.used  # noqa: E731 (a function: LambdaLR does not save it)
+            rank_zero_info(
+                f"lr schedule: {hp.warmup_steps} warm-up steps, then "
+                + (
+                    f"linear decay to 0 at the end of trainer.max_time ({budget:.0f} s; no "
+                    "trainer.max_steps)"
+                    if hp.lr_schedule == "linear"
+                    else "constant until trainer.max_time"
+                )
+            )
+        multiplier = lr_multiplier(hp.warmup_steps, trainer.max_steps, hp.lr_schedule, used)
         implementation = self.speed.optimizer_implementation
         fp16_scaling = str(trainer.precision).startswith("16")
         if implementation == "fused" and fp16_scaling and trainer.gradient_clip_val:

@@ -10,6 +10,7 @@ Decisions:
   whose ids mean nothing to the old matrix. Without it, a folder that holds its own tokenizer must
   agree with ours (same tokens at the same ids, new tokens only appended): continuing with the
   wrong tokenizer is an error, not a silently scrambled model.
+- `layer_norm: pre` switches a new network to pre-LN (bertlab.prenorm) after it is built.
 - The tokenizer is read with AutoTokenizer, not bertlab.tokenizer.load_tokenizer: a pretrained
   BERT's own tokenizer (continue-mlm) has special ids other than bertlab's fixed ones.
 - The weights are fp32 whatever the folder stored: precision is the trainer's business.
@@ -23,6 +24,8 @@ from typing import Any
 
 import torch
 from transformers import BertConfig, BertForPreTraining
+
+from bertlab.prenorm import use_pre_layer_norm
 
 
 def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
@@ -66,6 +69,11 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
     """The BertForPreTraining that BertPretraining's hyperparameters `hp` describe."""
     vocab_size, pad_id = _vocabulary(hp)
     if hp["from_pretrained"]:
+        if hp.get("layer_norm", "post") == "pre":
+            raise ValueError(
+                "model.layer_norm pre builds a new pre-LN network; model.from_pretrained "
+                "continues a post-LN BERT: set one of them"
+            )
         return _load_pretrained(hp, vocab_size, pad_id, attn_implementation)
     if vocab_size is None:
         raise ValueError("model.tokenizer is required (or model.vocab_size, or from_pretrained)")
@@ -87,7 +95,10 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
         pad_token_id=pad_id,
     )
     config._attn_implementation = attn_implementation
-    return BertForPreTraining(config)
+    model = BertForPreTraining(config)
+    if hp.get("layer_norm", "post") == "pre":
+        use_pre_layer_norm(model)
+    return model
 
 
 def _load_pretrained(

@@ -18,7 +18,9 @@ Decisions:
   the fused kernel (CPU included), except with fp16 loss scaling plus gradient clipping (Lightning
   cannot clip a fused optimizer's internally-unscaled gradients), else `foreach`.
 - Schedule: linear warmup over `warmup_steps` optimizer steps (the first step already uses
-  lr/warmup_steps, not 0), then linear decay to exactly 0 at `max_steps`, or constant. The
+  lr/warmup_steps, not 0), then linear decay to exactly 0 at `max_steps`, or constant. With a
+  time budget (trainer.max_time and no max_steps), the decay is laid over the budget instead, as
+  Cramming does: the factor is 1 minus the share of the budget spent (bertlab.time_budget). The
   multiplier is a plain function, so the scheduler's state holds no objects and checkpoints load
   with `torch.load(weights_only=True)`.
 """
@@ -135,18 +137,26 @@ def build_adamw(
 
 
 def lr_multiplier(
-    warmup_steps: int, max_steps: int | None, schedule: str = "linear"
+    warmup_steps: int,
+    max_steps: int | None,
+    schedule: str = "linear",
+    budget_used: Callable[[], float] | None = None,
 ) -> Callable[[int], float]:
-    """The LambdaLR factor at optimizer step `step`: warmup, then linear decay to 0 or constant."""
+    """The LambdaLR factor at optimizer step `step`: warmup, then linear decay to 0 or constant.
+
+    With `budget_used` (a time budget: the share of it spent so far, 0 to 1), a linear schedule
+    decays to 0 at the end of the budget instead of at `max_steps`.
+    """
     if schedule not in ("linear", "constant"):
         raise ValueError(f"model.lr_schedule must be linear or constant, got {schedule!r}")
     if warmup_steps < 0:
         raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
-    if schedule == "linear":
+    if schedule == "linear" and budget_used is None:
         if max_steps is None or max_steps < 0:
             raise ValueError(
                 "trainer.max_steps is required for lr_schedule linear (the learning rate decays "
-                "to zero at max_steps); set trainer.max_steps or model.lr_schedule: constant"
+                "to zero at max_steps); set trainer.max_steps, or trainer.max_time for a "
+                "schedule over a time budget, or model.lr_schedule: constant"
             )
         if warmup_steps >= max_steps:
             raise ValueError(
@@ -156,10 +166,14 @@ def lr_multiplier(
     decay_steps = (max_steps or 0) - warmup_steps
 
     def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
+        warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
         if schedule == "constant":
-            return 1.0
+            return warm
+        if budget_used is not None:
+            # min(): a warm-up still under way when the budget's decay has begun gives way to it.
+            return min(warm, max(0.0, 1.0 - budget_used()))
+        if step < warmup_steps:
+            return warm
         return max(0.0, (max_steps - step) / decay_steps)
 
     return multiplier
