@@ -76,6 +76,11 @@ class StepClock:
             )
         )
 
+    @property
+    def tokens(self) -> int:
+        """Real tokens of the batches seen so far."""
+        return sum(count[1] for count in self.counts)
+
     def summary(self, warmup_steps: int) -> dict:
         steps = min(len(self.begins), len(self.ends))
         if steps <= warmup_steps:
@@ -220,6 +225,16 @@ def run_hf_trainer(spec: dict) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             clock.end()
 
+    callbacks = [Clock()]
+    heldout = HeldoutPoints(spec["heldout"], tokenizer) if spec.get("heldout") else None
+    if heldout is not None:
+
+        class Evaluate(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                heldout.maybe_evaluate(model, state.global_step, spec["steps"], clock)
+
+        callbacks.append(Evaluate())
+
     with tempfile.TemporaryDirectory(prefix="bertlab-bench-hf-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -241,11 +256,49 @@ def run_hf_trainer(spec: dict) -> dict:
             args=args,
             train_dataset=dataset,
             data_collator=counting_collator,
-            callbacks=[Clock()],
+            callbacks=callbacks,
         )
+        heldout and heldout.start()
         trainer.train()
         optimizer = str(args.optim.value if hasattr(args.optim, "value") else args.optim)
-    return _finish(clock, spec, model, {"optimizer": optimizer})
+    extra = {"optimizer": optimizer} | ({"heldout": heldout.points} if heldout else {})
+    return _finish(clock, spec, model, extra)
+
+
+class HeldoutPoints:
+    """The held-out evaluator at steps of a recipe run: its figures, training seconds apart."""
+
+    def __init__(self, settings: dict, tokenizer) -> None:
+        from bertlab.heldout import make_blocks, unigram_log_probs
+
+        self.every = settings["every_n_steps"]
+        self.blocks = [
+            make_blocks(text, tokenizer, settings["max_len"], settings["max_blocks"])
+            for text in settings["texts"]
+        ]
+        self.unigram = unigram_log_probs(settings["unigram_corpus"], tokenizer)
+        self.points: list[dict] = []
+        self.evaluating = 0.0
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def maybe_evaluate(self, model, step: int, last: int, clock: StepClock) -> None:
+        from bertlab.heldout import evaluate_masked_lm
+
+        if step % self.every and step != last:
+            return
+        began = time.perf_counter()
+        point = {
+            "step": step,
+            "tokens": clock.tokens,
+            "train_seconds": round(began - self.started - self.evaluating, 2),
+        }
+        for blocks in self.blocks:
+            point[blocks.name] = evaluate_masked_lm(model, blocks, self.unigram)
+        self.points.append(point)
+        self.evaluating += time.perf_counter() - began
 
 
 # --------------------------------------------------------------------------------------- bertlab

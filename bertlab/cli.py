@@ -3,11 +3,11 @@
 Decisions:
 - One LightningCLI with BertPretraining and BertDataModule; `python -m bertlab` is the same.
   The config sections are LightningCLI's (`model`, `data`, `trainer`, `optimizer`,
-  `lr_scheduler`) plus `checkpoint`, `throughput`, `nonfinite_guard`, `interrupt` and
-  `preflight`: the default callbacks are parser arguments, not `trainer.callbacks` entries, so
-  every run has them, a recipe tunes them by key, and `bertlab test --config C --ckpt_path K`
-  with the config that trained never meets a duplicate callback. `trainer.callbacks` stays free
-  for extra ones.
+  `lr_scheduler`) plus `checkpoint`, `throughput`, `nonfinite_guard`, `interrupt`,
+  `preflight` and `heldout` (off until given texts): the default callbacks are parser
+  arguments, not `trainer.callbacks` entries, so every run has them, a recipe tunes them by
+  key, and `bertlab test --config C --ckpt_path K` with the config that trained never meets a
+  duplicate callback. `trainer.callbacks` stays free for extra ones.
 - `model.tokenizer` is linked from the data module once it exists (the tokenizer of the samples'
   meta.json unless `data.tokenizer` says otherwise), so a user states it once; then the data
   checks that the model fits it (sequence length, NSP labels, vocabulary size).
@@ -50,6 +50,7 @@ from bertlab.callbacks import Checkpoint, ThroughputMonitor
 from bertlab.checkpointing import AtomicCheckpointIO, resolve_checkpoint
 from bertlab.data import BertDataModule
 from bertlab.guards import NonFiniteLossGuard
+from bertlab.heldout_monitor import HeldoutEvaluation
 from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
 from bertlab.preflight import Preflight, check_precision
@@ -101,6 +102,7 @@ class BertLabCLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
         parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
         parser.add_lightning_class_args(Preflight, "preflight")
+        parser.add_lightning_class_args(HeldoutEvaluation, "heldout")
         # The guard names the source lines of a bad batch: batches carry them.
         parser.set_defaults({"data.with_source": True})
         parser.link_arguments(

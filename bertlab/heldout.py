@@ -10,9 +10,9 @@ Decisions:
   blocks of `max_len` tokens ([CLS] ... [SEP]) within one document. Blocks of fewer than 16
   tokens are dropped; the first `max_blocks` blocks are kept, in file order.
 - The masked positions are drawn once per block set from `seed` (15% of each block's word
-  pieces, at least one) and every one of them is replaced by [MASK]: no 80/10/10, so a model
-  earns nothing by copying the unchanged tenth of its targets, and every model evaluated on the
-  same blocks is scored on the same positions.
+  pieces, at least one; never [UNK]) and every one of them is replaced by [MASK]: no 80/10/10,
+  so a model earns nothing by copying the unchanged tenth of its targets, and every model
+  evaluated on the same blocks is scored on the same positions.
 - The model is called through its own Hugging Face `forward` (any masked LM: `BertForMaskedLM`,
   `BertForPreTraining`, the pre-LN classes); the loss is computed here, in fp32, from the logits
   at the masked positions. bertlab's sparse head, fused loss and masking are not used.
@@ -109,6 +109,7 @@ def make_blocks(
     if not blocks:
         raise ValueError(f"--text {path}: no block of {MIN_BLOCK_TOKENS} tokens or more")
     rng = np.random.default_rng(seed)
+    special = set(tokenizer.all_special_ids)
     input_ids = torch.full((len(blocks), max_len), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(blocks), max_len), dtype=torch.long)
     targets = torch.full((len(blocks), max_len), -100, dtype=torch.long)
@@ -116,9 +117,13 @@ def make_blocks(
         length = len(block)
         input_ids[row, :length] = torch.tensor(block)
         attention_mask[row, :length] = 1
-        inner = length - 2  # positions 1 .. length-2: the word pieces
-        count = max(1, round(mask_share * inner))
-        chosen = 1 + rng.choice(inner, size=count, replace=False)
+        # Word pieces only: [CLS], [SEP] and [UNK] (text the vocabulary cannot spell) are no
+        # target a model or a unigram model could be scored on.
+        pieces = np.array([i for i in range(1, length - 1) if block[i] not in special])
+        if not len(pieces):
+            continue
+        count = max(1, round(mask_share * len(pieces)))
+        chosen = rng.choice(pieces, size=count, replace=False)
         positions = torch.from_numpy(np.sort(chosen))
         targets[row, positions] = input_ids[row, positions]
         input_ids[row, positions] = tokenizer.mask_token_id

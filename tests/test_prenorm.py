@@ -5,6 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_prenorm.py -x -q
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,18 @@ def test_pre_ln_fit_exports_a_model_transformers_loads(
     from transformers import AutoModelForMaskedLM
 
     pre_ln = ("--model.objective=mlm", "--model.layer_norm=pre")
-    run_tool("bertlab", *fit_args(mlm_samples, tmp_path / "runs", *pre_ln, steps=8))
+    heldout = (
+        f"--heldout.texts=[{en_corpus / 'test.txt'}]",
+        f"--heldout.unigram_corpus={en_corpus / 'train.txt'}",
+        "--heldout.every_n_steps=4",
+        "--heldout.max_blocks=8",
+    )
+    run_tool("bertlab", *fit_args(mlm_samples, tmp_path / "runs", *pre_ln, *heldout, steps=8))
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    # The heldout section scored the run at steps 4 and 8, beside the unigram model.
+    points = [json.loads(line) for line in next((tmp_path / "runs").rglob("heldout.jsonl")).open()]
+    assert [p["step"] for p in points] == [4, 8]
+    assert {"loss", "unigram_loss", "below_unigram"} <= set(points[-1]["test.txt"])
     out = tmp_path / "model"
     done = run_tool("export_model.py", "--ckpt_path", ckpt, "--output_dir", out)
     assert "AutoModelForMaskedLM" in done.stdout and "AutoModelForPreTraining" not in done.stdout

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Held-out quality of bertlab against the Hugging Face Trainer recipe, by one evaluator.
+
+Usage: python tools/quality_benchmark.py --output_dir runs/quality
+"""
+
+from bertlab.command import run
+from bertlab.quality import quality_benchmark
+
+if __name__ == "__main__":
+    run(quality_benchmark)
