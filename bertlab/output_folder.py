@@ -93,7 +93,9 @@ def write_marker(folder: Path, command: str, names: Iterable[str] | None = None)
         f.write(json.dumps(marker, indent=2) + "\n")
 
 
-def check_inputs(output: str | os.PathLike, inputs: Inputs, flag: str = "--output_dir") -> None:
+def check_inputs(
+    output: str | os.PathLike, inputs: Inputs, flag: str = "--output_dir", noun: str = "folder"
+) -> None:
     """Refuse an output that is, holds or lies inside one of `inputs` ((flag, path) pairs)."""
     out = _resolved(output)
     for input_flag, value in inputs:
@@ -101,12 +103,12 @@ def check_inputs(output: str | os.PathLike, inputs: Inputs, flag: str = "--outpu
             continue
         source = _resolved(value)
         if source == out:
-            raise ValueError(f"{flag} {output} is {input_flag} {value}; choose another folder")
+            raise ValueError(f"{flag} {output} is {input_flag} {value}; choose another {noun}")
         if out in source.parents:
             raise ValueError(f"{flag} {output} holds {input_flag} {value}; choose another folder")
         if source in out.parents:
             raise ValueError(
-                f"{flag} {output} is inside {input_flag} {value}; choose a folder outside it"
+                f"{flag} {output} is inside {input_flag} {value}; choose a {noun} outside it"
             )
 
 
@@ -207,7 +209,7 @@ def check_output_file(
 ) -> None:
     """The same rule for a single result file: never an input or inside an input folder; an
     existing file only if `recognise` says this command wrote it, and only with --overwrite."""
-    check_inputs(output, inputs, flag)
+    check_inputs(output, inputs, flag, noun="file name")
     path = Path(output)
     if path.is_dir():
         raise ValueError(f"{flag} {output} is a folder; give a file name to write")

@@ -253,3 +253,27 @@ def test_paths_are_compared_resolved(tmp_path):
             tmp_path / "a" / ".." / "a" / "in.txt", [("--input", tmp_path / "link/in.txt")]
         )
     check_inputs(tmp_path / "b", [("--input", tmp_path / "a" / "in.txt"), ("--config", None)])
+
+
+def test_soak_refuses_before_it_starts(capsys, tmp_path):
+    """soak's refusals come before the (long) fit; its own earlier folder needs --overwrite."""
+    from bertlab.soak import soak
+
+    config = tmp_path / "configs" / "tiny.yaml"
+    config.parent.mkdir()
+    config.write_text("trainer: {}\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    earlier = tmp_path / "soak"
+    earlier.mkdir()
+    (earlier / "fit.log").write_text("a soak from before the marker")
+    before = snapshot(tmp_path)
+    for out, fragment in [
+        (config.parent, "holds --config"),
+        (other, "holds no output of soak (notes.txt)"),
+        (config, "is --config"),
+        (earlier, "holds an earlier output of soak; pass --overwrite"),
+    ]:
+        refused(capsys, soak, ["--output_dir", out, "--config", config], "--output_dir", fragment)
+    assert snapshot(tmp_path) == before
