@@ -30,6 +30,9 @@ Decisions:
   what ran), and the choices with their reasons are logged in one line. Speed reaches the model
   and the data by links, never through the model's hyperparameters, so checkpoints do not carry
   it; the speed keys older checkpoints kept under `model` are dropped when one is read.
+- With `--ckpt_path` the model is the checkpoint's (LightningCLI reads its hyperparameters into
+  `model`); a model key the user set to another value is refused and the values taken from the
+  checkpoint are logged in one line (bertlab.resume).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from bertlab.guards import NonFiniteLossGuard
 from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
 from bertlab.preflight import Preflight, check_precision
+from bertlab.resume import check_resume
 from bertlab.speed import (
     LEGACY_MODEL_KEYS,
     Speed,
@@ -113,6 +117,7 @@ class BertLabCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._given_args = args  # what the user stated, for the resume check
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyperparameters: `last` is found among
         # every earlier run's checkpoints, and a missing or truncated file is a one-line error.
@@ -135,7 +140,21 @@ class BertLabCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         hparams = strip_legacy(hparams)
         if hparams:
+            current = self.config[subcommand].get("model")
+            current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
+            line = check_resume(ckpt_path, hparams, self._explicit_model(subcommand), current)
+            if line:
+                rank_zero_info(line)
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def _explicit_model(self, subcommand: str) -> dict[str, Any]:
+        """The model keys the user set, on the command line or in a --config file."""
+        args = getattr(self, "_given_args", None)
+        if args is not None and not isinstance(args, (list, tuple)):
+            return {}  # a dict or Namespace from Python: no way to tell defaults apart
+        given = self.parser.parse_args(args, defaults=False)
+        model = given.get(subcommand) and given[subcommand].get("model")
+        return model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
