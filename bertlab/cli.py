@@ -135,8 +135,18 @@ class BertLabCLI(LightningCLI):
         ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
+                "use --ckpt_path last to take the newest complete one"
+            ) from None
+        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+        if hparams is not None and not isinstance(hparams, dict):
+            raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
+        hparams = dict(hparams or {})
         hparams.pop("_instantiator", None)
         hparams = strip_legacy(hparams)
         if hparams:

@@ -90,7 +90,10 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
         raise ValueError(f"--ckpt_path {ckpt_path} does not exist or is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as error:
+    # A truncated file can also be a bare OSError ([Errno 22] Invalid argument), naming nothing.
+    except (
+        pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, OSError,
+    ) as error:  # fmt: skip
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"--ckpt_path {ckpt_path}: not a checkpoint torch.load(weights_only=True) can read "

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bertlab.artefacts import check_model_folder
 from bertlab.atomic import atomic_write
 from bertlab.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
 from bertlab.output_folder import check_output_file
@@ -87,6 +88,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"--model {model}: not a model folder (no config.json)")
+        check_model_folder(path, f"--model {model}")  # a damaged file named, not a traceback
         encoder = AutoModel.from_pretrained(path)
         config, state = encoder.config, encoder.state_dict()
         tokenizer = tokenizer or str(path)
@@ -106,6 +108,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
         raise ValueError(f"--model {model}: no such folder or checkpoint file")
     if not Path(tokenizer).is_dir():
         raise ValueError(f"--tokenizer {tokenizer}: no such tokenizer folder")
+    check_model_folder(Path(tokenizer), f"--tokenizer {tokenizer}")
     return classifier_from_encoder(config, state, num_labels, seed), AutoTokenizer.from_pretrained(
         tokenizer
     )

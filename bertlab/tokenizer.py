@@ -28,6 +28,7 @@ import os
 import random
 from pathlib import Path
 
+from bertlab.artefacts import check_model_folder, read_json_object
 from bertlab.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.tokenizer_parity import ParityReport, check_parity, compare_lines
 from bertlab.tokenizer_text import SPECIAL_IDS, SPECIAL_TOKENS, sample_lines
@@ -203,6 +204,8 @@ def load_tokenizer(path: str):
     folder = Path(path)
     if not folder.is_dir():
         raise ValueError(f"tokenizer folder {path} does not exist")
+    # A damaged file is named (AutoTokenizer's JSON errors name none).
+    check_model_folder(folder, f"tokenizer folder {path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except Exception as error:  # transformers raises many types for a folder it cannot read
@@ -231,22 +234,23 @@ def load_tokenizer(path: str):
 def tokenizer_fingerprint(path: str) -> str:
     """16 hex characters identifying the tokenizer in a folder (same tokenizer, same value)."""
     folder = Path(path)
+    data = read_json_object(folder / "tokenizer.json", f"tokenizer folder {path}")
+    config = read_json_object(folder / "tokenizer_config.json", f"tokenizer folder {path}")
     try:
-        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        model = data["model"]
+        vocab = model["vocab"]
+        if isinstance(vocab, list):  # Unigram: [piece, score] in id order
+            pairs = [(piece, index) for index, (piece, _) in enumerate(vocab)]
+            scores = [score for _, score in vocab]
+        else:
+            pairs, scores = list(vocab.items()), None
+        pairs += [(token["content"], token["id"]) for token in data.get("added_tokens", [])]
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise ValueError(
-            f"tokenizer folder {path} has no readable tokenizer files ({error})"
+            f"tokenizer folder {path}: {folder / 'tokenizer.json'} is damaged: no model "
+            "vocabulary in it"
         ) from None
-    model = data["model"]
-    vocab = model["vocab"]
-    if isinstance(vocab, list):  # Unigram: [piece, score] in id order
-        pairs = [(piece, index) for index, (piece, _) in enumerate(vocab)]
-        scores = [score for _, score in vocab]
-    else:
-        pairs, scores = list(vocab.items()), None
-    pairs += [(token["content"], token["id"]) for token in data.get("added_tokens", [])]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     canonical = {
         "vocab": sorted(set(pairs)),
         "model": {"type": model.get("type"), "scores": scores, "merges": merges},
