@@ -104,3 +104,31 @@ def test_values_compare_as_plain_data():
         ValueError, match=r"model\.hidden_size is set to 32 but the checkpoint has 64"
     ):
         check_resume("k.ckpt", checkpoint, {"hidden_size": 32}, {"hidden_size": 32})
+
+
+def test_a_fresh_run_never_replaces_an_earlier_runs_last_checkpoint(
+    en_samples, tmp_path, capsys, monkeypatch
+):
+    """Two runs sharing checkpoint.dirpath: the second must resume, not overwrite last.ckpt."""
+    from bertlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bertlab"])
+    folder = tmp_path / "checkpoints"
+
+    def fit(root: str, steps: int, *extra: str) -> None:
+        main(["fit", *small_run(en_samples, tmp_path / root, steps=steps), *MODEL,
+              f"--checkpoint.dirpath={folder}", *extra])  # fmt: skip
+
+    fit("first", 2)
+    last = (folder / "last.ckpt").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        fit("second", 3)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert f"checkpoint folder {folder} holds last.ckpt of an earlier run" in line
+    assert "--ckpt_path last" in line
+    assert (folder / "last.ckpt").read_bytes() == last
+    fit("second", 3, "--ckpt_path=last")
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 3
