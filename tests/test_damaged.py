@@ -86,6 +86,16 @@ def finetune_args(model: Path, w: Path, *extra: str) -> list[str]:
             "--max_epochs", "1", *extra]  # fmt: skip
 
 
+def recording_samples(w: Path) -> Path:
+    """The checkpoint, recording w's samples as `bertlab fit` does (export reads their meta)."""
+    import torch
+
+    checkpoint = torch.load(w / "tiny.ckpt", weights_only=True)
+    checkpoint["datamodule_hyper_parameters"] = {"train_files": str(w / "samples" / "train")}
+    torch.save(checkpoint, w / "run.ckpt")
+    return w / "run.ckpt"
+
+
 # (damaged file, command name, how to run it on the copy w)
 CASES = [
     ("tiny.ckpt", "export_model",
@@ -95,6 +105,9 @@ CASES = [
      lambda w: (finetune, finetune_args(w / "tiny.ckpt", w, "--tokenizer", str(w / "tok")))),
     ("tiny.ckpt", "bertlab fit", lambda w: (main, fit_args(w, f"--ckpt_path={w / 'tiny.ckpt'}"))),
     ("samples/train/meta.json", "bertlab fit", lambda w: (main, fit_args(w))),
+    ("samples/train/meta.json", "export_model",
+     lambda w: (export_model, ["--ckpt_path", str(recording_samples(w)), "--output_dir",
+                               str(w / "out")])),
     ("tok/tokenizer.json", "prepare_samples",
      lambda w: (prepare_samples, ["--input", str(w / "corpus" / "valid.txt"), "--tokenizer",
                                   str(w / "tok"), "--output_dir", str(w / "s")])),
