@@ -104,6 +104,8 @@ CASES = [
     ("tiny.ckpt", "finetune",
      lambda w: (finetune, finetune_args(w / "tiny.ckpt", w, "--tokenizer", str(w / "tok")))),
     ("tiny.ckpt", "bertlab fit", lambda w: (main, fit_args(w, f"--ckpt_path={w / 'tiny.ckpt'}"))),
+    ("tiny.ckpt", "bertlab test",
+     lambda w: (main, ["test", *fit_args(w, f"--ckpt_path={w / 'tiny.ckpt'}")[1:]])),
     ("samples/train/meta.json", "bertlab fit", lambda w: (main, fit_args(w))),
     ("samples/train/meta.json", "export_model",
      lambda w: (export_model, ["--ckpt_path", str(recording_samples(w)), "--output_dir",
