@@ -45,7 +45,7 @@ demo: $(STAMP)
 # flat (on the demo's samples, made first if missing), then the tests marked slow.
 soak: $(STAMP)
 	@test -f $(DEMO_DIR)/samples/train/meta.json || $(MAKE) demo
-	$(PYTHON) tools/soak.py --output_dir runs/soak
+	$(PYTHON) tools/soak.py --output_dir runs/soak --overwrite
 	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
 
 clean:

@@ -30,6 +30,9 @@ Decisions:
   what ran), and the choices with their reasons are logged in one line. Speed reaches the model
   and the data by links, never through the model's hyperparameters, so checkpoints do not carry
   it; the speed keys older checkpoints kept under `model` are dropped when one is read.
+- With `--ckpt_path` the model is the checkpoint's (LightningCLI reads its hyperparameters into
+  `model`); a model key the user set to another value is refused and the values taken from the
+  checkpoint are logged in one line (bertlab.resume).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from bertlab.heldout_monitor import HeldoutEvaluation
 from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
 from bertlab.preflight import Preflight, check_precision
+from bertlab.resume import check_resume
 from bertlab.speed import (
     LEGACY_MODEL_KEYS,
     Speed,
@@ -115,6 +119,7 @@ class BertLabCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._given_args = args  # what the user stated, for the resume check
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyperparameters: `last` is found among
         # every earlier run's checkpoints, and a missing or truncated file is a one-line error.
@@ -132,12 +137,36 @@ class BertLabCLI(LightningCLI):
         ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
+                "use --ckpt_path last to take the newest complete one"
+            ) from None
+        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+        if hparams is not None and not isinstance(hparams, dict):
+            raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
+        hparams = dict(hparams or {})
         hparams.pop("_instantiator", None)
         hparams = strip_legacy(hparams)
         if hparams:
+            current = self.config[subcommand].get("model")
+            current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
+            line = check_resume(ckpt_path, hparams, self._explicit_model(subcommand), current)
+            if line:
+                rank_zero_info(line)
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def _explicit_model(self, subcommand: str) -> dict[str, Any]:
+        """The model keys the user set, on the command line or in a --config file."""
+        args = getattr(self, "_given_args", None)
+        if args is not None and not isinstance(args, (list, tuple)):
+            return {}  # a dict or Namespace from Python: no way to tell defaults apart
+        given = self.parser.parse_args(args, defaults=False)
+        model = given.get(subcommand) and given[subcommand].get("model")
+        return model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

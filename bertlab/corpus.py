@@ -20,6 +20,12 @@ Decisions:
 - Memory stays flat: documents stream to a spool file beside the outputs while only their hashes
   are kept; a second pass over the spool writes the three splits. Each output is written with
   bertlab.atomic, so a failed run never leaves a file that looks complete.
+- The output folder follows bertlab.output_folder's rule: new, empty, or an earlier corpus of
+  prepare_corpus replaced only with --overwrite; never a folder holding an input or inside an
+  input folder. Unlike the other commands the splits are replaced file by file (each written
+  beside and renamed) rather than the folder whole, because the folder also keeps the downloaded
+  dump (raw/, by default), which a rerun resumes and must not lose. That cache, and a killed
+  run's hidden temporary files, are prepare_corpus's own and never make the folder foreign.
 - Cleaning wikitext and splitting sentences can run on --num_proc processes; documents come
   back in input order, so the output is the same for any --num_proc.
 - Bad input is a one-line ValueError naming the file, with the line (JSON Lines) or byte offset
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import fnmatch
 import functools
 import glob
 import gzip
@@ -51,6 +58,7 @@ from tqdm import tqdm
 
 from bertlab.atomic import atomic_write
 from bertlab.download import download_dump
+from bertlab.output_folder import Legacy, check_output_folder, write_marker
 from bertlab.sentences import split_sentences
 from bertlab.wikipedia import Page, iter_pages
 
@@ -59,6 +67,11 @@ _FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.
 _GLOB = re.compile(r"[*?[]")
 _OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+COMMAND = "prepare_corpus"
+DOWNLOADS = "raw"  # the default --download_dir, inside the output folder
+# What prepare_corpus wrote before the output marker existed.
+LEGACY = Legacy(names={*(f"{s}.txt" for s in SPLITS), DOWNLOADS}, required={"train.txt"})
+LEFTOVERS = ".*.tmp"  # the spool and atomic_write's temporary files of a killed run
 
 
 def prepare_corpus(
@@ -74,6 +87,7 @@ def prepare_corpus(
     mirror: str | None = None,
     min_doc_sentences: int = 1,
     num_proc: int = 1,
+    overwrite: bool = False,
 ) -> dict:
     """Turn Wikipedia dumps, plain text or JSON Lines into train.txt, valid.txt and test.txt.
 
@@ -100,6 +114,8 @@ def prepare_corpus(
             default is $BERTLAB_WIKIMEDIA_MIRROR if set, else dumps.wikimedia.org itself.
         min_doc_sentences: drop documents with fewer sentences than this.
         num_proc: processes cleaning and splitting documents; the output does not depend on it.
+        overwrite: replace an earlier corpus of prepare_corpus in output_dir (the downloaded
+            dump in it is kept).
     """
     output = Path(output_dir)
     lang = lang or download or "en"
@@ -109,12 +125,22 @@ def prepare_corpus(
         raise ValueError(f"--min_doc_sentences must be at least 1, got {min_doc_sentences}")
     _check_split_size("valid_docs", valid_docs)
     _check_split_size("test_docs", test_docs)
+    items = [input] if isinstance(input, str) else list(input or [])
+    downloads = Path(download_dir) if download_dir is not None else output / DOWNLOADS
+    own_cache = download is not None and downloads.resolve() == (output / DOWNLOADS).resolve()
+    inputs = [("--input", path) for path in _input_roots(items)]
+    if download is not None and not own_cache:
+        inputs.append(("--download_dir", downloads))
+    check_output_folder(
+        output, COMMAND, inputs, overwrite, legacy=LEGACY,
+        keep=(LEFTOVERS, DOWNLOADS) if own_cache else (LEFTOVERS,),
+    )  # fmt: skip
     outputs = {(output / f"{split}.txt").resolve() for split in SPLITS}
-    paths = expand_inputs([input] if isinstance(input, str) else list(input or []), outputs)
+    paths = expand_inputs(items, outputs)
     if download is not None:
         if date is None:
             raise ValueError("--download needs --date YYYYMMDD (a dump date of that wiki)")
-        paths.append(download_dump(download, date, download_dir or output / "raw", mirror))
+        paths.append(download_dump(download, date, downloads, mirror))
     elif date is not None:
         raise ValueError("--date is only used with --download LANG")
     if not paths:
@@ -131,6 +157,10 @@ def prepare_corpus(
         counts = _write_splits(spool, output, split_of)
     finally:
         spool.unlink(missing_ok=True)
+    # Last, so that only a complete corpus is recognised as prepare_corpus's (the dump's folder
+    # and what an earlier run left, all checked to be prepare_corpus's own, stay listed).
+    names = [p.name for p in output.iterdir() if not fnmatch.fnmatch(p.name, LEFTOVERS)]
+    write_marker(output, COMMAND, names)
     summary = {
         "output_dir": str(output),
         "inputs": [str(p) for p in paths],
@@ -154,6 +184,17 @@ def _check_split_size(flag: str, value: int | float) -> None:
         raise ValueError(f"--{flag} must be a count or a fraction, got {value!r}")
     if value < 0 or (isinstance(value, float) and value >= 1):
         raise ValueError(f"--{flag} {value}: give a count (10) or a fraction below 1 (0.01)")
+
+
+def _input_roots(items: list[str]) -> list[Path]:
+    """What the --input items name, globs expanded: the paths the output must stay clear of."""
+    roots = []
+    for item in map(str, items):
+        if _GLOB.search(item) and not Path(item).exists():
+            roots.extend(Path(m) for m in sorted(glob.glob(item, recursive=True)))
+        else:
+            roots.append(Path(item))
+    return roots
 
 
 def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[Path]:

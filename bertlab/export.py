@@ -29,6 +29,10 @@ Decisions:
 - `--embeddings_only`: `word_embeddings.safetensors` holding one tensor under the Hugging Face
   name `bert.embeddings.word_embeddings.weight` (so `load_state_dict(strict=False)` puts it in
   place), with the tokenizer and a card; verified bit-exact against the checkpoint.
+- The output folder follows bertlab.output_folder's rule: new, empty, or an earlier export_model
+  folder replaced with --overwrite; never the checkpoint's, the config's or the tokenizer's
+  folder or one inside them. Folders exported before the rule's marker are recognised by their
+  files (config.json or word_embeddings.safetensors, README.md, tokenizer files).
 - Texts for the checks are the first lines of the training corpus (from the samples' meta.json)
   when it is still there, else a few built-in sentences; the card says which.
 """
@@ -45,8 +49,8 @@ from typing import Any
 
 import torch
 
-from bertlab.atomic import atomic_dir
 from bertlab.export_tokenizer import (
+    TOKENIZER_FILES,
     check_texts,
     check_tokenizer,
     copy_tokenizer_files,
@@ -62,6 +66,7 @@ from bertlab.model_card import (
     render_model_card,
     widget_sentence,
 )
+from bertlab.output_folder import Legacy, check_inputs, check_output_folder, output_folder
 from bertlab.prenorm import MARKER as PRE_LN_MARKER
 from bertlab.prenorm import is_pre_layer_norm, transformers_model, use_pre_layer_norm
 from bertlab.run_facts import RunFacts, collect_run_facts
@@ -70,6 +75,15 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 STRICT_TOLERANCE = 1e-5
 LOOSE_TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2}
 MODEL_PREFIX = "model."
+COMMAND = "export_model"
+# What export_model wrote before the output marker existed.
+LEGACY = Legacy(
+    names={
+        *TOKENIZER_FILES, "config.json", "model.safetensors", EMBEDDINGS_FILE, "README.md",
+        "CHANGELOG.md", "generation_config.json",
+    },
+    required={"README.md", "tokenizer_config.json"},
+)  # fmt: skip
 
 
 def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
@@ -79,7 +93,10 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
         raise ValueError(f"--ckpt_path {ckpt_path} does not exist or is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as error:
+    # A truncated file can also be a bare OSError ([Errno 22] Invalid argument), naming nothing.
+    except (
+        pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, OSError,
+    ) as error:  # fmt: skip
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"--ckpt_path {ckpt_path}: not a checkpoint torch.load(weights_only=True) can read "
@@ -162,14 +179,6 @@ def resolve_tokenizer(tokenizer: str | None, facts: RunFacts) -> Path:
             f"tokenizer folder {path} (from {source}) does not exist; pass --tokenizer DIR"
         )
     return path
-
-
-def _check_output_dir(output_dir: str, overwrite: bool) -> None:
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output_dir {output_dir} exists and is not a folder")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise ValueError(f"--output_dir {output_dir} exists and is not empty; pass --overwrite")
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -318,17 +327,19 @@ def export_model(
         widget_text: The Hub widget's example; [MASK] is replaced by the tokenizer's mask token.
         embeddings_only: Write only the word embeddings (safetensors) and the tokenizer.
         dtype: float32, float16 or bfloat16 weights.
-        overwrite: Replace a non-empty output_dir.
+        overwrite: Replace an earlier export_model folder in output_dir.
     """
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if config is not None and not Path(config).is_file():
         raise ValueError(f"--config {config} does not exist")
-    _check_output_dir(output_dir, overwrite)
+    inputs = [("--ckpt_path", ckpt_path), ("--config", config), ("--tokenizer", tokenizer)]
+    check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
     _quiet_transformers()
     checkpoint = load_checkpoint(ckpt_path)
     facts = collect_run_facts(checkpoint, ckpt_path, config)
     tokenizer_dir = resolve_tokenizer(tokenizer, facts)
+    check_inputs(output_dir, [("the tokenizer folder", tokenizer_dir)])  # recorded, not given
     reference = rebuild_model(checkpoint, str(tokenizer_dir))
     source_tok = check_tokenizer(tokenizer_dir, reference.config.vocab_size, facts.samples_meta)
     lines, where = check_texts(facts.samples_meta)
@@ -338,7 +349,7 @@ def export_model(
     meta = front_matter(language, license, datasets, widget, embeddings_only)
     exported_at = datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
-    with atomic_dir(output_dir, overwrite=overwrite) as tmp:
+    with output_folder(output_dir, COMMAND, checked=True) as tmp:
         copy_tokenizer_files(tokenizer_dir, tmp)
         info = tokenizer_info(tmp, tokenizer_dir, source_tok)
         checks = {"tokenizer": verify_tokenizer_folder(tmp, source_tok, lines, where)}

@@ -21,6 +21,8 @@ import json as jsonlib
 from pathlib import Path
 from typing import Any
 
+from bertlab.artefacts import check_model_folder
+
 Prediction = dict[str, Any]
 
 
@@ -32,6 +34,7 @@ def load_fill_mask_pipeline(model: str):
     folder = Path(model)
     if not (folder / "config.json").is_file():
         raise ValueError(f"--model {model}: not a model folder (no config.json)")
+    check_model_folder(folder, f"--model {model}")  # a damaged file named, not a traceback
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     device = 0 if torch.cuda.is_available() else -1

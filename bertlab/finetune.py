@@ -14,7 +14,9 @@ Decisions:
   the best epoch's weights are kept in memory (no checkpoint files), and the reported validation
   and test scores are those of the best epoch's weights. `best_epoch` counts from 1.
 - The result is one JSON object on stdout (Lightning's chatter goes to stderr) and optionally in
-  `output_json`, written atomically.
+  `output_json`, written atomically. bertlab.output_folder's rule holds for that file, checked
+  before any training: never an input (a slip like `--output_json train.tsv`), never inside the
+  model folder, and an existing file only when it is an earlier result, with --overwrite.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bertlab.artefacts import check_model_folder
 from bertlab.atomic import atomic_write
 from bertlab.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
+from bertlab.output_folder import check_output_file
 from bertlab.tasks import (
     check_compatible,
     classification_metrics,
@@ -84,6 +88,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"--model {model}: not a model folder (no config.json)")
+        check_model_folder(path, f"--model {model}")  # a damaged file named, not a traceback
         encoder = AutoModel.from_pretrained(path)
         config, state = encoder.config, encoder.state_dict()
         tokenizer = tokenizer or str(path)
@@ -104,9 +109,19 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
         raise ValueError(f"--model {model}: no such folder or checkpoint file")
     if not Path(tokenizer).is_dir():
         raise ValueError(f"--tokenizer {tokenizer}: no such tokenizer folder")
+    check_model_folder(Path(tokenizer), f"--tokenizer {tokenizer}")
     return classifier_from_encoder(config, state, num_labels, seed), AutoTokenizer.from_pretrained(
         tokenizer
     )
+
+
+def _is_result(path: Path) -> bool:
+    """Whether `path` holds a result finetune wrote (its JSON object with these keys)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(result, dict) and {"model", "train_file", "best_epoch"} <= result.keys()
 
 
 def optimizer_and_schedule(model, lr: float, weight_decay: float, warmup_ratio: float, total: int):
@@ -212,6 +227,7 @@ def finetune(
     accelerator: str = "auto",
     precision: str = "32-true",
     output_json: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Fine-tune a model on a classification task; print accuracy (and F1 for two classes) as JSON.
 
@@ -242,9 +258,20 @@ def finetune(
         seed: Seed of the classification head, the data order and dropout.
         accelerator: Lightning accelerator (auto, cpu, gpu, ...); one device is used.
         precision: Lightning precision (32-true, bf16-mixed, 16-mixed).
-        output_json: Also write the result to this file.
+        output_json: Also write the result to this file (a new one, or an earlier result of
+            finetune with --overwrite).
+        overwrite: Replace an earlier finetune result at output_json.
     """
     began = time.perf_counter()
+    if output_json:
+        inputs = [
+            ("--model", model), ("--train_file", train_file), ("--valid_file", valid_file),
+            ("--test_file", test_file), ("--tokenizer", tokenizer),
+        ]  # fmt: skip
+        check_output_file(
+            output_json, "finetune", inputs, overwrite, flag="--output_json",
+            recognise=_is_result,
+        )  # fmt: skip
     if batch_size < 1:
         raise ValueError(f"--batch_size must be positive, got {batch_size}")
     if max_seq_len < 8:

@@ -28,6 +28,7 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
+from bertlab.artefacts import check_model_folder
 from bertlab.model_card import EMBEDDINGS_FILE, check_card
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
@@ -73,6 +74,8 @@ def check_export_folder(model_dir: Path) -> None:
         )
     if "tokenizer_config.json" not in names:
         raise ValueError(f"--model_dir {model_dir}: no tokenizer files (tokenizer_config.json)")
+    # A dry run must not call a folder with a damaged file fine: read what the Hub would serve.
+    check_model_folder(model_dir, f"--model_dir {model_dir}")
     problems = check_card(model_dir, _mask_token(model_dir))
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -23,7 +23,10 @@ Decisions:
 - `--smoothing` is TensorBoard's (a de-biased exponential average, raw values drawn faintly
   behind) and touches only dense, noisy series: not the learning rate (a schedule, exact), not
   sparse ones (validation, downstream: drawn with markers).
-- PNGs through matplotlib's Agg backend (no display needed), each written atomically.
+- PNGs through matplotlib's Agg backend (no display needed). The output folder follows
+  bertlab.output_folder's rule (new, empty, or an earlier plot_runs folder replaced whole with
+  --overwrite, never inside a --logdir) and appears complete or not at all, so no stale figure of
+  an earlier run survives beside the new ones.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertlab.atomic import atomic_write
+from bertlab.output_folder import Legacy, check_output_folder, output_folder
 
 EVENT_FILE_MARKER = "tfevents"
 # Series this short are periodic evaluations: drawn with markers, never smoothed (an average of
@@ -69,6 +72,9 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("mfu_step.png", "Model FLOPs utilisation", "mfu", "step", "MFU"),
     FigureSpec("downstream_time.png", "Downstream accuracy", "downstream", "time", "accuracy"),
 )
+COMMAND = "plot_runs"
+# What plot_runs wrote before the output marker existed.
+LEGACY = Legacy(names={spec.file for spec in FIGURES}, required=())
 
 
 @dataclass
@@ -264,6 +270,7 @@ def plot_runs(
     patterns: dict[str, str] | None = None,
     smoothing: float = 0.0,
     dpi: int = 100,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write PNG figures from the TensorBoard logs of one or several runs, overlaid.
 
@@ -275,31 +282,40 @@ def plot_runs(
     Args:
         logdir: one or more log folders (searched recursively for events.out.tfevents.* files;
             each folder holding some is one run) or event files.
-        output_dir: folder for the PNG files (created; other files in it are left alone).
+        output_dir: folder for the PNG files: new, empty, or an earlier plot_runs folder with
+            --overwrite (replaced whole).
         names: a legend name for each --logdir, in order (default: the paths).
         patterns: regular expressions over tag names by group, replacing the defaults, e.g.
             '{"loss": "loss$", "lr": "^lr-"}'; groups: loss, lr, throughput, mfu, downstream.
         smoothing: TensorBoard-style exponential smoothing weight in [0, 1) for series of more
             than 30 points; raw values stay drawn faintly behind.
         dpi: resolution of the PNGs (8 x 5 inches).
+        overwrite: replace an earlier plot_runs folder in output_dir.
     """
     import json
-
-    import matplotlib.pyplot as plt
 
     if not 0 <= smoothing < 1:
         raise ValueError(f"--smoothing must be in [0, 1), got {smoothing}")
     if dpi <= 0:
         raise ValueError(f"--dpi must be positive, got {dpi}")
     compiled = _compile_patterns(patterns)
+    inputs = [("--logdir", path) for path in logdir]
+    check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
     runs = load_runs(logdir, names)
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output_dir {output_dir} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
 
     figures: dict[str, list[str]] = {}
     notes: list[str] = []
+    with output_folder(out, COMMAND, checked=True) as tmp:
+        _draw_all(runs, compiled, smoothing, dpi, tmp, figures, notes)
+    manifest = {"output_dir": str(out), "figures": figures, "notes": notes}
+    print(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _draw_all(runs, compiled, smoothing: float, dpi: int, out: Path, figures, notes) -> None:
+    import matplotlib.pyplot as plt
+
     for spec in FIGURES:
         pattern = compiled[spec.group]
         selected = [(run, _matching(run, pattern, notes, spec.file)) for run in runs]
@@ -311,11 +327,7 @@ def plot_runs(
             if not chosen:
                 notes.append(f"{spec.file}: {run.name} has no tag matching {pattern.pattern!r}")
         figure, drawn = _draw(spec, present, smoothing, dpi)
-        with atomic_write(out / spec.file, "wb") as f:
+        with open(out / spec.file, "wb") as f:  # the folder as a whole appears atomically
             figure.savefig(f, format="png")
         plt.close(figure)
         figures[spec.file] = drawn
-
-    manifest = {"output_dir": str(out), "figures": figures, "notes": notes}
-    print(json.dumps(manifest, indent=2))
-    return manifest

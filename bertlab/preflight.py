@@ -8,6 +8,11 @@ Decisions:
   bertlab.checkpointing.checkpoint_size_estimate) plus `min_free_mb`. Two checkpoints by
   default: the new file is written beside the one it replaces. Rank 0 checks (it writes the
   checkpoints) and broadcasts the verdict, so every process fails together instead of hanging.
+- A fresh run (no `--ckpt_path`) refuses a checkpoint folder that already holds a `last.ckpt`:
+  it would replace an earlier run's newest checkpoint (bertlab.output_folder's rule: never
+  replace what this run did not write). Lightning's own folders are new per run
+  (`version_N/checkpoints`), so only a shared `checkpoint.dirpath` meets this; the user resumes
+  with `--ckpt_path last` or chooses another folder.
 - A failure is an OSError whose one line names the folder, the free and needed space, and the
   keys that change them; it is raised before any step, so no checkpoint of this run exists yet.
 - Free space can still run out later (other writers); then the atomic checkpoint writer fails
@@ -57,9 +62,22 @@ class Preflight(Callback):
             needed = self.free_checkpoints * checkpoint_size_estimate(pl_module)
             needed += self.min_free_mb * MIB
             error = next(filter(None, (check_folder(f, needed) for f in sorted(folders))), None)
+            if error is None and trainer.ckpt_path is None:
+                error = next(filter(None, map(earlier_run, sorted(folders))), None)
         error = trainer.strategy.broadcast(error)
         if error:
             raise OSError(error)
+
+
+def earlier_run(folder: str | Path) -> str | None:
+    """Why a fresh run must not write into `folder` (None when it may)."""
+    last = Path(folder) / "last.ckpt"
+    if not last.exists():
+        return None
+    return (
+        f"checkpoint folder {folder} holds {last.name} of an earlier run, which this run would "
+        "replace; resume that run with --ckpt_path last, or set checkpoint.dirpath to a new folder"
+    )
 
 
 def check_folder(folder: str | Path, needed_bytes: float) -> str | None:

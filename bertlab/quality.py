@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,10 @@ from typing import Any
 
 from bertlab.atomic import atomic_write
 from bertlab.benchmarking import BERT_MINI, DEFAULT_INPUT, _cached, _key, run_in_process
+from bertlab.output_folder import check_output_folder, output_folder
 
 REPO = Path(__file__).resolve().parents[1]
+COMMAND = "quality_benchmark"
 SYSTEMS = ("hf_trainer", "bertlab", "budget", "ablation")
 # Each ablation turns one speed switch off (the equal-steps bertlab run otherwise).
 ABLATIONS = {
@@ -330,11 +331,9 @@ def quality_benchmark(
         )
     if steps < 1 or eval_every < 1 or warmup_steps >= steps:
         raise ValueError("--steps and --eval_every must be >= 1 and --warmup_steps < --steps")
-    out = Path(output_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--output_dir {output_dir} is not empty; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
+    inputs = [("--input", input), ("--work_dir", work_dir)]
+    check_output_folder(output_dir, COMMAND, inputs, overwrite)
     data = prepare_quality_data(input, work_dir)
     texts = [Path(data["test"]).name, Path(data["other_domain"]).name]
     equal = [
@@ -351,11 +350,28 @@ def quality_benchmark(
     if "ablation" in systems:
         for name in variants or ABLATIONS:
             plan[f"ablation/{name}"] = equal + ABLATIONS[name]
+    with output_folder(output_dir, COMMAND, inputs, overwrite, checked=True) as out:
+        runs = _run_plan(plan, data, out, steps, batch_size, lr, warmup_steps, eval_every,
+                         budget_eval_every, max_blocks)  # fmt: skip
+        lines = summarise(runs, texts)
+        with atomic_write(out / "quality.jsonl") as f:
+            for name, result in runs.items():
+                for point in result.get("heldout", []):
+                    f.write(json.dumps({"run": name, **point}) + "\n")
+        (out / "quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        plot(runs, texts, out / "quality.png")
+    print("\n".join(lines))
+    return {"runs": {n: r.get("heldout", r) for n, r in runs.items()}, "summary": lines}
+
+
+def _run_plan(
+    plan: dict[str, list[str] | None], data: dict, out: Path, steps: int, batch_size: int,
+    lr: float, warmup_steps: int, eval_every: int, budget_eval_every: int, max_blocks: int,
+) -> dict[str, dict]:  # fmt: skip
+    """Every planned run, in order, each in its own process and folder under `out`."""
     runs: dict[str, dict] = {}
     for name, extra in plan.items():
         run_dir = out / name.replace("/", "-")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # --overwrite: this tool's own run folder of an earlier call
         run_dir.mkdir(parents=True)
         if extra is None:
             spec = _recipe_spec(data, steps, batch_size, lr, warmup_steps, eval_every, max_blocks)
@@ -368,13 +384,4 @@ def quality_benchmark(
         runs[name] = result
         last = result.get("heldout", [{}])[-1]
         print(json.dumps({"run": name, "error": result.get("error"), "last": last}), flush=True)
-    lines = summarise(runs, texts)
-    with atomic_write(out / "quality.jsonl") as f:
-        for name, result in runs.items():
-            for point in result.get("heldout", []):
-                f.write(json.dumps({"run": name, **point}) + "\n")
-    with atomic_write(out / "quality.md") as f:
-        f.write("\n".join(lines) + "\n")
-    plot(runs, texts, out / "quality.png")
-    print("\n".join(lines))
-    return {"runs": {n: r.get("heldout", r) for n, r in runs.items()}, "summary": lines}
+    return runs

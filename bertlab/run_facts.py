@@ -20,8 +20,10 @@ Decisions:
 - Facts are gathered into a plain dataclass; a fact nothing records stays None and the card says
   "not recorded" rather than guessing. The one estimate (tokens seen = batches x batch size x
   devices x mean tokens per sample, when no counter was logged) is labelled as one.
-- Reading is forgiving (a missing or unreadable side file is simply absent), except the
-  checkpoint itself, whose shape is checked by the exporter.
+- Reading is forgiving (a missing side file is simply absent), except the checkpoint itself,
+  whose shape is checked by the exporter, and the samples' meta.json when it is there but
+  damaged: the export's tokenizer check rests on it, and a check skipped because its input is
+  unreadable would pass without looking (a one-line error naming the file instead).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bertlab.artefacts import read_json_object
 
 VAL_LOSS_TAG = re.compile(r"^val(idation)?[_/]loss(_epoch)?$")
 TEST_LOSS_TAG = re.compile(r"^test[_/]loss(_epoch)?$")
@@ -283,13 +287,8 @@ def collect_run_facts(
     base = Path(facts.config_path).parent if facts.config_path else None
     meta_path = find_samples_meta(data.get("train_files"), base)
     if meta_path is not None:
-        import json
-
-        try:
-            facts.samples_meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            facts.samples_meta_path = str(meta_path.resolve())
-        except (OSError, ValueError):
-            pass
+        facts.samples_meta = read_json_object(meta_path, "the run's data.train_files")
+        facts.samples_meta_path = str(meta_path.resolve())
 
     facts.tokenizer_path = (
         model.get("tokenizer")

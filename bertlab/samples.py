@@ -20,7 +20,8 @@ Decisions:
 - Everything is written inside a temporary folder that replaces --output_dir only when complete
   (bertlab.atomic.atomic_dir): a failed run leaves no meta.json that looks finished, and a failed
   rerun leaves the previous output as it was. Since the folder is replaced whole, it must be new,
-  empty or an earlier output of prepare_samples (never, say, the corpus folder).
+  empty or an earlier output of prepare_samples, replaced only with --overwrite, and neither hold
+  nor lie inside the corpus file or the tokenizer (bertlab.output_folder's rule).
 - meta.json holds nothing that depends on the run (no times, no --num_proc) so that it is
   byte-identical too; besides the contract's keys it records `corpus` (documents, sentences and
   tokens read) for throughput figures.
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bertlab.atomic import atomic_dir
+from bertlab.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.pairs import mlm_blocks, nsp_pairs
 from bertlab.shards import LineEncoder, ShardDealer, deal, finish_shard, shard_name
 from bertlab.tokenized import TokenizedCorpus, read_documents, tokenize_corpus
@@ -49,6 +50,9 @@ FORMAT = "bertlab.samples"
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 MIN_SEQ_LEN = 8
+COMMAND = "prepare_samples"
+# What prepare_samples wrote before the output marker existed.
+LEGACY = Legacy(names={"meta.json"}, required={"meta.json"}, patterns={"shard-*.jsonl.gz"})
 
 
 def prepare_samples(
@@ -62,6 +66,7 @@ def prepare_samples(
     num_shards: int = 8,
     num_proc: int = 1,
     nsp: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Tokenize a corpus and write BERT pre-training samples: *.jsonl.gz shards and meta.json.
 
@@ -78,10 +83,12 @@ def prepare_samples(
         num_proc: processes to use; does not change the output.
         nsp: sentence pairs with next_sentence_label (true) or MLM-only blocks of one document
             (false).
+        overwrite: replace an earlier output of prepare_samples in output_dir.
     """
     _check_arguments(max_seq_len, dupe_factor, short_seq_prob, num_shards, num_proc)
     source = _source_file(input)
-    _check_output_dir(Path(output_dir), source)
+    inputs = [("--input", source), ("--tokenizer", tokenizer)]
+    check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
     documents = read_documents(source)
     first = next(documents, None)  # an empty corpus is an error before the slow imports
     if first is None:
@@ -91,7 +98,10 @@ def prepare_samples(
     if getattr(tok, "backend_tokenizer", None) is None:
         raise ValueError(f"--tokenizer {tokenizer}: no tokenizer.json (a fast tokenizer is needed)")
 
-    with atomic_dir(output_dir) as tmp, Workers(num_proc, tok.backend_tokenizer) as workers:
+    with (
+        output_folder(output_dir, COMMAND, checked=True) as tmp,
+        Workers(num_proc, tok.backend_tokenizer) as workers,
+    ):
         scratch = tmp / ".scratch"
         scratch.mkdir()
         corpus = tokenize_corpus(itertools.chain([first], documents), source, tok, workers)
@@ -148,25 +158,6 @@ def _check_arguments(
         raise ValueError(f"--num_shards {num_shards} must be at least 1")
     if num_proc < 1:
         raise ValueError(f"--num_proc {num_proc} must be at least 1")
-
-
-def _check_output_dir(output: Path, source: Path) -> None:
-    """The output folder is replaced whole: refuse one that holds anything but earlier samples."""
-    if source.is_relative_to(output.resolve()):
-        raise ValueError(f"--output_dir {output} holds the --input file; choose another folder")
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise ValueError(f"--output_dir {output} exists and is not a folder")
-    try:
-        earlier = json.loads((output / "meta.json").read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
-        earlier = None
-    if earlier != FORMAT and any(output.iterdir()):
-        raise ValueError(
-            f"--output_dir {output} is not empty and holds no samples made by prepare_samples; "
-            "it would be replaced: choose a new or empty folder"
-        )
 
 
 def _source_file(input: str) -> Path:
@@ -318,7 +309,7 @@ def measure_throughput(
             run = functools.partial(
                 prepare_samples, input, tokenizer, f"{scratch}/samples-{n}",
                 max_seq_len=max_seq_len, dupe_factor=dupe_factor, num_shards=num_shards,
-                num_proc=n,
+                num_proc=n, overwrite=True,  # each repeat replaces its own earlier output
             )  # fmt: skip
             systems.append(("prepare_samples", n, run))
         best: dict[int, tuple[float, float]] = {}

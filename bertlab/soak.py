@@ -20,6 +20,12 @@ Decisions:
 - Outputs in output_dir: memory.csv (seconds, step estimate, rss_mb, tree_pss_mb, checkpoints),
   memory.png, summary.json and the run's log; the summary is also returned and printed. A failed
   check is a ValueError naming it (the command exits 2), after all outputs are written.
+- output_dir follows bertlab.output_folder's rule (new, empty, or an earlier soak's folder with
+  --overwrite; a folder from before the marker is recognised by its fit.log). It is the one
+  command that does not build its output beside and rename it: the outputs are the evidence of a
+  failed soak and must stay where they are when it fails, and the run's own files (config.yaml,
+  checkpoints) name the folder they were written in. An earlier soak's entries are deleted
+  before the run, and only those.
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ import sys
 import time
 from pathlib import Path
 
+from bertlab.output_folder import Legacy, check_output_folder, write_marker
+
 MIB = 2**20
+COMMAND = "soak"
+OUTPUTS = ("run", "fit.log", "memory.csv", "memory.png", "summary.json")
+LEGACY = Legacy(names=OUTPUTS, required={"fit.log"})
 
 
 def _children(pid: int) -> list[int]:
@@ -132,6 +143,7 @@ def soak(
     warmup_fraction: float = 0.2,
     max_growth_mb: float = 20.0,
     overrides: str = "",
+    overwrite: bool = False,
 ) -> dict:
     """Run a long tiny `bertlab fit`, sample its memory, check it stays flat and checkpoints few.
 
@@ -146,6 +158,7 @@ def soak(
         warmup_fraction: Leading fraction of the steps left out of the flatness check.
         max_growth_mb: Allowed RSS growth (MiB) between the first and last quarter after warm-up.
         overrides: More `bertlab fit` arguments in one string, e.g. "--data.batch_size=16".
+        overwrite: Replace an earlier soak's outputs in output_dir.
     """
     if max_steps < 4 * val_every:
         raise ValueError(f"--max_steps {max_steps} should be at least 4 x --val_every {val_every}")
@@ -153,11 +166,15 @@ def soak(
         raise ValueError(f"--warmup_fraction {warmup_fraction} must be in [0, 0.9)")
     out = Path(output_dir)
     run_dir = out / "run"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not (out / "fit.log").is_file():  # not a soak's own folder: leave it alone
-            raise ValueError(f"--output_dir {out}: {run_dir} is not empty; use a new folder")
-        shutil.rmtree(run_dir)  # the previous soak's run: replaced, as its CSV and plot are
+    if check_output_folder(out, COMMAND, [("--config", config)], overwrite, legacy=LEGACY):
+        for name in OUTPUTS:  # the earlier soak's entries, checked to be nothing else
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, COMMAND, OUTPUTS)
     command = [
         sys.executable, "-m", "bertlab", "fit", f"--config={config}",
         f"--trainer.max_steps={max_steps}", f"--trainer.val_check_interval={val_every}",

@@ -9,7 +9,9 @@ Decisions:
   than the sample.
 - A folder is only written once the parity check has passed on a sample of the training lines
   (tokenizer_parity.py): a tokenizer that would tokenize differently after export never appears.
-  The folder is built under a temporary name and renamed when complete.
+  The folder is built under a temporary name and renamed when complete; it follows
+  bertlab.output_folder's rule (a new or empty folder, or an earlier tokenizer of the same command
+  replaced only with --overwrite, never a folder holding the training text or the model).
 - `load_tokenizer` is the one door the rest of bertlab uses; it refuses, naming the folder, a
   folder that is missing, that AutoTokenizer cannot load, or whose special tokens are not at the
   fixed ids, rather than letting training run on the wrong ids.
@@ -26,7 +28,8 @@ import os
 import random
 from pathlib import Path
 
-from bertlab.atomic import atomic_dir
+from bertlab.artefacts import check_model_folder, read_json_object
+from bertlab.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.tokenizer_parity import ParityReport, check_parity, compare_lines
 from bertlab.tokenizer_text import SPECIAL_IDS, SPECIAL_TOKENS, sample_lines
 
@@ -42,6 +45,14 @@ __all__ = [
 ]
 
 MODEL_TYPES = ("unigram", "bpe", "wordpiece")
+# What the tokenizer commands wrote before the output marker existed (transformers' file names).
+LEGACY = Legacy(
+    names={
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+        "vocab.txt", "merges.txt", "vocab.json", "sentencepiece.model",
+    },
+    required={"tokenizer.json", "tokenizer_config.json"},
+)  # fmt: skip
 
 
 def train_tokenizer(
@@ -56,6 +67,7 @@ def train_tokenizer(
     seed: int = 0,
     num_threads: int | None = None,
     parity_lines: int = 10_000,
+    overwrite: bool = False,
 ) -> None:
     """Train a BERT tokenizer on a corpus file and write it as a transformers tokenizer folder.
 
@@ -66,7 +78,8 @@ def train_tokenizer(
 
     Args:
         train_file: corpus text, one sentence a line (blank lines between documents are skipped).
-        output_dir: the tokenizer folder to write (replaced if it exists).
+        output_dir: the tokenizer folder to write: new, empty, or an earlier train_tokenizer
+            folder with --overwrite.
         model_type: unigram or bpe (SentencePiece), or wordpiece (BERT's original).
         vocab_size: number of tokens, special tokens included.
         input_sentence_size: train on a seeded random sample of this many lines (0: all lines).
@@ -79,7 +92,10 @@ def train_tokenizer(
         seed: seed of the line sample and of SentencePiece training.
         num_threads: SentencePiece training threads (default: every CPU).
         parity_lines: how many training lines the parity check compares (0: all of them).
+        overwrite: replace an earlier train_tokenizer folder in output_dir.
     """
+    inputs = [("--train_file", train_file)]
+    check_output_folder(output_dir, "train_tokenizer", inputs, overwrite, legacy=LEGACY)
     if model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     if vocab_size <= len(SPECIAL_TOKENS):
@@ -99,7 +115,7 @@ def train_tokenizer(
     rng = random.Random(seed)
     check = sorted(rng.sample(lines, parity_lines)) if 0 < parity_lines < len(lines) else lines
 
-    with atomic_dir(output_dir) as folder:
+    with output_folder(output_dir, "train_tokenizer", checked=True) as folder:
         if model_type == "wordpiece":
             from bertlab import tokenizer_wordpiece
 
@@ -137,6 +153,7 @@ def convert_tokenizer(
     text_file: str | None = None,
     parity_lines: int = 10_000,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> None:
     """Turn a SentencePiece model trained elsewhere into a bertlab tokenizer folder.
 
@@ -151,13 +168,18 @@ def convert_tokenizer(
 
     Args:
         spm_model: the SentencePiece .model file.
-        output_dir: the tokenizer folder to write (replaced if it exists).
+        output_dir: the tokenizer folder to write: new, empty, or an earlier convert_tokenizer
+            folder with --overwrite.
         text_file: text to check parity on, one sentence a line (default: text made of every
             piece of the model plus built-in English and Japanese sentences).
         parity_lines: how many lines of text_file the check compares (0: all of them).
         seed: seed of the line sample of text_file.
+        overwrite: replace an earlier convert_tokenizer folder in output_dir.
     """
     from bertlab import tokenizer_spm
+
+    inputs = [("--spm_model", spm_model), ("--text_file", text_file)]
+    check_output_folder(output_dir, "convert_tokenizer", inputs, overwrite, legacy=LEGACY)
 
     proto = tokenizer_spm.read_model(spm_model)
     tokenizer_spm.check_model(proto, f"--spm_model {spm_model}")
@@ -166,7 +188,7 @@ def convert_tokenizer(
         source = str(text_file)
     else:
         lines, source = list(enumerate(tokenizer_spm.check_text(proto), 1)), "the check text"
-    with atomic_dir(output_dir) as folder:
+    with output_folder(output_dir, "convert_tokenizer", checked=True) as folder:
         tokenizer_spm.save_folder(proto, folder)
         report = compare_lines(str(folder), lines, source)
         if not report.ok:
@@ -182,6 +204,8 @@ def load_tokenizer(path: str):
     folder = Path(path)
     if not folder.is_dir():
         raise ValueError(f"tokenizer folder {path} does not exist")
+    # A damaged file is named (AutoTokenizer's JSON errors name none).
+    check_model_folder(folder, f"tokenizer folder {path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except Exception as error:  # transformers raises many types for a folder it cannot read
@@ -210,22 +234,23 @@ def load_tokenizer(path: str):
 def tokenizer_fingerprint(path: str) -> str:
     """16 hex characters identifying the tokenizer in a folder (same tokenizer, same value)."""
     folder = Path(path)
+    data = read_json_object(folder / "tokenizer.json", f"tokenizer folder {path}")
+    config = read_json_object(folder / "tokenizer_config.json", f"tokenizer folder {path}")
     try:
-        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        model = data["model"]
+        vocab = model["vocab"]
+        if isinstance(vocab, list):  # Unigram: [piece, score] in id order
+            pairs = [(piece, index) for index, (piece, _) in enumerate(vocab)]
+            scores = [score for _, score in vocab]
+        else:
+            pairs, scores = list(vocab.items()), None
+        pairs += [(token["content"], token["id"]) for token in data.get("added_tokens", [])]
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise ValueError(
-            f"tokenizer folder {path} has no readable tokenizer files ({error})"
+            f"tokenizer folder {path}: {folder / 'tokenizer.json'} is damaged: no model "
+            "vocabulary in it"
         ) from None
-    model = data["model"]
-    vocab = model["vocab"]
-    if isinstance(vocab, list):  # Unigram: [piece, score] in id order
-        pairs = [(piece, index) for index, (piece, _) in enumerate(vocab)]
-        scores = [score for _, score in vocab]
-    else:
-        pairs, scores = list(vocab.items()), None
-    pairs += [(token["content"], token["id"]) for token in data.get("added_tokens", [])]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     canonical = {
         "vocab": sorted(set(pairs)),
         "model": {"type": model.get("type"), "scores": scores, "merges": merges},

@@ -223,15 +223,21 @@ def test_flags_are_checked(tmp_path: Path) -> None:
 
 
 def test_corpus_folder_inside_an_input_folder(tmp_path: Path) -> None:
-    source = tmp_path / "docs.txt"
+    source = tmp_path / "in" / "docs.txt"
+    source.parent.mkdir()
     source.write_text("\n\n".join(f"Document number {i}." for i in range(20)) + "\n")
-    out = tmp_path / "corpus"
-    # The file named twice is read once; on the rerun, the first run's outputs are not inputs.
-    first = prepare_corpus([str(tmp_path), str(source)], str(out), valid_docs=2, test_docs=2)
-    second = prepare_corpus([str(tmp_path), str(source)], str(out), valid_docs=2, test_docs=2)
-    assert first == second and first["splits"]["train"]["documents"] == 16
-    with pytest.raises(ValueError, match="is one of this run's outputs"):
-        prepare_corpus([str(out / "train.txt")], str(out))
+    out = source.parent / "corpus"
+    # The output rule (bertlab.output_folder): never inside an input folder, whose files a rerun
+    # would read, and never holding an input.
+    with pytest.raises(ValueError, match="--output_dir .*corpus is inside --input"):
+        prepare_corpus([str(source.parent), str(source)], str(out), valid_docs=2, test_docs=2)
+    assert not out.exists()
+    # The file named twice is read once.
+    other = tmp_path / "corpus"
+    first = prepare_corpus([str(source), str(source)], str(other), valid_docs=2, test_docs=2)
+    assert first["splits"]["train"]["documents"] == 16
+    with pytest.raises(ValueError, match="holds --input"):
+        prepare_corpus([str(other / "train.txt")], str(other), overwrite=True)
 
 
 def test_num_proc_does_not_change_the_output(shared_data: Path, tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import run_tool
 
+from bertlab.corpus import prepare_corpus
 from bertlab.download import download_dump, dump_url
+from bertlab.output_folder import read_marker
 
 DATE = "20160501"
 NAME = f"enwiki-{DATE}-pages-articles.xml.bz2"
@@ -139,6 +141,15 @@ def test_download_through_the_tool(mirror, en_corpus: Path, tmp_path: Path) -> N
     assert (out / "raw" / NAME).is_file()
     for split in ("train", "valid", "test"):  # the same corpus as from the local file
         assert (out / f"{split}.txt").read_bytes() == (en_corpus / f"{split}.txt").read_bytes()
+    # The dump in raw/ is prepare_corpus's own: a rerun needs --overwrite, keeps it and reuses it.
+    assert read_marker(out)["entries"] == ["raw", "test.txt", "train.txt", "valid.txt"]
+    args = {"download": "en", "date": DATE, "mirror": mirror.url, "output_dir": str(out)}
+    with pytest.raises(ValueError, match="holds an earlier output of prepare_corpus"):
+        prepare_corpus(**args, valid_docs=10, test_docs=5)
+    _reset(mirror)
+    prepare_corpus(**args, valid_docs=10, test_docs=5, overwrite=True)
+    assert (out / "raw" / NAME).is_file() and not mirror.requests
+    assert (out / "train.txt").read_bytes() == (en_corpus / "train.txt").read_bytes()
 
 
 def test_bad_checksum_is_a_clear_error(mirror, tmp_path: Path) -> None:

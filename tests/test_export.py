@@ -256,14 +256,12 @@ def test_bfloat16_and_embeddings_only(trained_ckpt: Path, tmp_path: Path):
         assert f.get_tensor(f.keys()[0]).dtype == torch.bfloat16
     assert "looser tolerance" in (half / "README.md").read_text(encoding="utf-8")
 
-    embeddings = tmp_path / "embeddings"
-    embeddings.mkdir()
-    (embeddings / "old.txt").write_text("replaced by --overwrite")
+    embeddings = half  # an earlier export, replaced whole by --overwrite
     export_model(str(trained_ckpt), str(embeddings), embeddings_only=True, dtype="float16",
                  overwrite=True)  # fmt: skip
     names = {p.name for p in embeddings.iterdir()}
     assert "word_embeddings.safetensors" in names and "tokenizer.json" in names
-    assert not names & {"old.txt", "config.json", "model.safetensors"}
+    assert not names & {"config.json", "model.safetensors"}
     tensors = load_file(embeddings / "word_embeddings.safetensors")
     checkpoint = torch.load(trained_ckpt, weights_only=True)
     want = checkpoint["state_dict"]["model.bert.embeddings.word_embeddings.weight"].half()
@@ -318,7 +316,11 @@ def test_non_empty_output_dir_needs_overwrite(trained_ckpt: Path, tmp_path: Path
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     error = user_error(capsys, ["--ckpt_path", str(trained_ckpt), "--output_dir", str(out)])
-    assert "--overwrite" in error
+    assert "holds no output of export_model (keep.txt)" in error
+    error = user_error(
+        capsys, ["--ckpt_path", str(trained_ckpt), "--output_dir", str(out), "--overwrite"]
+    )
+    assert "holds no output of export_model (keep.txt)" in error
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 

@@ -208,6 +208,49 @@ def test_tool_reports_a_bad_label_in_one_line(task, tmp_path):
     assert result.stderr.startswith(f"error: {valid} line 2: label 'fr' does not occur")
 
 
+def test_output_json_follows_the_output_rule(task, tmp_path, capsys):
+    """--output_json is never an input, inside the model folder, a folder or someone else's file;
+    an earlier result is replaced only with --overwrite (bertlab.output_folder)."""
+    from bertlab.command import run
+
+    files = task["files"]
+    train = tmp_path / "data" / "train.tsv"
+    train.parent.mkdir()
+    train.write_bytes(files["train"]["tsv"].read_bytes())
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    args = ["--model", task["model"], "--train_file", train, "--valid_file", files["valid"]["tsv"],
+            "--max_epochs", 1, "--batch_size", 32, "--max_seq_len", 32]  # fmt: skip
+
+    def refused(output, *fragments, extra=()):
+        with pytest.raises(SystemExit) as exit_info:
+            run(finetune, [str(a) for a in [*args, "--output_json", output, *extra]])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: --output_json {output}"), err
+        for fragment in fragments:
+            assert fragment in err, err
+
+    before = {p: p.read_bytes() for p in [train, notes, *task["model"].iterdir()]}
+    refused(train, "is --train_file")
+    refused(task["model"] / "result.json", "is inside --model")
+    refused(train.parent, "holds --train_file")
+    (tmp_path / "folder").mkdir()
+    refused(tmp_path / "folder", "is a folder")
+    refused(notes, "not a result of finetune", extra=["--overwrite"])
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in train.parent.iterdir()) == ["train.tsv"]
+
+    result = tmp_path / "result.json"
+    run(finetune, [str(a) for a in [*args, "--output_json", result]])
+    first = json.loads(result.read_text())
+    capsys.readouterr()
+    refused(result, "earlier result of finetune", "--overwrite")
+    assert json.loads(result.read_text()) == first
+    run(finetune, [str(a) for a in [*args, "--output_json", result, "--overwrite", "--seed", 1]])
+    assert json.loads(result.read_text())["seed"] == 1
+
+
 # ------------------------------------------------------------------------- pairs, JSON Lines
 def test_glue_tsv_pairs_use_both_columns(task):
     files = task["files"]

@@ -152,6 +152,7 @@ def test_meta_and_shards_of_the_fixture(en_samples: Path, en_corpus: Path, en_wo
     assert (meta["max_seq_len"], meta["nsp"], meta["seed"], meta["dupe_factor"]) == (64, True, 0, 1)
     assert meta["source_files"] == [str((en_corpus / "train.txt").resolve())]
     assert sorted(p.name for p in train.iterdir()) == [
+        ".bertlab-output",  # the marker of bertlab.output_folder
         "meta.json",
         *(f"shard-{i:05d}.jsonl.gz" for i in range(4)),
     ]
@@ -291,7 +292,7 @@ def test_bad_input_is_a_one_line_error(en_wordpiece: Path, tmp_path: Path) -> No
         (["--input", latin1], f"byte {len(good.read_bytes()) * 200 + 3}"),
         (["--input", truncated], "truncated.txt.gz"),
         (["--tokenizer", no_specials], "no_specials"),
-        (["--output_dir", tmp_path], "holds the --input file"),
+        (["--output_dir", tmp_path], "holds --input"),
         (["--output_dir", foreign], "--output_dir"),
     ]
     for number, (args, expected) in enumerate(cases):

@@ -5,6 +5,8 @@
 # The raw text is CPython's own reference documentation (always installed) unless CORPUS names
 # the user's files (a Wikipedia dump, .txt, .jsonl; several separated by spaces).
 set -euo pipefail
+# Every step passes --overwrite: a second `make demo` replaces the first one's outputs (each tool
+# refuses a folder it did not write, so nothing else in DEMO_DIR can be lost).
 PYTHON=${PYTHON:-python}
 DEMO_DIR=${DEMO_DIR:-demo}
 CORPUS=${CORPUS:-}
@@ -21,17 +23,17 @@ fi
 step "prepare_corpus"
 # shellcheck disable=SC2086  # CORPUS may name several files
 "$PYTHON" tools/prepare_corpus.py --input $CORPUS --output_dir "$DEMO_DIR/corpus" \
-  --lang "$LANG_CODE" --valid_docs 8 --test_docs 8
+  --lang "$LANG_CODE" --valid_docs 8 --test_docs 8 --overwrite
 
 step "train_tokenizer (WordPiece)"
 "$PYTHON" tools/train_tokenizer.py --train_file "$DEMO_DIR/corpus/train.txt" \
-  --output_dir "$DEMO_DIR/tokenizer" --model_type wordpiece --vocab_size 4000
+  --output_dir "$DEMO_DIR/tokenizer" --model_type wordpiece --vocab_size 4000 --overwrite
 
 step "prepare_samples"
 for split in train valid test; do
   "$PYTHON" tools/prepare_samples.py --input "$DEMO_DIR/corpus/$split.txt" \
     --tokenizer "$DEMO_DIR/tokenizer" --output_dir "$DEMO_DIR/samples/$split" \
-    --max_seq_len 128 --num_shards 2
+    --max_seq_len 128 --num_shards 2 --overwrite
 done
 
 step "bertlab fit (configs/tiny.yaml)"
