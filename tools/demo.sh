@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole bertlab pipeline on a CPU in a few minutes.
 #
-# raw text -> corpus -> WordPiece tokenizer -> samples -> tiny BERT fit -> test -> export -> fill-mask
+# raw text -> corpus -> WordPiece tokenizer -> samples -> tiny BERT fit -> test -> export ->
+# held-out loss against a unigram model -> fill-mask
 # The raw text is CPython's own reference documentation (always installed) unless CORPUS names
 # the user's files (a Wikipedia dump, .txt, .jsonl; several separated by spaces).
 set -euo pipefail
@@ -50,6 +51,10 @@ step "bertlab test on $CKPT"
 step "export_model -> $DEMO_DIR/model"
 "$PYTHON" tools/export_model.py --ckpt_path "$CKPT" --output_dir "$DEMO_DIR/model" \
   --language "$LANG_CODE" --overwrite
+
+step "evaluate_mlm: held-out loss beside a unigram model of the training text"
+"$PYTHON" tools/evaluate_mlm.py --model "$DEMO_DIR/model" --text "$DEMO_DIR/corpus/test.txt" \
+  --unigram_corpus "$DEMO_DIR/corpus/train.txt"
 
 step "fill_mask"
 "$PYTHON" tools/fill_mask.py --model "$DEMO_DIR/model" --text \
