@@ -113,6 +113,7 @@ class BertPretraining(pl.LightningModule):
         lr_schedule: Literal["linear", "constant"] = "linear",
         initializer_range: float = 0.02,
         layer_norm: Literal["post", "pre"] = "post",
+        position_init: Literal["random", "sinusoidal"] = "random",
         speed: Speed | None = None,
     ) -> None:
         super().__init__()
@@ -125,6 +126,10 @@ class BertPretraining(pl.LightningModule):
         self.speed = speed
         if objective not in OBJECTIVES:
             raise ValueError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
+        if position_init not in ("random", "sinusoidal"):
+            raise ValueError(
+                f"model.position_init must be random or sinusoidal, got {position_init!r}"
+            )
         if layer_norm not in ("post", "pre"):
             raise ValueError(f"model.layer_norm must be post or pre, got {layer_norm!r}")
         if layer_norm == "pre" and objective != "mlm":

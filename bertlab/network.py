@@ -10,7 +10,9 @@ Decisions:
   whose ids mean nothing to the old matrix. Without it, a folder that holds its own tokenizer must
   agree with ours (same tokens at the same ids, new tokens only appended): continuing with the
   wrong tokenizer is an error, not a silently scrambled model.
-- `layer_norm: pre` switches a new network to pre-LN (bertlab.prenorm) after it is built.
+- `layer_norm: pre` switches a new network to pre-LN (bertlab.prenorm) after it is built;
+  `position_init: sinusoidal` draws its position table as sinusoids (the architecture, and what
+  transformers loads, are unchanged: the positions are still learned).
 - The tokenizer is read with AutoTokenizer, not bertlab.tokenizer.load_tokenizer: a pretrained
   BERT's own tokenizer (continue-mlm) has special ids other than bertlab's fixed ones.
 - The weights are fp32 whatever the folder stored: precision is the trainer's business.
@@ -18,6 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -96,9 +99,27 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
     )
     config._attn_implementation = attn_implementation
     model = BertForPreTraining(config)
+    if hp.get("position_init", "random") == "sinusoidal":
+        sinusoidal_positions(model)
     if hp.get("layer_norm", "post") == "pre":
         use_pre_layer_norm(model)
     return model
+
+
+def sinusoidal_positions(model: BertForPreTraining) -> None:
+    """Draw the (learned) position embeddings as the Transformer's sinusoids, at the scale of
+    the other initial weights: one fixed linear map takes position p to p - k for every p, so a
+    head that attends to its neighbours is one matrix to learn, not one vector per position."""
+    table = model.bert.embeddings.position_embeddings.weight
+    positions, width = table.shape
+    position = torch.arange(positions, dtype=torch.float32)[:, None]
+    rates = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(1e4) / width))
+    waves = torch.zeros(positions, width)
+    waves[:, 0::2] = torch.sin(position * rates)
+    waves[:, 1::2] = torch.cos(position * rates)[:, : width // 2]
+    scale = model.config.initializer_range / float(waves.std())
+    with torch.no_grad():
+        table.copy_(waves * scale)
 
 
 def _load_pretrained(

@@ -412,3 +412,23 @@ def test_callbacks_final_checkpoint_and_throughput(tmp_path):
     assert monitor.last["throughput/samples_per_sec"] * real / 8 == pytest.approx(
         monitor.last["throughput/tokens_per_sec"]
     )
+
+
+def test_sinusoidal_position_init_relates_neighbours_at_the_initial_scale():
+    from bertlab.module import BertPretraining
+
+    def table(position_init: str) -> torch.Tensor:
+        module = BertPretraining(
+            vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=128, max_position_embeddings=64, objective="mlm",
+            position_init=position_init, initializer_range=0.05,
+        )  # fmt: skip
+        return module.model.bert.embeddings.position_embeddings.weight.detach()
+
+    sinusoids, drawn = table("sinusoidal"), table("random")
+    assert float(sinusoids.std()) == pytest.approx(0.05, rel=1e-3)
+    cosine = torch.nn.functional.cosine_similarity
+    assert float(cosine(sinusoids[10], sinusoids[11], dim=0)) > 0.9  # neighbours look alike
+    assert abs(float(cosine(drawn[10], drawn[11], dim=0))) < 0.5
+    with pytest.raises(ValueError, match="model.position_init"):
+        table("learned")
