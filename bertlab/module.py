@@ -43,7 +43,13 @@ from bertlab.dropout import use_fast_dropout
 from bertlab.flops import model_training_flops
 from bertlab.heads import pretraining_losses
 from bertlab.network import build_network
-from bertlab.optim import build_adamw, lr_multiplier, parameter_groups, select_trainable
+from bertlab.optim import (
+    BUDGET_WARMUP_SHARE,
+    build_adamw,
+    lr_multiplier,
+    parameter_groups,
+    select_trainable,
+)
 from bertlab.speed import Speed, probe_device, resolve
 from bertlab.time_budget import BudgetClock, budget_seconds
 
@@ -296,7 +302,8 @@ class BertPretraining(pl.LightningModule):
             self._budget_clock = clock = BudgetClock(trainer)
             used = lambda: clock.used  # noqa: E731 (a function: LambdaLR does not save it)
             rank_zero_info(
-                f"lr schedule: {hp.warmup_steps} warm-up steps, then "
+                f"lr schedule: {hp.warmup_steps} warm-up steps (or the first "
+                f"{BUDGET_WARMUP_SHARE:.0%} of the budget, if shorter), then "
                 + (
                     f"linear decay to 0 at the end of trainer.max_time ({budget:.0f} s; no "
                     "trainer.max_steps)"

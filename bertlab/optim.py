@@ -20,7 +20,8 @@ Decisions:
 - Schedule: linear warmup over `warmup_steps` optimizer steps (the first step already uses
   lr/warmup_steps, not 0), then linear decay to exactly 0 at `max_steps`, or constant. With a
   time budget (trainer.max_time and no max_steps), the decay is laid over the budget instead, as
-  Cramming does: the factor is 1 minus the share of the budget spent (bertlab.time_budget). The
+  Cramming does: the factor is 1 minus the share of the budget spent (bertlab.time_budget), and
+  the warm-up ends by 5% of the budget at the latest, so a long run's recipe works in minutes. The
   multiplier is a plain function, so the scheduler's state holds no objects and checkpoints load
   with `torch.load(weights_only=True)`.
 """
@@ -136,6 +137,9 @@ def build_adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **flags[implementation])
 
 
+BUDGET_WARMUP_SHARE = 0.05  # under a time budget, warm-up ends by 5% of it (Cramming: a share)
+
+
 def lr_multiplier(
     warmup_steps: int,
     max_steps: int | None,
@@ -145,7 +149,8 @@ def lr_multiplier(
     """The LambdaLR factor at optimizer step `step`: warmup, then linear decay to 0 or constant.
 
     With `budget_used` (a time budget: the share of it spent so far, 0 to 1), a linear schedule
-    decays to 0 at the end of the budget instead of at `max_steps`.
+    decays to 0 at the end of the budget instead of at `max_steps`, and the warm-up ends after
+    `warmup_steps` or once BUDGET_WARMUP_SHARE of the budget is spent, whichever comes first.
     """
     if schedule not in ("linear", "constant"):
         raise ValueError(f"model.lr_schedule must be linear or constant, got {schedule!r}")
@@ -167,11 +172,18 @@ def lr_multiplier(
 
     def multiplier(step: int) -> float:
         warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
-        if schedule == "constant":
-            return warm
-        if budget_used is not None:
+        if budget_used is None:
+            if schedule == "constant":
+                return warm
+        else:
+            used = budget_used()
+            # A recipe's warm-up in steps (10,000 for a long run) would outlast a short budget:
+            # under a budget it also ends once BUDGET_WARMUP_SHARE of the time is spent.
+            warm = min(1.0, max(warm, used / BUDGET_WARMUP_SHARE))
+            if schedule == "constant":
+                return warm
             # min(): a warm-up still under way when the budget's decay has begun gives way to it.
-            return min(warm, max(0.0, 1.0 - budget_used()))
+            return min(warm, max(0.0, 1.0 - used))
         if step < warmup_steps:
             return warm
         return max(0.0, (max_steps - step) / decay_steps)

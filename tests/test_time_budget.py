@@ -20,6 +20,12 @@ def test_the_factor_warms_up_in_steps_then_falls_with_the_budget_spent():
     assert [factor(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
     spent[0] = 0.6
     assert factor(100) == pytest.approx(0.4)
+    # A long run's warm-up (10,000 steps) ends by 5% of a short budget all the same.
+    long_warmup = lr_multiplier(10_000, -1, "linear", budget_used=lambda: spent[0])
+    spent[0] = 0.025
+    assert long_warmup(10) == pytest.approx(0.5)
+    spent[0] = 0.5
+    assert long_warmup(300) == pytest.approx(0.5)
     spent[0] = 1.0
     assert factor(200) == 0.0
     with pytest.raises(ValueError, match="trainer.max_time"):
