@@ -116,19 +116,22 @@ def prepare_quality_data(input: str, work_dir: str, vocab_size: int = 8000) -> d
 
 
 def _bertlab_args(
-    data: dict, run_dir: Path, steps: int, batch_size: int, eval_every: int, max_blocks: int
+    data: dict, run_dir: Path, steps: int, batch_size: int | None, eval_every: int, max_blocks: int
 ) -> list[str]:
+    """`bertlab fit` of the bert-mini recipe on the benchmark's data, scored by `heldout:`."""
     texts = json.dumps([data["test"], data["other_domain"]])
+    batch = [f"--data.batch_size={batch_size}"] if batch_size else []
     return [
         "fit", f"--config={REPO / 'configs' / 'bert-mini.yaml'}", "--model.objective=mlm",
         f"--data.train_files={data['samples']}", f"--data.val_files={data['valid_samples']}",
-        "--data.test_files=null", f"--data.batch_size={batch_size}", "--data.num_workers=1",
+        "--data.test_files=null", "--data.num_workers=1",
         f"--trainer.default_root_dir={run_dir}", "--trainer.limit_val_batches=10",
         f"--trainer.val_check_interval={max(steps, 1) if steps > 0 else 10**6}",
         "--trainer.log_every_n_steps=25", "--trainer.enable_progress_bar=false",
         "--checkpoint.save_top_k=0", f"--heldout.texts={texts}",
         f"--heldout.unigram_corpus={data['train']}", f"--heldout.every_n_steps={eval_every}",
         f"--heldout.max_blocks={max_blocks}", f"--heldout.output={run_dir / 'heldout.jsonl'}",
+        *batch,
     ]  # fmt: skip
 
 
@@ -290,6 +293,7 @@ def quality_benchmark(
     eval_every: int = 50,
     max_time: str = "00:00:08:00",
     budget_eval_every: int = 250,
+    budget_args: list[str] | None = None,
     systems: list[str] | None = None,
     variants: list[str] | None = None,
     max_blocks: int = 128,
@@ -312,6 +316,8 @@ def quality_benchmark(
         eval_every: steps between evaluations of the equal-steps runs.
         max_time: the `budget` run's --trainer.max_time (DD:HH:MM:SS).
         budget_eval_every: steps between evaluations of the `budget` run.
+        budget_args: more `bertlab fit` flags for the `budget` run (e.g. --data.batch_size=32);
+            without them it runs the recipe as it is, at the recipe's batch size.
         systems: any of hf_trainer, bertlab, budget, ablation (default: all).
         variants: the ablation runs (default: all of them).
         max_blocks: held-out blocks of 128 tokens per text.
@@ -346,7 +352,8 @@ def quality_benchmark(
     if "bertlab" in systems or "ablation" in systems:
         plan["bertlab"] = equal
     if "budget" in systems:
-        plan["budget"] = ["--trainer.max_steps=-1", f"--trainer.max_time={max_time}"]
+        budget = ["--trainer.max_steps=-1", f"--trainer.max_time={max_time}"]
+        plan["budget"] = budget + list(budget_args or [])
     if "ablation" in systems:
         for name in variants or ABLATIONS:
             plan[f"ablation/{name}"] = equal + ABLATIONS[name]
@@ -377,9 +384,12 @@ def _run_plan(
             spec = _recipe_spec(data, steps, batch_size, lr, warmup_steps, eval_every, max_blocks)
             result = run_in_process(spec)
         else:
-            every = budget_eval_every if name == "budget" else eval_every
-            run_steps = -1 if name == "budget" else steps
-            base = _bertlab_args(data, run_dir, run_steps, batch_size, every, max_blocks)
+            budget = name == "budget"
+            every = budget_eval_every if budget else eval_every
+            base = _bertlab_args(
+                data, run_dir, -1 if budget else steps, None if budget else batch_size, every,
+                max_blocks,
+            )  # fmt: skip
             result = _run_bertlab(base + extra, run_dir, timeout=3 * 3600)
         runs[name] = result
         last = result.get("heldout", [{}])[-1]
