@@ -85,7 +85,11 @@ def ddp_fit(train: Path, valid: Path, root: Path, *extra: str, timeout: float = 
         "--throughput.peak_flops=0", f"--trainer.default_root_dir={root}",
         callback("RecordSources", folder=str(root / "sources")), *extra,
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "tests"))
+    # PYTHONFAULTHANDLER: on a hang every process (ranks, loader workers) prints its threads'
+    # stacks when SIGABRT reaches the group, so the failure says where it waited.
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "tests"), PYTHONFAULTHANDLER="1"
+    )
     log = root.with_suffix(f".{len(list(root.parent.glob(root.name + '.*.log')))}.log")
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -95,9 +99,12 @@ def ddp_fit(train: Path, valid: Path, root: Path, *extra: str, timeout: float = 
         try:
             status = process.wait(timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            raise AssertionError(f"DDP run hung:\n{log.read_text()[-3000:]}") from None
+            raise AssertionError(f"DDP run hung:\n{log.read_text()[-12000:]}") from None
         finally:  # rank 1 and the workers, should anything outlive rank 0
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

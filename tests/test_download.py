@@ -44,8 +44,10 @@ class DumpHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(data[start:])
+        # Counted before the write: once the client holds every byte the test may reset the
+        # counter, and a count made after the write would land in the next test's figure.
         server.sent += len(data) - start
+        self.wfile.write(data[start:])
 
     def log_message(self, *args) -> None:
         pass
