@@ -19,7 +19,8 @@ Decisions:
   so the saved position, not the counter, decides which batch comes next.
 - Batches (see bertlab.masking): LongTensors input_ids, attention_mask, token_type_ids, labels
   [B, T] (T the longest sample rounded up to pad_to_multiple_of; labels -100 where nothing is
-  predicted), next_sentence_label [B] when the samples have NSP labels, and with with_source
+  predicted), mlm_positions [N] (the flat indices of the labels that are not -100),
+  next_sentence_label [B] when the samples have NSP labels, and with with_source
   `source` [B, 2] (shard index, line), which `sources(batch)` turns into `path:line`.
 - The loader starts its workers on the first `next()`, not on `iter()`: Lightning creates the
   iterator before it restores the epoch on resume, and the epoch must be known when workers start.

@@ -8,6 +8,10 @@ Decisions:
   that carry a label (labels != -100), gathered into a [N, hidden] matrix. With a 30k vocabulary
   and 15% masking that skips ~85% of the largest matrix product of a small BERT. The loss and the
   gradients equal the dense computation (a test checks both, fp32, <= 1e-5).
+- The labelled positions come from the batch (`mlm_positions`, found by the collator on the
+  host) where it has them, so the gather's size is known without asking the device: no
+  host-device synchronisation inside a training step. Without them (a batch from elsewhere)
+  they are found with `nonzero()`, which waits for a GPU; both give the same loss and gradients.
 - The gathered positions are padded to a multiple of `pad_masked_to` (padding rows point at
   position 0 with target -100, so they add nothing to the loss or the gradients): matrix products
   get aligned shapes and `torch.compile` sees a few bucketed sizes instead of a new N every step.
@@ -35,11 +39,18 @@ __all__ = ["IGNORE_INDEX", "gather_masked", "mlm_loss", "nsp_loss", "pretraining
 
 
 def gather_masked(
-    hidden: Tensor, labels: Tensor, pad_to_multiple_of: int = 8
+    hidden: Tensor, labels: Tensor, pad_to_multiple_of: int = 8, positions: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Hidden states [N, H] and targets [N] of the labelled positions (N padded, targets -100)."""
+    """Hidden states [N, H] and targets [N] of the labelled positions (N padded, targets -100).
+
+    positions: the flat indices of the labelled positions (the batch's `mlm_positions`); None
+    finds them on the device (a host-device synchronisation on a GPU).
+    """
     flat_labels = labels.reshape(-1)
-    positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
+    if positions is None:
+        positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
+    else:
+        positions = positions.to(device=flat_labels.device, dtype=torch.long)
     targets = flat_labels.index_select(0, positions)
     if pad_to_multiple_of > 1:
         padding = -positions.numel() % pad_to_multiple_of
@@ -58,10 +69,14 @@ def mlm_loss(
     pad_masked_to: int = 8,
     accuracy: bool = True,
     fused: bool = True,
+    positions: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Masked-LM loss (mean over labelled positions), label count, correct count (if accuracy)."""
+    """Masked-LM loss (mean over labelled positions), label count, correct count (if accuracy).
+
+    positions: the flat indices of the labelled positions, if known (see gather_masked).
+    """
     if sparse:
-        hidden, targets = gather_masked(sequence_output, labels, pad_masked_to)
+        hidden, targets = gather_masked(sequence_output, labels, pad_masked_to, positions)
     else:
         hidden, targets = sequence_output, labels.reshape(-1)
     labelled = targets != IGNORE_INDEX
@@ -124,8 +139,9 @@ def pretraining_losses(
         return_dict=True,
     )
     result = mlm_loss(
-        model, outputs.last_hidden_state, batch["labels"], sparse, pad_masked_to, accuracy, fused
-    )
+        model, outputs.last_hidden_state, batch["labels"], sparse, pad_masked_to, accuracy, fused,
+        positions=batch.get("mlm_positions"),
+    )  # fmt: skip
     result["loss"] = result["mlm_loss"]
     if objective == "mlm_nsp":
         if "next_sentence_label" not in batch:

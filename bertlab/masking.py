@@ -14,6 +14,10 @@ Decisions:
   token becomes [MASK] (80%), a random token (10%) or stays (10%). Special tokens ([PAD], [CLS],
   [SEP], [UNK], [MASK], ...) are never selected, as in transformers' collator. Random tokens are
   drawn from the non-special ids only.
+- The batch carries `mlm_positions` [N]: the flat indices (row * T + column) of its labelled
+  positions, found here on the host, as the original BERT's `masked_lm_positions` are. The sparse
+  MLM head gathers them with a gather whose size the host already knows, so a training step on
+  a GPU never waits for the device to count its masked tokens (`nonzero()` does).
 - A batch with something to mask always gets at least one label (the maskable token with the
   smallest draw), so a loss over a tiny batch is never a mean over nothing.
 - Whole-word masking selects words instead of tokens: a token continues the word of the token
@@ -178,6 +182,7 @@ class MaskingCollator:
             "attention_mask": torch.from_numpy(attention.astype(np.int64)),
             "token_type_ids": torch.from_numpy(token_type_ids),
             "labels": torch.from_numpy(labels),
+            "mlm_positions": torch.from_numpy(np.flatnonzero(labels != -100)),
         }
         if self.nsp:
             nsp = [s["next_sentence_label"] for s in samples]

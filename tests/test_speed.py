@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bertlab.speed import (
     LEGACY_MODEL_KEYS,
@@ -152,3 +153,32 @@ def test_the_command_resolves_links_and_honours_explicit_values(en_samples, tmp_
     config = cli.config["validate"]
     assert config.trainer.precision == "32-true" and "auto" not in vars(config.speed).values()
     assert "speed" not in cli.model.hparams
+
+
+def test_a_gpu_run_builds_none_of_the_cpu_paths(en_samples, tmp_path, monkeypatch):
+    """Through the command, with the device faked as an H200: bf16-mixed, TF32, and no CPU-only
+    module (fast dropout masks) or setting (working copy, allocator) in what it builds."""
+    from test_cli import small_run, tiny_model
+
+    import bertlab.cli
+    from bertlab.dropout import FastDropout
+    from bertlab.module import BertPretraining
+
+    monkeypatch.setattr(bertlab.cli, "probe_device", lambda accelerator: H200)
+    before = torch.get_float32_matmul_precision()
+    try:
+        args = [*small_run(en_samples, tmp_path, steps=1), *tiny_model()]
+        cli = bertlab.cli.run_cli(["validate", *args, "--trainer.limit_val_batches=1"])
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    config = cli.config["validate"]
+    assert config.trainer.precision == "bf16-mixed"
+    assert not any(config.speed[name] for name in CPU_ONLY)
+    assert not any(isinstance(m, FastDropout) for m in cli.model.modules())
+    assert cli.model.compute_dtype is None  # no bf16 working copy
+    # The same construction on a CPU does build them: the check above can fail.
+    cpu = BertPretraining(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=64,
+                          speed=resolve(Speed(), AMX).speed)  # fmt: skip
+    assert any(isinstance(m, FastDropout) for m in cpu.modules())
