@@ -15,7 +15,7 @@ DEMO_DIR ?= demo
 SHARED_DATA ?= $(CURDIR)/../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format demo soak clean
+.PHONY: install test lint format demo soak clean gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -47,6 +47,26 @@ soak: $(STAMP)
 	@test -f $(DEMO_DIR)/samples/train/meta.json || $(MAKE) demo
 	$(PYTHON) tools/soak.py --output_dir runs/soak --overwrite
 	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+
+# The GPU check (tools/gpu_check.py): on a GPU machine with its own torch stack, no network and no
+# .venv, the image's python3 runs it (wheels of what the image lacks, from `make gpu-wheels` on a
+# machine with a registry, are installed first from GPU_WHEELS). Where .venv exists it is used.
+# `make gpu-check GPU_CHECK_ARGS="--device cpu --smoke --output_dir DIR"` runs it tiny on a CPU.
+GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),python3)
+GPU_WHEELS ?= $(CURDIR)/.gpu-wheels
+GPU_CHECK_ARGS ?= --output_dir runs/gpu-check --overwrite
+GPU_PACKAGES := fire termcolor jsonargparse docstring-parser typeshed-client mwparserfromhell
+
+gpu-check:
+	@if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 && ! $(GPU_PYTHON) -c "import fire, jsonargparse, docstring_parser, typeshed_client, mwparserfromhell" 2>/dev/null; then \
+	  $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps $(GPU_WHEELS)/*.whl; fi
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Wheels for the GPU image's Python (3.12, x86_64 Linux) of the packages it lacks.
+gpu-wheels: $(STAMP)
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
+	  --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux_2_28_x86_64 -d $(GPU_WHEELS) $(GPU_PACKAGES)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -55,11 +55,16 @@ class StepClock:
     ends: list[float] = field(default_factory=list)
     cpu_ends: list[float] = field(default_factory=list)
     counts: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    # Steps (0-based) whose end waits for the GPU: the two ends of the measured window, so the
+    # window holds the device's work and no step in it waits where it would not otherwise.
+    sync_at: frozenset[int] = frozenset()
 
     def begin(self) -> None:
         self.begins.append(time.perf_counter())
 
     def end(self) -> None:
+        if len(self.ends) in self.sync_at:
+            torch.cuda.synchronize()
         self.ends.append(time.perf_counter())
         self.cpu_ends.append(time.process_time())
 
@@ -126,6 +131,8 @@ def _finish(clock: StepClock, spec: dict, model: torch.nn.Module, extra: dict) -
     result["useful_flops_per_s"] = flops / result["seconds"]
     result["attn_implementation"] = model.config._attn_implementation
     result["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available() and spec.get("device") == "cuda":
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result | extra | peak_rss_mb()
 
 
@@ -210,7 +217,8 @@ def run_hf_trainer(spec: dict) -> dict:
     model = BertForMaskedLM(config)
     need = spec["steps"] * shape["batch_size"]
     dataset = TokenIdsDataset(spec["samples"], tokenizer.all_special_ids, limit=4 * need)
-    clock = StepClock()
+    gpu = spec.get("device") == "cuda"
+    clock = StepClock(sync_at=_window_ends(spec) if gpu else frozenset())
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
 
     def counting_collator(examples: list[dict]) -> dict:
@@ -244,7 +252,7 @@ def run_hf_trainer(spec: dict) -> dict:
             warmup_steps=spec["warmup_steps"],
             weight_decay=0.01,
             bf16=spec["precision"] == "bf16",
-            use_cpu=True,
+            use_cpu=not gpu,
             save_strategy="no",
             logging_strategy="no",
             report_to="none",
@@ -313,10 +321,11 @@ def run_bertlab(spec: dict) -> dict:
 
     shape, options = spec["shape"], spec["options"]
     processes = options.get("processes", 1)
-    if processes > 1:
+    gpu = spec.get("device") == "cuda"
+    if processes > 1 and not gpu:
         # Data parallel on one machine: each process gets its share of the cores and the batch.
         torch.set_num_threads(max(1, torch.get_num_threads() // processes))
-    clock = StepClock()
+    clock = StepClock(sync_at=_window_ends(spec) if gpu else frozenset())
 
     class Clock(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -349,7 +358,7 @@ def run_bertlab(spec: dict) -> dict:
         peak_flops=spec.get("peak_flops") or None, window=window, log_every_n_steps=spec["steps"]
     )
     pl.seed_everything(0, verbose=False)
-    facts = probe_device("cpu")
+    facts = probe_device("cuda" if gpu else "cpu")
     resolution = resolve(Speed(**spec.get("speed", {})), facts, spec.get("precision"), processes)
     model = BertPretraining(
         tokenizer=spec["tokenizer"],
@@ -374,7 +383,7 @@ def run_bertlab(spec: dict) -> dict:
         seed=0,
     )
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if gpu else "cpu",
         devices=processes,
         strategy="ddp" if processes > 1 else "auto",
         precision=resolution.precision,
@@ -415,21 +424,40 @@ def run_bertlab(spec: dict) -> dict:
     return result
 
 
-def run_peak(spec: dict) -> dict:
-    """This process's fp32 and bf16 matrix-product peaks (FLOP/s) and what the resolver sees."""
-    from bertlab.speed import cpu_facts
+def _window_ends(spec: dict) -> frozenset[int]:
+    """The steps that open and close the measured window (see StepClock.sync_at)."""
+    return frozenset({spec["warmup_steps"] - 1, spec["steps"] - 1})
 
-    facts = cpu_facts()
+
+def run_peak(spec: dict) -> dict:
+    """This process's fp32 and bf16 matrix-product peaks (FLOP/s) and what the resolver sees.
+
+    On a GPU the fp32 peak is with fp32 products as the resolver sets them (TF32 allowed).
+    """
+    from bertlab.speed import cpu_facts, cuda_facts
+
+    device = spec.get("device", "cpu")
+    facts = cuda_facts() if device == "cuda" else cpu_facts()
     seconds = spec.get("seconds", 1.0)
-    peaks = {"fp32": measure_peak_flops(torch.float32, seconds)}
+    if device == "cuda":
+        torch.set_float32_matmul_precision("high")
+    peaks = {"fp32": measure_peak_flops(torch.float32, seconds, device)}
     if spec.get("bf16", True):
-        peaks["bf16"] = measure_peak_flops(torch.bfloat16, seconds)
-    return {
+        peaks["bf16"] = measure_peak_flops(torch.bfloat16, seconds, device)
+    speedup = facts.bf16_speedup or 0
+    if device == "cuda" and "bf16" in peaks:
+        speedup = peaks["bf16"] / peaks["fp32"]
+    result = {
         "peaks": peaks,
         "describe": facts.describe(),
         "isa": facts.isa,
-        "bf16_speedup": round(facts.bf16_speedup or 0, 3),
+        "bf16_speedup": round(speedup, 3),
     }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        result |= {"gpu": facts.name, "gpu_memory_gb": round(props.total_memory / 2**30, 1)}
+        result["cuda"] = torch.version.cuda
+    return result
 
 
 RUNNERS = {"hf_trainer": run_hf_trainer, "bertlab": run_bertlab, "peak": run_peak}

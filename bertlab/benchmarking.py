@@ -26,6 +26,13 @@ Decisions:
 - `--emulate_avx2` runs the whole training comparison a second time with ONEDNN_MAX_CPU_ISA=AVX2
   ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 in every measuring process: an AVX2-only
   CPU, reproduced on a wider one. Every line names the CPU and the instruction set it ran with.
+- `--device cuda` runs the same comparison on a GPU, by default on the BERT-Base shape
+  (`--shape base`: 12 layers, hidden 768, 12 heads) at `--seq_len` 128 or 512: the recipe in
+  bf16 (and fp32, beside), bertlab with its defaults resolved for the GPU, loader workers on
+  both sides where they are each one's default (none for the notebook recipe, 4 for bertlab).
+  The clock synchronises with the GPU at the two ends of the measured window only, so neither
+  side is timed with waits it would not otherwise make; peak memory is the GPU's
+  (`torch.cuda.max_memory_allocated`), MFU is against the GPU's bf16 peak measured in the run.
 - Sample preparation is measured by bertlab.samples.measure_throughput (raw batch encoding
   against prepare_samples with --num_proc 1 and 2, on the same corpus file).
 """
@@ -50,13 +57,34 @@ from bertlab.atomic import atomic_dir
 SHARED_DATA = os.environ.get(
     "BERTLAB_SHARED_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data")
 )
-DEFAULT_INPUT = str(Path(SHARED_DATA) / "enwiki-sample.xml.bz2")
+# The shared English sample; where it is absent (a contributor's clone, a GPU machine without
+# ../shared) the repository's slice of the same dump (tests/data, 58 articles).
+DEFAULT_INPUT = next(
+    (
+        str(p)
+        for p in (
+            Path(SHARED_DATA) / "enwiki-sample.xml.bz2",
+            Path(__file__).resolve().parents[1] / "tests" / "data" / "enwiki-sample.xml.bz2",
+        )
+        if p.is_file()
+    ),
+    str(Path(SHARED_DATA) / "enwiki-sample.xml.bz2"),
+)
 SYSTEMS = ("prep", "hf_trainer", "bertlab", "ablation")
 BERT_MINI = {
     "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
     "intermediate_size": 1024, "max_position_embeddings": 512, "batch_size": 32,
     "max_seq_len": 128, "vocab_size": 30522, "dupe_factor": 5,
 }  # fmt: skip
+BERT_BASE = {
+    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "max_position_embeddings": 512, "batch_size": 256,
+    "max_seq_len": 128, "vocab_size": 30522, "dupe_factor": 5,
+}  # fmt: skip
+SHAPES = {"mini": BERT_MINI, "base": BERT_BASE}
+# The batch per sequence length on a GPU, the same for both systems (BERT-Base fits either on
+# an 80 GB or larger GPU in bf16 with the recipe's dense MLM head).
+GPU_BATCH = {128: 256, 512: 64}
 QUICK = {
     "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
     "intermediate_size": 128, "max_position_embeddings": 64, "batch_size": 8,
@@ -65,6 +93,8 @@ QUICK = {
 # bertlab's `defaults` set nothing (every speed setting auto); each ablation sets one thing.
 # "speed": explicit speed settings; "precision": trainer.precision; "options": the rest of a run.
 DEFAULT_OPTIONS = {"objective": "mlm", "num_workers": 0, "processes": 1}
+# On a GPU the loader works beside the device: bertlab's default there is loader workers.
+GPU_OPTIONS = DEFAULT_OPTIONS | {"num_workers": 4}
 ABLATIONS = {
     "bf16_working_copy": {"speed": {"bf16_working_copy": True}, "bf16": True},
     "fp32": {"speed": {"bf16_working_copy": False}},
@@ -85,7 +115,8 @@ ABLATIONS = {
     "two_processes": {"options": {"processes": 2}},
 }
 # Goals by instruction set (issue 12): on AMX >= 5x the recipe's better variant, elsewhere 3.5x.
-SPEEDUP_GOALS = {"amx": 5.0}
+SPEEDUP_GOALS = {"amx": 5.0, "cuda": 2.0}  # cuda: issue 15, BERT-Base at sequence length 128
+GPU_MFU_GOAL = 0.40
 DEFAULT_SPEEDUP_GOAL = 3.5
 GOALS = {"mfu_at_most": 1.0, "data_fraction": 0.05, "prep_vs_raw": 0.5}
 AVX2_EMULATION = {
@@ -179,7 +210,8 @@ def machine_facts(facts: dict) -> dict:
 
     name, flags = _cpuinfo()
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "sve")
-    return {
+    gpu = {k: facts[k] for k in ("gpu", "gpu_memory_gb", "cuda") if k in facts}
+    return gpu | {
         "cpu": name,
         "cpu_flags": [f for f in wanted if f in flags],
         "usable": facts.get("describe"),
@@ -209,6 +241,11 @@ def run_in_process(spec: dict, timeout: float = 3600, env: dict | None = None) -
         return json.loads(result_path.read_text(encoding="utf-8"))
 
 
+def default_options(device: str) -> dict:
+    """bertlab's run options on `device` when an ablation sets none."""
+    return GPU_OPTIONS if device == "cuda" else DEFAULT_OPTIONS
+
+
 def _train_specs(
     systems: list[str],
     data: dict,
@@ -218,11 +255,12 @@ def _train_specs(
     quick: bool,
     slow_bf16: bool,
     variants: list[str] | None = None,
+    device: str = "cpu",
 ) -> tuple[dict, dict]:
     """(name -> spec of every run the systems ask for, in run order; name -> why one is not run)."""
     common = {
         "tokenizer": data["tokenizer"], "samples": data["samples"], "shape": shape,
-        "steps": steps, "warmup_steps": warmup, "lr": 5e-4,
+        "steps": steps, "warmup_steps": warmup, "lr": 5e-4, "device": device,
     }  # fmt: skip
     specs: dict[str, dict] = {}
     skipped: dict[str, str] = {}
@@ -234,7 +272,7 @@ def _train_specs(
                 skipped[name] = why
                 continue
             specs[name] = {**common, "system": "hf_trainer", "precision": precision, "dropout": 0.1}
-        if not quick:
+        if not quick and device == "cpu":
             specs["hf_trainer/fp32_dropout_0"] = {
                 **common, "system": "hf_trainer", "precision": "fp32", "dropout": 0.0,
             }  # fmt: skip
@@ -248,7 +286,7 @@ def _train_specs(
         specs[f"bertlab/{name}"] = {
             **common, "system": "bertlab", "speed": change.get("speed", {}),
             "precision": change.get("precision"), "dropout": change.get("dropout", 0.1),
-            "options": DEFAULT_OPTIONS | change.get("options", {}),
+            "options": default_options(device) | change.get("options", {}),
         }  # fmt: skip
     return specs, skipped
 
@@ -300,7 +338,8 @@ def _train_record(name: str, spec: dict, result: dict, peaks: dict, mode: str) -
     record |= {"precision": spec["precision"], "dropout": spec["dropout"]}
     if spec.get("speed"):
         record["set_speed"] = spec["speed"]
-    changed = {k: v for k, v in (spec.get("options") or {}).items() if DEFAULT_OPTIONS[k] != v}
+    defaults = default_options(spec.get("device", "cpu"))
+    changed = {k: v for k, v in (spec.get("options") or {}).items() if defaults[k] != v}
     if changed:
         record["set_options"] = changed
     if "error" in result:
@@ -317,7 +356,7 @@ def _train_record(name: str, spec: dict, result: dict, peaks: dict, mode: str) -
     }
     keep = (
         "data_fraction", "padding_efficiency", "cpu_share", "cpu_s_per_step", "peak_rss_mb",
-        "peak_rss_children_mb",
+        "peak_rss_children_mb", "peak_gpu_mb",
         "measured_steps", "attn_implementation", "optimizer", "torch_threads", "speed",
         "callback_mfu", "callback_tokens_per_sec", "callback_data_fraction",
     )  # fmt: skip
@@ -351,13 +390,14 @@ def _ratio_record(
         return None
     baseline = max(hf, key=lambda r: r["tokens_per_s"])
     speedup = ours["tokens_per_s"] / baseline["tokens_per_s"]
-    goal = SPEEDUP_GOALS.get(isa, DEFAULT_SPEEDUP_GOAL)
+    gpu = isa.startswith("sm_")
+    goal = SPEEDUP_GOALS["cuda"] if gpu else SPEEDUP_GOALS.get(isa, DEFAULT_SPEEDUP_GOAL)
     record = {
         "benchmark": "train", "isa_mode": mode, "system": "ratio",
         "bertlab_vs_hf_trainer": round(speedup, 3),
         "hf_trainer_best_variant": baseline["variant"],
         "bertlab_mfu": ours["mfu"], "bertlab_data_fraction": ours.get("data_fraction"),
-        "goals": {"speedup": goal, **GOALS},
+        "goals": {"speedup": goal, **GOALS} | ({"mfu_at_least": GPU_MFU_GOAL} if gpu else {}),
     }  # fmt: skip
     # On a shared machine a whole round can run slow: the ratio within each round, and its median
     # over the rounds, is the figure the goal is judged by when there are several rounds.
@@ -380,13 +420,16 @@ def _ratio_record(
         "data_fraction": (ours.get("data_fraction") or 0) < GOALS["data_fraction"],
         "auto_within_5pct": record.get("defaults_vs_best_explicit", 1.0) >= 0.95,
     }
+    if gpu:
+        record["met"]["mfu_at_least"] = ours["mfu"] >= GPU_MFU_GOAL
     return record
 
 
-def _measure_peaks(threads: int | None, env: dict, seconds: float, bf16: bool) -> dict:
-    result = run_in_process(
-        {"system": "peak", "threads": threads, "seconds": seconds, "bf16": bf16}, env=env
-    )
+def _measure_peaks(
+    threads: int | None, env: dict, seconds: float, bf16: bool, device: str = "cpu"
+) -> dict:
+    spec = {"system": "peak", "threads": threads, "seconds": seconds, "bf16": bf16}
+    result = run_in_process(spec | {"device": device}, env=env)
     assert "error" not in result, result
     return result
 
@@ -406,6 +449,10 @@ def benchmark(
     emulate_avx2: bool = False,
     variants: list[str] | None = None,
     native: bool = True,
+    device: str = "cpu",
+    shape: str | None = None,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
 ) -> None:
     """Measure bertlab against the Hugging Face Trainer recipe; print one JSON line per system.
 
@@ -435,6 +482,11 @@ def benchmark(
         variants: the ablation lines to run (default: all of them).
         native: run the training comparison natively (--native false with --emulate_avx2: only
             under the emulation).
+        device: cpu, or cuda (the first GPU: the comparison in bf16, MFU against its bf16 peak).
+        shape: mini (bert-mini) or base (BERT-Base); default: mini on a CPU, base on a GPU.
+        seq_len: the samples' max_seq_len (default 128).
+        batch_size: the batch of both systems (default: 32 on a CPU; on a GPU 256 at
+            sequence length 128 and 64 at 512).
     """
     systems = list(systems or SYSTEMS)
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -449,41 +501,62 @@ def benchmark(
         raise ValueError(
             f"--variants {' '.join(wrong)}: unknown; choose from {' '.join(ABLATIONS)}"
         )
-    shape = QUICK if quick else BERT_MINI
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: choose cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device on this machine")
+    if device == "cuda" and emulate_avx2:
+        raise ValueError("--emulate_avx2 limits a CPU's instructions: not with --device cuda")
+    shape_name = shape or ("base" if device == "cuda" else "mini")
+    if shape_name not in SHAPES:
+        raise ValueError(f"--shape {shape_name}: choose from {' '.join(SHAPES)}")
+    if seq_len is not None and not 8 <= seq_len <= 512:
+        raise ValueError(f"--seq_len {seq_len} must be between 8 and 512")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch_size {batch_size} must be >= 1")
+    shape = dict(QUICK if quick else SHAPES[shape_name])
+    if seq_len and not quick:
+        shape["max_seq_len"] = seq_len
+    if device == "cuda" and not quick:
+        shape["batch_size"] = GPU_BATCH.get(shape["max_seq_len"], shape["batch_size"])
+    if batch_size:
+        shape["batch_size"] = batch_size
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
     if threads:
         torch.set_num_threads(threads)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON lines only
         data = prepare_data(input, work_dir, shape)
-    modes = ({"native": {}} if native else {}) | (
+    modes = ({("cuda" if device == "cuda" else "native"): {}} if native else {}) | (
         {"avx2_emulated": AVX2_EMULATION} if emulate_avx2 else {}
     )
     if not modes:
         raise ValueError("--native false needs --emulate_avx2: nothing to measure")
     peak_seconds = 0.3 if quick else 2.0
     for mode, env in modes.items():
-        probe = _measure_peaks(threads, env, peak_seconds, bf16=True)
+        probe = _measure_peaks(threads, env, peak_seconds, bf16=True, device=device)
         slow_bf16 = probe["bf16_speedup"] < SLOW_BF16
         peaks = [probe["peaks"]]
         record = {"benchmark": "machine", "isa_mode": mode, "system": "machine"}
-        _emit(record | machine_facts(probe) | {"env": env, "data": data}, output)
-        if "prep" in systems and mode == "native":
+        facts = machine_facts(probe) | {"env": env, "data": data, "shape": shape}
+        _emit(record | facts, output)
+        if "prep" in systems and mode in ("native", "cuda"):
             with contextlib.redirect_stdout(sys.stderr):
                 records = _prep_records(data, work_dir, shape, 1 if quick else prep_repeats)
             for record in records:
                 _emit(record, output)
         _train(systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile,
-               output, mode, env, probe, slow_bf16, peaks, peak_seconds, variants)  # fmt: skip
+               output, mode, env, probe, slow_bf16, peaks, peak_seconds, variants,
+               device)  # fmt: skip
 
 
 def _train(
     systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile, output, mode,
-    env, probe, slow_bf16, peaks, peak_seconds, variants,
+    env, probe, slow_bf16, peaks, peak_seconds, variants, device="cpu",
 ) -> None:  # fmt: skip
     """The training runs of one instruction-set mode, interleaved over `repeats`; their lines."""
     shape = {**shape, "vocab_size": data["vocab_size"]}
     specs, skipped = _train_specs(
-        systems, data, shape, steps, warmup_steps, quick, slow_bf16, variants
+        systems, data, shape, steps, warmup_steps, quick, slow_bf16, variants, device
     )
     if not specs:
         return
@@ -502,7 +575,8 @@ def _train(
             old = results.get(name)
             if old is None or result.get("tokens_per_s", 0) > old.get("tokens_per_s", 0):
                 results[name] = result
-            peaks.append(_measure_peaks(threads, env, peak_seconds / 2, not slow_bf16)["peaks"])
+            between = _measure_peaks(threads, env, peak_seconds / 2, not slow_bf16, device)
+            peaks.append(between["peaks"])
     best = {dtype: max(p.get(dtype, 0) for p in peaks) for dtype in ("fp32", "bf16")}
     _emit(
         {"benchmark": "train", "isa_mode": mode, "system": "peak",
