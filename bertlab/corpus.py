@@ -136,7 +136,7 @@ def prepare_corpus(
             by default titles are left out, as they are from Wikipedia dumps.
         dataset: a name for datasets.load_dataset, read streaming after the --input files: a
             Hub dataset such as wikimedia/wikipedia (needs the network), a local folder, or a
-            builder for --dataset_files such as parquet. Needs pip install 'bertlab[datasets]'.
+            builder for --dataset_files such as parquet. Needs pip install datasets.
         dataset_config: the --dataset configuration, such as 20231101.en.
         dataset_split: the --dataset split to read.
         dataset_files: files or globs for --dataset's data_files, such as 'data/*.parquet'.
@@ -304,7 +304,7 @@ def read_documents(
     """
     if _TABLE.fullmatch(path.name):
         # Imported here: pyarrow is needed for tables only, and the GPU check's image (make
-        # gpu-check) prepares its corpus from a dump without it.
+        # gpu-check), which reads no tables, may lack it.
         from bertlab.table_documents import table_documents
 
         yield from table_documents(path, text_column, title_column, progress)

@@ -9,7 +9,7 @@ Decisions:
 - Tables are read in batches of at most BATCH_ROWS rows, never whole: Parquet with
   `ParquetFile.iter_batches(batch_size=..., columns=[...])` (only the text and title columns are
   decoded), Arrow files record batch by record batch, `datasets` with `IterableDataset.iter`.
-  Memory stays flat whatever the table's size (an English Wikipedia is 20 GB of Parquet).
+  Memory stays flat whatever the table's size (a whole Wikipedia is tens of GB of Parquet).
 - `.arrow` files are read with pyarrow alone: the `data-0000N-of-0000M.arrow` files that
   `datasets.Dataset.save_to_disk` writes (beside `state.json` and `dataset_info.json`) are in
   Arrow's streaming format, so a saved dataset needs no `datasets` package to be read. The
@@ -21,16 +21,18 @@ Decisions:
   headings out of a dump's articles too (a title is not a sentence, and a document opening with
   it makes next-sentence pairs easy to guess). With `--title_column`, the title becomes the
   document's first line, a sentence of its own.
-- `datasets` is optional (`pip install 'bertlab[datasets]'`): only `--dataset` imports it, and
-  without it that flag is a one-line error. Its builders need the network for a Hub name; a
-  packaged builder on local files (`--dataset parquet --dataset_files 'dir/*.parquet'`) does not,
-  which is how its code path is tested. `streaming=True`: nothing is downloaded or converted to
-  Arrow in the cache first, the rows are read as they are consumed.
+- pyarrow is a requirement of bertlab, but bertlab.corpus imports this module only when a table
+  is read, so corpora from dumps and text need no pyarrow (the GPU check's image may lack it).
+  `datasets` is optional (the `datasets` extra, `pip install -e ".[datasets]"`): only --dataset
+  imports it, and without it that flag is a one-line error. Its builders need the network for a
+  Hub name; a packaged builder on local files (`--dataset parquet --dataset_files
+  'dir/*.parquet'`) does not, which is how its code path is tested. `streaming=True`: nothing is
+  downloaded or converted to Arrow in the cache first, the rows are read as they are consumed.
 - Bad input is a one-line ValueError naming the file (or the --dataset) and the column: a missing
   column lists the columns there are; a column of another type than text names its type; a null
-  value names its row, counted from 0 within the file as `datasets` indexes (`dataset[12]`). A
-  damaged or truncated file, or one that is not Parquet or Arrow, names the file and pyarrow's
-  reason, never a traceback.
+  value names its row, counted from 0 within the file (or the --dataset) as `datasets` indexes
+  (`dataset[12]`). A damaged or truncated file, or one that is not Parquet or Arrow, names the
+  file and pyarrow's reason, never a traceback.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def load_streaming_dataset(
         import datasets
     except ImportError:
         raise ValueError(
-            f"--dataset {name} needs the datasets package: pip install 'bertlab[datasets]'"
+            f"--dataset {name} needs the datasets package: pip install datasets"
         ) from None
     try:
         return datasets.load_dataset(

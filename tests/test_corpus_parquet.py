@@ -214,7 +214,7 @@ def test_save_to_disk_folder_needs_no_datasets_package(articles, parquet_corpus,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
-        "error: --dataset parquet needs the datasets package: pip install 'bertlab[datasets]'"
+        "error: --dataset parquet needs the datasets package: pip install datasets"
     )
     assert not (tmp_path / "none").exists()
 
@@ -298,7 +298,7 @@ def test_bad_dataset_flags(capsys, wikimedia, tmp_path, monkeypatch):
     # `datasets` missing from this Python: one line, not an ImportError's traceback.
     monkeypatch.setitem(sys.modules, "datasets", None)
     refused(capsys, [*files, wikimedia / "*.parquet", "--output_dir", out],
-            "needs the datasets package: pip install 'bertlab[datasets]'")  # fmt: skip
+            "needs the datasets package: pip install datasets")  # fmt: skip
 
 
 def test_output_rule_covers_tables(capsys, wikimedia, tmp_path):

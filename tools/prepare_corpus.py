@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Turn Wikipedia dumps, plain text or JSON Lines into a BERT corpus (train/valid/test.txt).
+"""Turn dumps, text, JSON Lines, Parquet or a dataset into a BERT corpus (train/valid/test.txt).
 
 Usage: python tools/prepare_corpus.py --input PATH... --output_dir DIR [--lang en|ja|...]
        python tools/prepare_corpus.py --download ja --date 20240601 --output_dir DIR
+       python tools/prepare_corpus.py --input wikipedia/20231101.en --output_dir DIR   # Parquet
+       python tools/prepare_corpus.py --dataset parquet --dataset_files "d/*.parquet" --output_dir D
 """
 
 from bertlab.command import run
