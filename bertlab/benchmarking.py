@@ -575,8 +575,9 @@ def _train(
             old = results.get(name)
             if old is None or result.get("tokens_per_s", 0) > old.get("tokens_per_s", 0):
                 results[name] = result
-            between = _measure_peaks(threads, env, peak_seconds / 2, not slow_bf16, device)
-            peaks.append(between["peaks"])
+            if device == "cpu":  # a GPU's peak does not move with its neighbours' load
+                between = _measure_peaks(threads, env, peak_seconds / 2, not slow_bf16, device)
+                peaks.append(between["peaks"])
     best = {dtype: max(p.get(dtype, 0) for p in peaks) for dtype in ("fp32", "bf16")}
     _emit(
         {"benchmark": "train", "isa_mode": mode, "system": "peak",

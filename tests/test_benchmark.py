@@ -92,3 +92,30 @@ def test_step_clock_window_and_flops():
     # 6·N per token + 12·L·d·Σl² + 6·d·V per prediction
     flops = training_flops(2, 4, 10, 100, tokens=5, sum_squared_lengths=13, predicted_tokens=2)
     assert flops == 6 * 100 * 5 + 12 * 2 * 4 * 13 + 6 * 4 * 10 * 2
+
+
+def test_the_gpu_comparison_is_planned_without_a_gpu(tmp_path):
+    """What `--device cuda` would run (checked here without one): BERT-Base, the recipe in bf16
+    and fp32, bertlab with loader workers, GPU goals; and a one-line error where no GPU is."""
+    from bertlab.benchmarking import BERT_BASE, GPU_OPTIONS, _ratio_record, _train_specs
+
+    data = {"tokenizer": "tok", "samples": "samples"}
+    specs, skipped = _train_specs(
+        ["hf_trainer", "bertlab"], data, BERT_BASE, 30, 10, False, False, device="cuda"
+    )
+    assert list(specs) == ["hf_trainer/fp32", "hf_trainer/bf16", "bertlab/defaults"]
+    assert all(spec["device"] == "cuda" for spec in specs.values()) and not skipped
+    assert specs["bertlab/defaults"]["options"] == GPU_OPTIONS
+    assert specs["bertlab/defaults"]["shape"]["hidden_size"] == 768
+    records = {
+        "hf_trainer/bf16": {"variant": "bf16", "dropout": 0.1, "tokens_per_s": 100.0},
+        "bertlab/defaults": {"variant": "defaults", "tokens_per_s": 250.0, "mfu": 0.45},
+    }
+    ratio = _ratio_record(records, "cuda", "sm_90")
+    assert ratio["goals"]["speedup"] == 2.0 and ratio["goals"]["mfu_at_least"] == 0.4
+    assert ratio["met"]["speedup"] and ratio["met"]["mfu_at_least"]
+    import torch
+
+    if not torch.cuda.is_available():
+        result = run_tool("benchmark.py", "--device", "cuda", "--work_dir", tmp_path, check=False)
+        assert result.returncode == 2 and "--device cuda: torch sees no CUDA" in result.stderr

@@ -14,6 +14,9 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = ("data", "fit", "resume", "test", "export", "benchmark")
 
@@ -51,6 +54,7 @@ def test_smoke_mode_runs_every_check_on_the_cpu(shared_data, tmp_path):
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_no_gpu_is_one_line(shared_data, tmp_path):
     done = make_gpu_check(f"--output_dir {tmp_path / 'x'}", shared_data)
     assert done.returncode == 2
