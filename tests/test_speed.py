@@ -182,3 +182,24 @@ def test_a_gpu_run_builds_none_of_the_cpu_paths(en_samples, tmp_path, monkeypatc
                           num_attention_heads=2, intermediate_size=64,
                           speed=resolve(Speed(), AMX).speed)  # fmt: skip
     assert any(isinstance(m, FastDropout) for m in cpu.modules())
+
+
+def test_the_bf16_probe_keeps_the_best_of_alternating_timings(monkeypatch):
+    """One timing disturbed by a busy neighbour does not decide; a clear answer stops early."""
+    import bertlab.flops
+    from bertlab.speed import bf16_speedup
+
+    def timings(sequence):
+        calls = []
+
+        def rate(dtype, seconds):
+            calls.append(dtype)
+            return sequence[len(calls) - 1]
+
+        monkeypatch.setattr(bertlab.flops, "matmul_rate", rate)
+        return calls
+
+    calls = timings([100.0, 138.0, 100.0, 700.0])  # fp32, bf16 (disturbed), fp32, bf16
+    assert bf16_speedup() == pytest.approx(7.0) and len(calls) == 4
+    calls = timings([100.0, 1.0])  # an AVX2 CPU: bf16 emulated, clear after one pair
+    assert bf16_speedup() == pytest.approx(0.01) and len(calls) == 2
