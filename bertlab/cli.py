@@ -38,6 +38,7 @@ Decisions:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -207,7 +208,74 @@ def _one_line(error: BaseException) -> str:
     wrapped = f"\n{type(error).__name__}: "
     if text.startswith("Caught ") and "\nOriginal Traceback" in text and wrapped in text:
         text = text[text.rindex(wrapped) + len(wrapped) :]
-    return " ".join(text.split()) or type(error).__name__
+    return _readable(" ".join(text.split())) or type(error).__name__
+
+
+_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)": (?P<rest>.*)$')
+_GOT = re.compile(r"Expected a (?P<type>.+?)\. Got value: (?P<value>.*)$")
+_UNION = re.compile(r"Does not validate against any of the Union subtypes.* Given value: (?P<v>.*)")
+_LITERAL = re.compile(r"typing\.Literal\[([^\]]*)\]")
+
+
+def _readable(message: str) -> str:
+    """jsonargparse's type errors as `--key value: expected ...`, the flag first.
+
+    Its Union errors list every subtype's failure ("Subtypes: [...] Errors: - ..."), which buries
+    what the user needs, the values allowed, at the end of a 600-character line.
+    """
+    match = _PARSER_KEY.match(message)
+    if not match:
+        return message
+    key, rest = match.group("key"), match.group("rest")
+    union, got = _UNION.search(rest), _GOT.match(rest)
+    if union:
+        choices: list[str] = []
+        for group in _LITERAL.findall(rest.split(" Errors: ")[0]):
+            choices += [c.strip().strip("'") for c in group.split(",") if c.strip()]
+        if "NoneType" in rest.split(" Errors: ")[0]:
+            choices.append("null")
+        if choices:
+            unique = ", ".join(dict.fromkeys(choices))
+            return f"--{key} {union.group('v')}: expected one of {unique}"
+        return f"--{key} {union.group('v')}: {rest.split(' Subtypes: ')[0]}"
+    if got:
+        literal = _LITERAL.fullmatch(got.group("type"))
+        if literal:
+            choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
+            return f"--{key} {got.group('value')}: expected one of {choices}"
+        kind = re.sub(r"<class '([^']+)'>", r"\1", got.group("type"))
+        return f"--{key} {got.group('value')}: expected {kind}"
+    return message
+
+
+def _check_config_files(args: list[str]) -> None:
+    """A --config file that is not YAML, or not a mapping of sections, named in one line.
+
+    jsonargparse reports it as `Problems parsing config: ... in "<unicode string>"`, without the
+    file, and a YAML list as `Unexpected config: - a - b`.
+    """
+    import yaml
+
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # jsonargparse names a missing file itself
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"--config {path}: not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path}: not UTF-8 text") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(
+                f"--config {path}: a YAML {type(loaded).__name__}, not a mapping of sections "
+                "(model:, data:, trainer:, ...)"
+            )
 
 
 def _moved_key_hint(message: str) -> str:
@@ -236,6 +304,7 @@ def main(args: list[str] | None = None) -> None:
     A run stopped by SIGINT / SIGTERM (after saving) exits with 128 + the signal number.
     """
     try:
+        _check_config_files(list(sys.argv[1:] if args is None else args))
         cli = run_cli(args)
     except USER_ERRORS as error:
         if os.environ.get("BERTLAB_DEBUG"):

@@ -173,7 +173,8 @@ def other_tokenizer(tmp_path_factory):
         (["--trainer.max_steps=-1"], "trainer.max_steps is required for lr_schedule linear"),
         (["--model.hidden_sise=3"], "hidden_sise"),
         (["--model.hidden_size=abc"], "hidden_size"),
-        (["--model.objective=nsp"], "objective"),
+        (["--model.objective=nsp"], "--model.objective nsp: expected one of mlm_nsp, mlm"),
+        (["--trainer.precision=17"], "--trainer.precision 17: expected one of 64, 32, 16,"),
         (["--model.max_position_embeddings=32"], "max_position_embeddings"),
         (["--model.num_attention_heads=3"], "num_attention_heads"),
         (["--data.tokenizer=OTHER"], "does not match the tokenizer"),
@@ -193,6 +194,27 @@ def test_bad_configs_end_as_one_line(extra, message, en_samples, other_tokenizer
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], errors
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  hidden_size: [1, 2\n", "not valid YAML at line 3, column 1"),
+        ("- a\n- b\n", "a YAML list, not a mapping of sections"),
+        (b"model: {hidden_size: \xff}\n", "not UTF-8 text"),
+    ],
+    ids=["broken", "a list", "not UTF-8"],
+)
+def test_a_broken_config_file_is_named(text, message, tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for args in (["fit", "--config", str(config)], ["fit", f"--config={config}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err == err.splitlines()[0] and err.startswith(f"error: --config {config}: ")
+        assert message in err
 
 
 def save_small_bert(folder: Path, vocab_size: int) -> BertForPreTraining:
