@@ -212,39 +212,60 @@ def _one_line(error: BaseException) -> str:
 
 
 _PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)": (?P<rest>.*)$')
-_GOT = re.compile(r"Expected a (?P<type>.+?)\. Got value: (?P<value>.*)$")
-_UNION = re.compile(r"Does not validate against any of the Union subtypes.* Given value: (?P<v>.*)")
+_GOT = re.compile(
+    r'(?:Parser key "(?P<key>[^"]+)": )?Expected a (?P<type>.+?)\. Got value: (?P<v>.*)'
+)
+_UNION = re.compile(
+    r"Does not validate against any of the Union subtypes Subtypes: \[(?P<subtypes>.*)\] "
+    r"Errors: (?P<errors>.*?) Given value type: .*? Given value: (?P<v>.*)$"
+)
 _LITERAL = re.compile(r"typing\.Literal\[([^\]]*)\]")
+_NONE = "<class 'NoneType'>"
+
+
+def _kind(annotation: str) -> str:
+    return re.sub(r"<class '([^']+)'>", r"\1", annotation)
 
 
 def _readable(message: str) -> str:
     """jsonargparse's type errors as `--key value: expected ...`, the flag first.
 
     Its Union errors list every subtype's failure ("Subtypes: [...] Errors: - ..."), which buries
-    what the user needs, the values allowed, at the end of a 600-character line.
+    what the user needs (the values allowed, or the one failure that matters) at the end of a
+    600-character line: a union of literals becomes the list of values allowed, any other union
+    the first failure that is not "Expected a NoneType".
     """
     match = _PARSER_KEY.match(message)
     if not match:
         return message
     key, rest = match.group("key"), match.group("rest")
-    union, got = _UNION.search(rest), _GOT.match(rest)
+    union = _UNION.search(rest)
     if union:
-        choices: list[str] = []
-        for group in _LITERAL.findall(rest.split(" Errors: ")[0]):
-            choices += [c.strip().strip("'") for c in group.split(",") if c.strip()]
-        if "NoneType" in rest.split(" Errors: ")[0]:
-            choices.append("null")
-        if choices:
-            unique = ", ".join(dict.fromkeys(choices))
-            return f"--{key} {union.group('v')}: expected one of {unique}"
-        return f"--{key} {union.group('v')}: {rest.split(' Subtypes: ')[0]}"
+        subtypes, value = union.group("subtypes"), union.group("v")
+        others = _LITERAL.sub("", subtypes).replace(_NONE, "")
+        if not re.search(r"\w", others):  # only literals (and None): say which values
+            choices = [
+                c.strip().strip("'") for group in _LITERAL.findall(subtypes)
+                for c in group.split(",") if c.strip()
+            ]  # fmt: skip
+            choices += ["null"] if _NONE in subtypes else []
+            return f"--{key} {value}: expected one of {', '.join(dict.fromkeys(choices))}"
+        errors = [e.strip() for e in re.split(r"(?:^| )- ", union.group("errors")) if e.strip()]
+        errors = [e for e in errors if e != f"Expected a {_NONE}"]
+        first = errors[0] if errors else "not a valid value"
+        inner = _GOT.search(first)
+        if inner and inner.group("key"):
+            first = first[: inner.start()] + (
+                f"--{inner.group('key')} {inner.group('v')}: expected {_kind(inner.group('type'))}"
+            )
+        return f"--{key} {value}: {first}"
+    got = _GOT.match(rest)
     if got:
         literal = _LITERAL.fullmatch(got.group("type"))
         if literal:
             choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
-            return f"--{key} {got.group('value')}: expected one of {choices}"
-        kind = re.sub(r"<class '([^']+)'>", r"\1", got.group("type"))
-        return f"--{key} {got.group('value')}: expected {kind}"
+            return f"--{key} {got.group('v')}: expected one of {choices}"
+        return f"--{key} {got.group('v')}: expected {_kind(got.group('type'))}"
     return message
 
 

@@ -175,6 +175,14 @@ def other_tokenizer(tmp_path_factory):
         (["--model.hidden_size=abc"], "hidden_size"),
         (["--model.objective=nsp"], "--model.objective nsp: expected one of mlm_nsp, mlm"),
         (["--trainer.precision=17"], "--trainer.precision 17: expected one of 64, 32, 16,"),
+        (["--optimizer=Nope"], "--optimizer Nope: Expected a dot import path string: Nope"),
+        (
+            [
+                '--trainer.callbacks+={"class_path": "pytorch_lightning.callbacks.EarlyStopping", '
+                '"init_args": {"monitor": 3}}'
+            ],
+            "'pytorch_lightning.callbacks.EarlyStopping': --monitor 3: expected str",
+        ),  # fmt: skip
         (["--model.max_position_embeddings=32"], "max_position_embeddings"),
         (["--model.num_attention_heads=3"], "num_attention_heads"),
         (["--data.tokenizer=OTHER"], "does not match the tokenizer"),
