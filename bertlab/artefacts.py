@@ -31,6 +31,23 @@ def _reason(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def torch_load_reason(error: BaseException) -> str:
+    """What a failed `torch.load(weights_only=True)` says about the file, in a few words.
+
+    torch's first line for any refused pickle is advice to load with weights_only=False ("will
+    likely succeed, but it can result in arbitrary code execution"): for a damaged or foreign
+    file that is both wrong and unsafe to pass on. The unpickler's own reason follows it.
+    """
+    text = " ".join(str(error).split())
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0]
+        detail = detail.strip().rstrip(".")
+        if detail.startswith("Unsupported global"):
+            return f"it holds Python objects a safe load refuses ({detail})"
+        return f"not a PyTorch checkpoint, or damaged (unpickler: {detail})"
+    return _reason(error)
+
+
 def read_json_object(path: Path, flag: str) -> dict[str, Any]:
     """The JSON object in `path`; a ValueError naming it if it is missing or damaged."""
     if not path.is_file():
@@ -61,7 +78,12 @@ def check_model_folder(folder: Path, flag: str) -> None:
     """Check config.json, the weights' headers and the tokenizer's JSON files of a model folder
     (each one that is there: whether the folder has what it needs is the caller's check)."""
     if (folder / "config.json").is_file():
-        read_json_object(folder / "config.json", flag)
+        config = read_json_object(folder / "config.json", flag)
+        if "model_type" not in config:  # transformers: "Unrecognized model in ...", no flag
+            raise ValueError(
+                f"{flag}: {folder / 'config.json'} has no model_type: not the config of a "
+                "transformers model (export one with tools/export_model.py)"
+            )
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights, flag)
     for name in TOKENIZER_JSON:

@@ -50,6 +50,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
+from bertlab.artefacts import torch_load_reason
 from bertlab.callbacks import Checkpoint, ThroughputMonitor
 from bertlab.checkpointing import AtomicCheckpointIO, resolve_checkpoint
 from bertlab.data import BertDataModule
@@ -141,7 +142,7 @@ class BertLabCLI(LightningCLI):
         try:
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            reason = torch_load_reason(error)
             raise ValueError(
                 f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
                 "use --ckpt_path last to take the newest complete one"

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from bertlab.artefacts import torch_load_reason
 from bertlab.export_tokenizer import (
     TOKENIZER_FILES,
     check_texts,
@@ -97,10 +98,9 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
     except (
         pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, OSError,
     ) as error:  # fmt: skip
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"--ckpt_path {ckpt_path}: not a checkpoint torch.load(weights_only=True) can read "
-            f"({first})"
+            f"({torch_load_reason(error)})"
         ) from None
     missing = [
         key

@@ -84,3 +84,7 @@ def test_user_mistakes_are_one_line_errors(model_dir: Path, capsys, args, messag
 def test_a_folder_without_a_model_is_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="not a model folder"):
         fill_mask(str(tmp_path), ["The [MASK]."])
+    # A config.json that transformers cannot place ("Unrecognized model in ...") names the flag.
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    with pytest.raises(ValueError, match=r"--model .*config.json has no model_type"):
+        fill_mask(str(tmp_path), ["The [MASK]."])
