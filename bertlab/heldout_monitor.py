@@ -123,7 +123,8 @@ class HeldoutEvaluation(Callback):
     ) -> None:
         if not self._blocks:
             return
-        self._tokens += int(batch["attention_mask"].sum())
+        # Summed on the device: an int() here would wait for a GPU at every training step.
+        self._tokens = batch["attention_mask"].sum() + self._tokens
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0 and step != self._last_step:
             self.evaluate(trainer, pl_module)
@@ -139,7 +140,7 @@ class HeldoutEvaluation(Callback):
         self._last_step = step
         record: dict[str, Any] = {
             "step": step,
-            "tokens": self._tokens * trainer.world_size,
+            "tokens": int(self._tokens) * trainer.world_size,
             "train_seconds": round(began - self._started - self._evaluating, 2),
         }
         metrics: dict[str, float] = {}
