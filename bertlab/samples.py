@@ -43,7 +43,8 @@ from tqdm import tqdm
 from bertlab.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.pairs import mlm_blocks, nsp_pairs
 from bertlab.shards import LineEncoder, ShardDealer, deal, finish_shard, shard_name
-from bertlab.tokenized import TokenizedCorpus, read_documents, tokenize_corpus
+from bertlab.token_store import TokenStore
+from bertlab.tokenized import read_documents, tokenize_corpus
 from bertlab.workers import WORKER, Workers
 
 FORMAT = "bertlab.samples"
@@ -104,26 +105,29 @@ def prepare_samples(
     ):
         scratch = tmp / ".scratch"
         scratch.mkdir()
-        corpus = tokenize_corpus(itertools.chain([first], documents), source, tok, workers)
-        corpus_dir = str(corpus.save(scratch / "corpus") if num_proc > 1 else None)
-        WORKER.update(corpus=corpus, corpus_dir=corpus_dir)  # for tasks run in this process
-
-        vocab_size = max(len(tok), int(corpus.tokens.max()) + 1)
+        corpus = tokenize_corpus(
+            itertools.chain([first], documents), source, tok, workers, scratch / "corpus"
+        )
+        corpus_dir = str(corpus.folder)
+        vocab_size = max(len(tok), corpus.max_token_id + 1)
         dealer = ShardDealer(scratch / "parts", num_shards)
         params = (
             corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
             vocab_size, num_shards,
         )  # fmt: skip
-        tasks = [(params, lo, hi) for lo, hi in corpus.tasks()]
-        with tqdm(total=len(tasks), desc="samples", unit="task", disable=None) as bar:
+        tasks = ((params, lo, hi) for lo, hi in corpus.tasks())
+        with tqdm(total=corpus.num_tasks, desc="samples", unit="task", disable=None) as bar:
             for groups, counts, tokens in workers.imap(_build_samples, tasks):
                 dealer.add(groups, counts, tokens)
                 bar.update()
         dealer.close()
+        if (store := WORKER.pop("store", None)) is not None:  # num_proc 1: the store's files
+            store.close()
         if sum(dealer.num_samples) == 0:
             raise ValueError(f"--input {source}: too little text to make a single sample")
 
         finish = [(str(p), str(tmp / shard_name(i)), seed, i) for i, p in enumerate(dealer.parts)]
+        shutil.rmtree(corpus.folder)  # not needed any more: room on the disk for the shards
         for _ in tqdm(workers.imap(finish_shard, finish), total=num_shards, desc="shards",
                       unit="shard", disable=None):  # fmt: skip
             pass
@@ -197,12 +201,14 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
         corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
         vocab_size, num_shards,
     ) = params  # fmt: skip
-    corpus = WORKER.get("corpus")
-    if corpus is None or WORKER.get("corpus_dir") != corpus_dir:
-        corpus = WORKER["corpus"] = TokenizedCorpus.load(corpus_dir)
-        WORKER["corpus_dir"] = corpus_dir
+    corpus = WORKER.get("store")
+    if corpus is None or corpus.folder != corpus_dir:
+        if corpus is not None:
+            corpus.close()
+        corpus = WORKER["store"] = TokenStore(corpus_dir)
+    # Only documents [lo, hi) are held in memory; a random B is read from the store's files.
     encoder = LineEncoder(corpus.tokens, vocab_size, special_ids["cls"], special_ids["sep"])
-    encoder.window(corpus.token_range(lo)[0], corpus.token_range(hi - 1)[1])
+    encoder.window(*corpus.window(lo, hi))
     lines, num_tokens = [], []
     for pass_index in range(dupe_factor):
         for document in range(lo, hi):
