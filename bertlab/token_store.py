@@ -65,15 +65,13 @@ class StoredArray:
         lo, hi = max(lo, 0), min(hi, self._length)
         size = self.dtype.itemsize
         want = max(hi - lo, 0) * size
-        parts, offset = [], lo * size
-        while want > 0:  # pread may return less than asked for very large reads
-            data = os.pread(self._fd, want, offset)
-            if not data:
-                raise OSError(f"{self._fd}: short read at byte {offset}")
-            parts.append(data)
-            want -= len(data)
-            offset += len(data)
-        return np.frombuffer(b"".join(parts), dtype=self.dtype)
+        data = os.pread(self._fd, want, lo * size)
+        while len(data) < want:  # pread may return less than asked for (very large reads)
+            more = os.pread(self._fd, want - len(data), lo * size + len(data))
+            if not more:
+                raise OSError(f"short read of a token store file at byte {lo * size + len(data)}")
+            data += more
+        return np.frombuffer(data, dtype=self.dtype)
 
     def window(self, lo: int, hi: int) -> None:
         """Hold elements [lo, hi) in memory; reads inside them cost nothing."""
