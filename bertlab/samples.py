@@ -14,6 +14,16 @@ Decisions:
   shard. The main process only reads the file and appends results to the shards. Results are
   consumed in task order and all randomness is derived from (seed, pass, document index) or
   (seed, shard index), so the output is byte-identical whatever --num_proc.
+- Bounded memory: no stage holds the corpus. Tokens go, chunk by chunk, into the raw files of a
+  token store in the scratch folder (bertlab.token_store, ~4.3 bytes a token on disk); a
+  sample-building task reads only its own documents into memory and reads each random-next B
+  from the files (os.pread: page cache, not the process's memory), so random-next sentences are
+  still drawn uniformly from every other document of the corpus and the samples are exactly those
+  of the in-memory version; a shard larger than a bucket is shuffled in buckets and gzipped as
+  it is written (bertlab.shards). Peak memory is the tokenizer, a task's window, a read block and
+  a bucket: ~350 MB at 25 MB and at 100 MB of corpus (BENCHMARKS.md). The output format is
+  unchanged (format_version 1): a corpus whose shards fit in one bucket gives the same bytes as
+  before; a larger one the same samples in each shard, in another order.
 - The canonical order of samples, before they are dealt to shards: task (a range of documents
   of ~32k tokens, fixed by the corpus alone), pass, document, position in the document. A task
   makes every pass over its documents, so their token text is prepared once for all passes.
