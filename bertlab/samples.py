@@ -219,7 +219,7 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
     # Only documents [lo, hi) are held in memory; a random B is read from the store's files.
     encoder = LineEncoder(corpus.tokens, vocab_size, special_ids["cls"], special_ids["sep"])
     encoder.window(*corpus.window(lo, hi))
-    lines, num_tokens = [], []
+    lines, num_tokens, pass_ends = [], [], []
     for pass_index in range(dupe_factor):
         for document in range(lo, hi):
             rng = random.Random(f"bertlab.samples:{seed}:{pass_index}:{document}")
@@ -235,7 +235,8 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
                 line, n = encoder.line(sample)
                 lines.append(line)
                 num_tokens.append(n)
-    return deal(lines, num_tokens, num_shards)
+        pass_ends.append(len(lines))
+    return deal(lines, num_tokens, num_shards, pass_ends)
 
 
 def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> dict:
