@@ -95,7 +95,7 @@ def nsp_pairs(
     """
     max_num_tokens = max_seq_len - 3
     num_documents = len(document_starts) - 1
-    first, last = int(document_starts[document]), int(document_starts[document + 1])
+    first, last = document_starts[document : document + 2].tolist()
     bounds = sentence_starts[first : last + 1].tolist()
     num_sentences = len(bounds) - 1
     samples: list[Sample] = []
@@ -139,15 +139,15 @@ def _random_segment(
     rng: random.Random,
 ) -> Span:
     """Sentences of a document from a random one on, until target tokens (at least one)."""
-    first, last = int(document_starts[document]), int(document_starts[document + 1])
+    first, last = document_starts[document : document + 2].tolist()
     j = first + _below(rng, last - first)
-    start = int(sentence_starts[j])
-    j += 1
-    end = int(sentence_starts[j])
-    while j < last and end - start < target:
-        j += 1
-        end = int(sentence_starts[j])
-    return start, end
+    # Every sentence has a token, so target sentences always reach the target: one read of the
+    # arrays (a random document is outside the window bertlab.token_store holds in memory).
+    bounds = sentence_starts[j : min(last, j + max(target, 1)) + 1].tolist()
+    k = 1
+    while k < len(bounds) - 1 and bounds[k] - bounds[0] < target:
+        k += 1
+    return bounds[0], bounds[k]
 
 
 def mlm_blocks(

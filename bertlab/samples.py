@@ -14,6 +14,16 @@ Decisions:
   shard. The main process only reads the file and appends results to the shards. Results are
   consumed in task order and all randomness is derived from (seed, pass, document index) or
   (seed, shard index), so the output is byte-identical whatever --num_proc.
+- Bounded memory: no stage holds the corpus. Tokens go, chunk by chunk, into the raw files of a
+  token store in the scratch folder (bertlab.token_store, ~4.3 bytes a token on disk); a
+  sample-building task reads only its own documents into memory and reads each random-next B
+  from the files (os.pread: page cache, not the process's memory), so random-next sentences are
+  still drawn uniformly from every other document of the corpus and the samples are exactly those
+  of the in-memory version; a shard larger than a bucket is shuffled in buckets and gzipped as
+  it is written (bertlab.shards). Peak memory is the tokenizer, a task's window, a read block and
+  a bucket: ~350 MB at 25 MB and at 100 MB of corpus (BENCHMARKS.md). The output format is
+  unchanged (format_version 1): a corpus whose shards fit in one bucket gives the same bytes as
+  before; a larger one the same samples in each shard, in another order.
 - The canonical order of samples, before they are dealt to shards: task (a range of documents
   of ~32k tokens, fixed by the corpus alone), pass, document, position in the document. A task
   makes every pass over its documents, so their token text is prepared once for all passes.
@@ -43,7 +53,8 @@ from tqdm import tqdm
 from bertlab.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.pairs import mlm_blocks, nsp_pairs
 from bertlab.shards import LineEncoder, ShardDealer, deal, finish_shard, shard_name
-from bertlab.tokenized import TokenizedCorpus, read_documents, tokenize_corpus
+from bertlab.token_store import TokenStore
+from bertlab.tokenized import read_documents, tokenize_corpus
 from bertlab.workers import WORKER, Workers
 
 FORMAT = "bertlab.samples"
@@ -104,26 +115,29 @@ def prepare_samples(
     ):
         scratch = tmp / ".scratch"
         scratch.mkdir()
-        corpus = tokenize_corpus(itertools.chain([first], documents), source, tok, workers)
-        corpus_dir = str(corpus.save(scratch / "corpus") if num_proc > 1 else None)
-        WORKER.update(corpus=corpus, corpus_dir=corpus_dir)  # for tasks run in this process
-
-        vocab_size = max(len(tok), int(corpus.tokens.max()) + 1)
+        corpus = tokenize_corpus(
+            itertools.chain([first], documents), source, tok, workers, scratch / "corpus"
+        )
+        corpus_dir = str(corpus.folder)
+        vocab_size = max(len(tok), corpus.max_token_id + 1)
         dealer = ShardDealer(scratch / "parts", num_shards)
         params = (
             corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
             vocab_size, num_shards,
         )  # fmt: skip
-        tasks = [(params, lo, hi) for lo, hi in corpus.tasks()]
-        with tqdm(total=len(tasks), desc="samples", unit="task", disable=None) as bar:
+        tasks = ((params, lo, hi) for lo, hi in corpus.tasks())
+        with tqdm(total=corpus.num_tasks, desc="samples", unit="task", disable=None) as bar:
             for groups, counts, tokens in workers.imap(_build_samples, tasks):
                 dealer.add(groups, counts, tokens)
                 bar.update()
         dealer.close()
+        if (store := WORKER.pop("store", None)) is not None:  # num_proc 1: the store's files
+            store.close()
         if sum(dealer.num_samples) == 0:
             raise ValueError(f"--input {source}: too little text to make a single sample")
 
         finish = [(str(p), str(tmp / shard_name(i)), seed, i) for i, p in enumerate(dealer.parts)]
+        shutil.rmtree(corpus.folder)  # not needed any more: room on the disk for the shards
         for _ in tqdm(workers.imap(finish_shard, finish), total=num_shards, desc="shards",
                       unit="shard", disable=None):  # fmt: skip
             pass
@@ -197,13 +211,15 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
         corpus_dir, seed, max_seq_len, short_seq_prob, nsp, dupe_factor, special_ids,
         vocab_size, num_shards,
     ) = params  # fmt: skip
-    corpus = WORKER.get("corpus")
-    if corpus is None or WORKER.get("corpus_dir") != corpus_dir:
-        corpus = WORKER["corpus"] = TokenizedCorpus.load(corpus_dir)
-        WORKER["corpus_dir"] = corpus_dir
+    corpus = WORKER.get("store")
+    if corpus is None or corpus.folder != corpus_dir:
+        if corpus is not None:
+            corpus.close()
+        corpus = WORKER["store"] = TokenStore(corpus_dir)
+    # Only documents [lo, hi) are held in memory; a random B is read from the store's files.
     encoder = LineEncoder(corpus.tokens, vocab_size, special_ids["cls"], special_ids["sep"])
-    encoder.window(corpus.token_range(lo)[0], corpus.token_range(hi - 1)[1])
-    lines, num_tokens = [], []
+    encoder.window(*corpus.window(lo, hi))
+    lines, num_tokens, pass_ends = [], [], []
     for pass_index in range(dupe_factor):
         for document in range(lo, hi):
             rng = random.Random(f"bertlab.samples:{seed}:{pass_index}:{document}")
@@ -219,7 +235,8 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
                 line, n = encoder.line(sample)
                 lines.append(line)
                 num_tokens.append(n)
-    return deal(lines, num_tokens, num_shards)
+        pass_ends.append(len(lines))
+    return deal(lines, num_tokens, num_shards, pass_ends)
 
 
 def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> dict:

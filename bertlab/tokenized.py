@@ -9,10 +9,12 @@ Decisions:
   backend (`encode_batch_fast`, no special tokens), on bertlab.workers, while the file is still
   being read. The backend is checked against the transformers tokenizer on the first sentences,
   so the ids are exactly the ones AutoTokenizer gives.
-- The result is three numpy arrays (tokens, sentence starts, document starts), about 4 bytes per
-  token; `save`/`load` put them in .npy files that pool processes open as memory maps, so memory
-  does not grow with the number of processes. Sentences with no tokens and documents with no
-  sentences are dropped.
+- The result is written as it comes, chunk by chunk, into the raw files of a token store
+  (bertlab.token_store: tokens, sentence starts, document starts, about 4.3 bytes per token):
+  the corpus is never held in memory, by this process or a pool process, so memory does not
+  grow with the corpus. The counts, the largest token id and the sample-building tasks (ranges
+  of whole documents of ~32k tokens) are kept on the way. Sentences with no tokens and
+  documents with no sentences are dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bertlab.token_store import array_path
 from bertlab.workers import WORKER, Workers
 
 _CHUNK_CHARS = 1 << 17  # text per tokenization task
@@ -101,59 +105,6 @@ def _chunks(documents: Iterable[list[str]]) -> Iterator[tuple[list[list[str]]]]:
         yield (chunk,)
 
 
-@dataclass
-class TokenizedCorpus:
-    """Documents of sentences of token ids, as flat arrays."""
-
-    tokens: np.ndarray  # int32, every token of every sentence, back to back
-    sentence_starts: np.ndarray  # int64 [num_sentences + 1], offsets into tokens
-    document_starts: np.ndarray  # int64 [num_documents + 1], offsets into sentence_starts
-
-    @property
-    def num_documents(self) -> int:
-        return len(self.document_starts) - 1
-
-    @property
-    def num_sentences(self) -> int:
-        return len(self.sentence_starts) - 1
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.tokens)
-
-    def token_range(self, document: int) -> tuple[int, int]:
-        """Where a document starts and ends in tokens."""
-        first, last = self.document_starts[document], self.document_starts[document + 1]
-        return int(self.sentence_starts[first]), int(self.sentence_starts[last])
-
-    def tasks(self) -> list[tuple[int, int]]:
-        """Document ranges of about _TASK_TOKENS tokens (independent of --num_proc)."""
-        token_starts = self.sentence_starts[self.document_starts]
-        ranges, lo = [], 0
-        while lo < self.num_documents:
-            target = token_starts[lo] + _TASK_TOKENS
-            hi = int(np.searchsorted(token_starts, target, side="left"))
-            hi = min(max(hi, lo + 1), self.num_documents)
-            ranges.append((lo, hi))
-            lo = hi
-        return ranges
-
-    def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True)
-        for name in ("tokens", "sentence_starts", "document_starts"):
-            np.save(folder / f"{name}.npy", getattr(self, name))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str) -> TokenizedCorpus:
-        # Plain ndarray views of the maps: slicing a np.memmap runs Python code every time.
-        arrays = {
-            name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r").view(np.ndarray)
-            for name in ("tokens", "sentence_starts", "document_starts")
-        }
-        return cls(**arrays)
-
-
 def _encode_chunk(documents: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token ids of a chunk: (tokens, tokens per kept sentence, kept sentences per document)."""
     sentences = [s for document in documents for s in document]
@@ -169,35 +120,74 @@ def _encode_chunk(documents: list[list[str]]) -> tuple[np.ndarray, np.ndarray, n
     return tokens, lengths[keep], per_document
 
 
+@dataclass
+class CorpusCounts:
+    """What tokenize_corpus wrote into its folder (bertlab.token_store), counted on the way."""
+
+    folder: Path
+    num_documents: int
+    num_sentences: int
+    num_tokens: int
+    max_token_id: int
+    task_starts: array  # first document of each sample-building task, then num_documents
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_starts) - 1
+
+    def tasks(self) -> Iterator[tuple[int, int]]:
+        """Document ranges of about _TASK_TOKENS tokens (fixed by the corpus, not --num_proc)."""
+        return itertools.pairwise(self.task_starts)
+
+
 def tokenize_corpus(
-    documents: Iterable[list[str]], source: Path, tok, workers: Workers
-) -> TokenizedCorpus:
-    """Tokenize documents (from read_documents(source)) with tok's backend on workers."""
+    documents: Iterable[list[str]], source: Path, tok, workers: Workers, folder: Path
+) -> CorpusCounts:
+    """Tokenize documents (from read_documents(source)) with tok's backend on workers into the
+    raw arrays of a token store in folder (created)."""
     chunks = _chunks(documents)
     first = next(chunks, None)
     if first is None:
         raise ValueError(f"--input {source}: empty corpus (no text)")
     _check_parity(tok, first[0])
-    tokens, lengths, per_document = [], [], []
+    folder.mkdir(parents=True)
+    num_tokens = num_sentences = num_documents = 0
+    max_token_id = -1
+    # A task ends at the first document that starts _TASK_TOKENS or more after the task's start.
+    task_starts, task_target = array("q", [0]), _TASK_TOKENS
     bar = tqdm(desc="tokenize", unit=" sentences", disable=None)
-    for chunk_tokens, chunk_lengths, chunk_documents in workers.imap(
-        _encode_chunk, itertools.chain([first], chunks)
+    with (
+        open(array_path(folder, "tokens"), "wb") as tokens_file,
+        open(array_path(folder, "sentence_starts"), "wb") as sentences_file,
+        open(array_path(folder, "document_starts"), "wb") as documents_file,
     ):
-        tokens.append(chunk_tokens)
-        lengths.append(chunk_lengths)
-        per_document.append(chunk_documents)
-        bar.update(len(chunk_lengths))
+        sentences_file.write(np.zeros(1, np.int64).tobytes())
+        documents_file.write(np.zeros(1, np.int64).tobytes())
+        for chunk_tokens, lengths, per_document in workers.imap(
+            _encode_chunk, itertools.chain([first], chunks)
+        ):
+            per_document = per_document[per_document > 0]
+            tokens_file.write(chunk_tokens.tobytes())
+            sentences_file.write((num_tokens + np.cumsum(lengths)).tobytes())
+            documents_file.write((num_sentences + np.cumsum(per_document)).tobytes())
+            if len(chunk_tokens):
+                max_token_id = max(max_token_id, int(chunk_tokens.max()))
+            if len(per_document):
+                ends = np.cumsum(per_document)
+                document_tokens = np.add.reduceat(lengths, ends - per_document)
+                for size in document_tokens.tolist():
+                    if num_documents > task_starts[-1] and num_tokens >= task_target:
+                        task_starts.append(num_documents)
+                        task_target = num_tokens + _TASK_TOKENS
+                    num_tokens += size
+                    num_documents += 1
+            num_sentences += len(lengths)
+            bar.update(len(lengths))
     bar.close()
-    lengths_all = np.concatenate(lengths)
-    per_document_all = np.concatenate(per_document)
-    per_document_all = per_document_all[per_document_all > 0]
-    if len(lengths_all) == 0:
+    if num_sentences == 0:
         raise ValueError(f"--input {source}: empty corpus (no tokens)")
-    return TokenizedCorpus(
-        tokens=np.concatenate(tokens),
-        sentence_starts=np.concatenate([[0], np.cumsum(lengths_all)]).astype(np.int64),
-        document_starts=np.concatenate([[0], np.cumsum(per_document_all)]).astype(np.int64),
-    )
+    task_starts.append(num_documents)
+    return CorpusCounts(folder, num_documents, num_sentences, num_tokens, max_token_id, task_starts)
 
 
 def _check_parity(tok, documents: list[list[str]]) -> None:
