@@ -69,6 +69,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
     try:
         yield tmp
         for file in tmp.rglob("*"):
@@ -76,7 +77,6 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
                 with open(file, "rb") as f:
                     os.fsync(f.fileno())
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -84,5 +84,12 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
             os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
+        # A signal (bertlab.signals.Interrupted) can land between the two renames: the earlier
+        # output goes back under its name, or, once the new one is in place, is removed.
+        if old.exists():
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,9 +15,11 @@ Decisions:
   a progress bar, LearningRateMonitor, Checkpoint (top 3 by val_loss after each validation,
   plus last.ckpt, also at the end of fit), ThroughputMonitor, and the reliability parts:
   NonFiniteLossGuard (bertlab.guards; batches carry their source lines for its message),
-  GracefulInterrupt (Ctrl-C / SIGTERM save and exit 130 / 143), Preflight (writable checkpoint
-  folders with room, a precision the device runs), AtomicCheckpointIO (never a half-written
-  checkpoint) and `--ckpt_path last` resolved across earlier runs (bertlab.checkpointing); seed 0.
+  GracefulInterrupt (Ctrl-C / SIGTERM during training save and exit 130 / 143; at any other
+  moment the command stops at once with the same statuses, bertlab.signals), Preflight
+  (writable checkpoint folders with room, a precision the device runs), AtomicCheckpointIO
+  (never a half-written checkpoint) and `--ckpt_path last` resolved across earlier runs
+  (bertlab.checkpointing); seed 0.
 - A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
   traceback: jsonargparse's parse errors (unknown key, wrong type), ValueError from our code,
   Lightning's MisconfigurationException, a missing file. Set BERTLAB_DEBUG=1 for the traceback.
@@ -60,6 +62,7 @@ from bertlab.interrupt import GracefulInterrupt, exit_status
 from bertlab.module import BertPretraining
 from bertlab.preflight import Preflight, check_precision
 from bertlab.resume import check_resume
+from bertlab.signals import Interrupted, stop_on_signals
 from bertlab.speed import (
     LEGACY_MODEL_KEYS,
     Speed,
@@ -323,16 +326,21 @@ def run_cli(args: list[str] | None = None) -> BertLabCLI:
 def main(args: list[str] | None = None) -> None:
     """The `bertlab` command: run_cli with a user's mistake as one line and exit status 2.
 
-    A run stopped by SIGINT / SIGTERM (after saving) exits with 128 + the signal number.
+    A run stopped by SIGINT / SIGTERM exits with 128 + the signal number: fit's training after
+    saving (bertlab.interrupt), any other moment at once (bertlab.signals).
     """
     try:
         _check_config_files(list(sys.argv[1:] if args is None else args))
-        cli = run_cli(args)
+        with stop_on_signals():
+            cli = run_cli(args)
     except USER_ERRORS as error:
         if os.environ.get("BERTLAB_DEBUG"):
             raise
         print(f"error: {_one_line(error)}{_moved_key_hint(str(error))}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as stop:
+        print(stop.line(), file=sys.stderr)
+        sys.exit(stop.exit_status)
     status = exit_status(cli.trainer)
     if status:
         sys.exit(status)

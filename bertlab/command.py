@@ -10,6 +10,8 @@ Decisions:
 - A user's mistake (ValueError, a missing or unreadable file) ends as one line on stderr,
   `error: ...`, and exit status 2, never a traceback. Bugs (AssertionError, anything else) keep
   their traceback.
+- Ctrl-C and SIGTERM stop the command at once with exit status 130 / 143 and one line, after the
+  clean-up that leaves no half-written output (bertlab.signals).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import fire
+
+from bertlab.signals import Interrupted, stop_on_signals
 
 USER_ERRORS = (ValueError, OSError, EOFError)
 
@@ -152,12 +156,16 @@ def run(fn: Callable[..., Any], argv: list[str] | None = None) -> None:
     hints = typing.get_type_hints(fn)
     list_flags = {name for name in signature.parameters if _is_list(hints.get(name))}
     try:
-        _check_flags(argv, signature, command)
-        fire.Fire(typed(fn), command=_gather_lists(argv, list_flags), name=command)
+        with stop_on_signals():
+            _check_flags(argv, signature, command)
+            fire.Fire(typed(fn), command=_gather_lists(argv, list_flags), name=command)
     except USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except Interrupted as stop:
+        print(stop.line(), file=sys.stderr)
+        sys.exit(stop.exit_status)
+    except KeyboardInterrupt:  # raised by a handler someone else installed
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -15,18 +15,25 @@ Decisions:
   128 + the signal number (130 for Ctrl-C, 143 for SIGTERM), the shell's convention, so a job
   script can tell an interrupted run from a finished one (`exit_status`).
   `bertlab fit ... --ckpt_path last` continues it exactly.
-- A second Ctrl-C interrupts at once (Python's KeyboardInterrupt), for a user who will not wait;
-  the atomic checkpoint writer still leaves every checkpoint file whole.
+- A second Ctrl-C interrupts at once, for a user who will not wait: bertlab.signals'
+  `Interrupted`, not a KeyboardInterrupt (which Lightning turns into exit status 1), so the
+  command still exits with 130; the atomic checkpoint writer leaves every checkpoint file whole
+  (a write it cuts short leaves the previous file).
+- Before training starts (start-up, the sanity validation) and after fit ends, bertlab.signals'
+  handlers stop the command at once: there is no step to finish and nothing to save. This
+  callback's `on_exception` then says, in the command's last line, whether a checkpoint of this
+  run exists.
 - A signal during validation lets validation finish and stops after the next training step (one
   step later, but never a half-evaluated checkpoint). A signal after the last step changes
   nothing: the run ends normally with its final checkpoint.
 - Under DDP every process installs the handler, and the flag is reduced across processes at every
   step end (one one-element all-reduce), so all processes stop, save and exit at the same step
   whether the signal reached one process or all.
-- The previous handlers come back when training ends. DataLoader workers started during training
-  inherit the handler and ignore the signal (a terminal's Ctrl-C reaches the whole process
-  group), so the step in flight still gets its batches; Lightning's own SIGTERM handling
-  (which would stop mid-validation) is replaced for the duration of training.
+- The previous handlers come back when fit ends, after the final checkpoint (a signal during
+  that write lets it finish: the run completes, exit status 0). DataLoader workers started
+  during training inherit the handler and ignore the signal (a terminal's Ctrl-C reaches the
+  whole process group), so the step in flight still gets its batches; Lightning's own SIGTERM
+  handling (which would stop mid-validation) is replaced for the duration of training.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_warn
+
+from bertlab.signals import Interrupted, stop_now, stopping
 
 SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -62,14 +71,16 @@ class GracefulInterrupt(Callback):
         self.stopped_by: int | None = None  # the signal that stopped the run (for the exit status)
         self._previous: dict[int, Any] = {}
         self._pid = os.getpid()
+        self._training = False  # between on_train_start and the end of fit: steps were taken
 
     # -- handlers -------------------------------------------------------------------------------
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self._pid:
-            return  # a DataLoader worker forked with this handler: the trainer decides
+        if os.getpid() != self._pid or stopping():
+            return  # a DataLoader worker forked with this handler (the trainer decides), or
+            # the second Ctrl-C's unwinding, which must not be cut short
         if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            stop_now(signum)  # the second Ctrl-C: stop now
         if self.received is None:
             self.received = signum
             print(
@@ -79,9 +90,13 @@ class GracefulInterrupt(Callback):
                 flush=True,
             )
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._training = False
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = self.stopped_by = None
         self._pid = os.getpid()
+        self._training = True
         for name in self.signals:
             signum = getattr(signal, name)
             try:
@@ -91,16 +106,28 @@ class GracefulInterrupt(Callback):
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # Lightning's teardown may have put back the handlers it found first: keep those.
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, handler)
         self._previous = {}
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not at on_train_end: the final last.ckpt is written after it, and a signal then must
+        # let that write finish (the run is complete), not stop it at once.
         self._restore()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         self._restore()
+        if isinstance(exception, Interrupted) and trainer.state.fn == "fit":
+            if self._training:
+                exception.detail = (
+                    f"stopped at once at step {trainer.global_step}; `bertlab fit ... "
+                    "--ckpt_path last` resumes from the newest complete checkpoint"
+                )
+            else:
+                exception.detail = "stopped before the first training step; nothing saved"
 
     # -- stopping at a step end -----------------------------------------------------------------
 

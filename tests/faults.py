@@ -3,8 +3,12 @@
 Not a test file. `bertlab fit` runs load the faults by import path through
 `--trainer.callbacks+=...` and `--trainer.plugins=...` (subprocesses get tests/ on PYTHONPATH), so
 the production code carries no test hooks. Each fault is deterministic: it fires at a given global
-step. `Forked` runs `bertlab` in a forked copy of the test process (a real process that can be
-killed, without a fresh interpreter's imports).
+step. `Forked` runs `bertlab` (or another command's main) in a forked copy of the test process (a
+real process that can be killed, without a fresh interpreter's imports).
+
+`Pause` and `PauseWhileSaving` are for signal tests: at the start of a phase they print a marker
+line, `PHASE <name>`, and wait until the test creates a file (after sending its signal), so the
+signal provably lands inside that phase; the test reads the marker instead of guessing with sleeps.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 import resource
 import signal
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +135,109 @@ class RecordSources(Callback):
             f.write(f"{trainer.global_step}\t{' '.join(lines)}\n")
 
 
+# -- pausing at a phase, for the signal tests ---------------------------------------------------
+
+PAUSE_SECONDS = 120.0  # a test that never creates the file fails on its own timeout, not here
+
+
+def pause(phase: str, go: str | Path) -> None:
+    """Print `PHASE <phase>`, then wait (in Python, where signal handlers run) until `go` exists."""
+    print(f"PHASE {phase}", flush=True)
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not Path(go).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class Pause(Callback):
+    """Pause once at the start of `phase` of a `bertlab fit` or `bertlab test` run.
+
+    phase: `startup` (setup of fit, before the sanity check), `sanity` (the first sanity
+    validation batch), `training` (the start of step `step`), `validation` (the second batch of
+    the validation after step `step`), `test` (the second test batch).
+    """
+
+    PHASES = ("startup", "sanity", "training", "validation", "test")
+
+    def __init__(self, phase: str, go: str, step: int = 0) -> None:
+        assert phase in self.PHASES, phase
+        self.phase, self.go, self.step = phase, go, step
+        self._done = False
+
+    def _at(self, phase: str, when: bool = True) -> None:
+        if self.phase == phase and when and not self._done:
+            self._done = True
+            pause(phase, self.go)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._at("startup", stage == "fit")
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        self._at("sanity", trainer.sanity_checking)
+        validation = not trainer.sanity_checking and trainer.global_step == self.step
+        self._at("validation", validation and batch_idx == 1)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._at("training", trainer.global_step == self.step - 1)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        self._at("test", batch_idx == 1)
+
+
+class PauseWhileSaving(AtomicCheckpointIO):
+    """Write half of last.ckpt of global step `step` to its temporary file, pause (`saving`), then
+    write the rest: a signal lands in the middle of a checkpoint write."""
+
+    def __init__(self, go: str, step: int) -> None:
+        super().__init__()
+        self.go, self.step = go, step
+        self._done = False
+
+    def write(self, checkpoint: dict[str, Any], file) -> None:
+        last = Path(file.name).name.startswith(".last.ckpt.")  # atomic_write's temporary name
+        if self._done or not last or checkpoint.get("global_step") != self.step:
+            super().write(checkpoint, file)
+            return
+        self._done = True
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        file.write(data[: len(data) // 2])
+        file.flush()
+        pause("saving", self.go)
+        file.write(data[len(data) // 2 :])
+
+
+def paused_export(go: str | Path) -> Callable[[list[str]], None]:
+    """`export_model ARGS` (tools/export_model.py's main) that pauses (`export`) once the model
+    is written into its temporary folder, before the reload checks."""
+
+    def main(args: list[str]) -> None:
+        import bertlab.export
+        from bertlab.command import run
+
+        verify = bertlab.export.verify_model_folder
+
+        def paused(*a: Any, **k: Any) -> Any:
+            pause("export", go)
+            return verify(*a, **k)
+
+        bertlab.export.verify_model_folder = paused
+        run(bertlab.export.export_model, args)
+
+    return main
+
+
 # -- running `bertlab` in a forked process -------------------------------------------------------
 
 
-def _child_main(args: list[str], log_path: str) -> None:
-    """The body of a forked `bertlab` process: output to log_path, exit with main()'s status."""
+def _bertlab_main(args: list[str]) -> None:
+    from bertlab.cli import main
+
+    main(args)
+
+
+def _child_main(args: list[str], log_path: str, main: Callable[[list[str]], None]) -> None:
+    """The body of a forked command: output to log_path, exit with main()'s status."""
     os.setsid()  # its own process group, as a command started from a shell
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -156,8 +260,6 @@ def _child_main(args: list[str], log_path: str) -> None:
     sys.argv = ["bertlab", *args]
     code = 0
     try:
-        from bertlab.cli import main
-
         main(args)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
@@ -171,13 +273,21 @@ def _child_main(args: list[str], log_path: str) -> None:
 
 class Forked:
     """`bertlab ARGS` in a forked copy of the test process: a real process (it can be killed),
-    without paying the ~10 s of imports a fresh interpreter costs on a small machine."""
+    without paying the ~10 s of imports a fresh interpreter costs on a small machine.
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    main: another command's entry point, called with ARGS (default: `bertlab`'s).
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        main: Callable[[list[str]], None] = _bertlab_main,
+    ) -> None:
         self.log_path = Path(log_path)
         context = multiprocessing.get_context("fork")
         self.process = context.Process(
-            target=_child_main, args=([str(a) for a in args], str(log_path))
+            target=_child_main, args=([str(a) for a in args], str(log_path), main)
         )
         self.process.start()
 
