@@ -250,7 +250,6 @@ def pretrained_run(recipe: str, samples: Path, pretrained: Path, root: Path) -> 
             "--model.warmup_steps=1",
             "--model.lr=1e-2",
             "--trainer.accumulate_grad_batches=1",
-            "--trainer.precision=bf16-mixed",
             "--data.num_workers=0",
         ]
     )
