@@ -58,19 +58,23 @@ def _documents(path: Path) -> Iterable[list[str]]:
     return read_documents(path)
 
 
-def _load_tokenizer(path: str):
+def _load_tokenizer(path: str, flag: str = "--tokenizer"):
     from transformers import AutoTokenizer
 
+    from bertlab.artefacts import check_model_folder
+
     if not Path(path).is_dir():
-        raise ValueError(f"--tokenizer {path}: not a tokenizer or model folder")
+        raise ValueError(f"{flag} {path}: not a tokenizer or model folder")
+    # A damaged file is named (AutoTokenizer's errors name none, and it never reads vocab.txt).
+    check_model_folder(Path(path), f"{flag} {path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"--tokenizer {path}: cannot be loaded: {reason}") from None
+        raise ValueError(f"{flag} {path}: cannot be loaded: {reason}") from None
     for role in ("cls_token_id", "sep_token_id", "mask_token_id", "pad_token_id"):
         if getattr(tokenizer, role) is None:
-            raise ValueError(f"--tokenizer {path}: has no {role.removesuffix('_id')}")
+            raise ValueError(f"{flag} {path}: has no {role.removesuffix('_id')}")
     return tokenizer
 
 
@@ -227,8 +231,11 @@ def _load_masked_lm(folder: str) -> torch.nn.Module:
     import transformers
     from transformers import AutoModelForMaskedLM
 
+    from bertlab.artefacts import check_model_folder
+
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
+    check_model_folder(Path(folder), f"--model {folder}")  # a damaged file named, no traceback
     # No progress bar or load report: an exported BertForPreTraining's unused NSP head is expected.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -277,7 +284,7 @@ def evaluate_mlm(
     for path in texts:
         if not Path(path).is_file():
             raise ValueError(f"--text {path}: no such file")
-    tok = _load_tokenizer(tokenizer or model)
+    tok = _load_tokenizer(tokenizer or model, "--tokenizer" if tokenizer else "--model")
     unigram = unigram_log_probs(unigram_corpus, tok) if unigram_corpus else None
     network = _load_masked_lm(model)
     if network.config.vocab_size != len(tok):
