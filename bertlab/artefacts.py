@@ -12,18 +12,32 @@ Decisions:
   every tensor's byte range, so a truncated file fails here). Corrupt bytes inside a tensor's
   data are not detectable without a checksum the format does not have; the export's own reload
   checks are what catch those at export time.
+- The tokenizer's raw vocabularies are checked too, because nothing else would notice them: with
+  tokenizer.json in the folder, AutoTokenizer never reads vocab.txt or sentencepiece.model, yet
+  they ship with the model and are what other tools (BertTokenizer's slow class, the original
+  BERT code, SentencePiece users) load. vocab.txt must be UTF-8, one distinct token a line, hold
+  the special tokens the config declares, and list tokenizer.json's WordPiece vocabulary in id
+  order; sentencepiece.model must parse and load in SentencePiece and hold tokenizer.json's
+  pieces in id order. Comparing with tokenizer.json is what catches a file cut at a line or
+  message boundary, which parses fine.
 - Only the first line of a library's message is kept (the rest is advice for its own developers).
-- The checks are cheap (headers and small JSON files), so every command that reads a folder runs
-  them, including a dry run that would otherwise report a broken folder as fine.
+- The checks are cheap (headers, JSON files, vocabularies), so every command that reads a
+  folder runs them, including a dry run that would otherwise report a broken folder as fine.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+VOCAB_FILE = "vocab.txt"
+SPM_FILE = "sentencepiece.model"
+SPECIAL_ROLES = ("pad", "unk", "cls", "sep", "mask")
+# BertTokenizer's own defaults: what a vocab.txt must hold when no config declares other tokens.
+BERT_SPECIAL = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
 def _reason(error: BaseException) -> str:
@@ -86,6 +100,133 @@ def check_model_folder(folder: Path, flag: str) -> None:
             )
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights, flag)
-    for name in TOKENIZER_JSON:
-        if (folder / name).is_file():
-            read_json_object(folder / name, flag)
+    check_tokenizer_files(folder, flag)
+
+
+def check_tokenizer_files(folder: Path, flag: str) -> None:
+    """Check each tokenizer file of `folder` that is there: the JSON files parse as objects,
+    vocab.txt and sentencepiece.model are whole and hold the vocabulary tokenizer.json holds."""
+    configs = {
+        name: read_json_object(folder / name, flag)
+        for name in TOKENIZER_JSON
+        if (folder / name).is_file()
+    }
+    model = configs.get("tokenizer.json", {}).get("model")
+    model = model if isinstance(model, dict) else {}
+    if (folder / VOCAB_FILE).is_file():
+        check_vocab_txt(folder / VOCAB_FILE, flag, _declared_special(configs), _wordpiece(model))
+    if (folder / SPM_FILE).is_file():
+        check_sentencepiece_model(folder / SPM_FILE, flag, _pieces(model))
+
+
+def _declared_special(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """role -> token of the special tokens the folder's configs declare (BERT's when none do)."""
+    declared: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        for role in SPECIAL_ROLES:
+            value = configs.get(name, {}).get(f"{role}_token")
+            if isinstance(value, dict):  # an AddedToken as transformers saves it
+                value = value.get("content")
+            if isinstance(value, str) and value:
+                declared.setdefault(role, value)
+    return declared or dict(BERT_SPECIAL)
+
+
+def _wordpiece(model: dict[str, Any]) -> list[str] | None:
+    """tokenizer.json's WordPiece vocabulary in id order; None when it has none to compare."""
+    vocab = model.get("vocab")
+    if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
+        return None
+    order = sorted(vocab, key=lambda token: vocab[token])
+    return order if [vocab[t] for t in order] == list(range(len(order))) else None
+
+
+def _pieces(model: dict[str, Any]) -> list[tuple[str, float | None]] | None:
+    """tokenizer.json's pieces (with Unigram scores) in id order; None when it has none."""
+    vocab = model.get("vocab")
+    if model.get("type") == "Unigram" and isinstance(vocab, list):
+        try:
+            return [(str(piece), float(score)) for piece, score in vocab]
+        except (TypeError, ValueError):
+            return None
+    if model.get("type") == "BPE" and isinstance(vocab, dict):
+        order = sorted(vocab, key=lambda piece: vocab[piece])
+        if [vocab[p] for p in order] == list(range(len(order))):
+            return [(piece, None) for piece in order]
+    return None
+
+
+def check_vocab_txt(
+    path: Path, flag: str, special: dict[str, str], expected: list[str] | None = None
+) -> None:
+    """ValueError naming `path` unless it is UTF-8, one distinct token a line, holds the
+    `special` tokens and, given tokenizer.json's vocabulary `expected`, lists exactly it."""
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{flag}: {path} is damaged: empty file (0 bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{flag}: {path} is damaged: not UTF-8 text (invalid byte at offset {error.start})"
+        ) from None
+    # BertTokenizer reads a token a line (universal newlines): line n (from 1) is id n - 1.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    tokens = text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
+    seen: dict[str, int] = {}
+    for line, token in enumerate(tokens, 1):
+        if token in seen:
+            raise ValueError(
+                f"{flag}: {path} is damaged: token {token!r} is on lines {seen[token]} and "
+                f"{line} (one token with two ids)"
+            )
+        seen[token] = line
+    for role, token in special.items():
+        if token not in seen:
+            raise ValueError(f"{flag}: {path} is damaged: no {token} line (the {role} token)")
+    if expected is not None and tokens != expected:
+        if len(tokens) != len(expected):
+            detail = f"{len(tokens)} tokens, tokenizer.json's vocabulary has {len(expected)}"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(tokens, expected, strict=True)) if a != b)
+            detail = f"line {i + 1} is {tokens[i]!r}, tokenizer.json has {expected[i]!r} at id {i}"
+        raise ValueError(f"{flag}: {path} is damaged: it disagrees with tokenizer.json ({detail})")
+
+
+def check_sentencepiece_model(
+    path: Path, flag: str, expected: list[tuple[str, float | None]] | None = None
+) -> None:
+    """ValueError naming `path` unless SentencePiece loads it and, given tokenizer.json's pieces
+    `expected` (with Unigram scores, or None), it holds exactly those in id order."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{flag}: {path} is damaged: empty file (0 bytes)")
+    proto = model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(data)
+        spm.SentencePieceProcessor(model_proto=data)
+    except Exception as error:  # protobuf's DecodeError, sentencepiece's RuntimeError, ...
+        raise ValueError(
+            f"{flag}: {path} is damaged: not a SentencePiece model ({_reason(error)})"
+        ) from None
+    if expected is None:
+        return
+    pieces = [(p.piece, p.score) for p in proto.pieces]
+    if len(pieces) != len(expected):
+        detail = f"{len(pieces)} pieces, tokenizer.json's vocabulary has {len(expected)}"
+    else:
+        detail = ""
+        for i, ((piece, score), (their_piece, their_score)) in enumerate(
+            zip(pieces, expected, strict=True)
+        ):
+            if piece != their_piece:
+                detail = f"id {i} is {piece!r}, tokenizer.json has {their_piece!r}"
+            elif their_score is not None and not math.isclose(score, their_score, abs_tol=1e-5):
+                detail = f"{piece!r} scores {score:g}, in tokenizer.json {their_score:g}"
+            if detail:
+                break
+    if detail:
+        raise ValueError(f"{flag}: {path} is damaged: it disagrees with tokenizer.json ({detail})")

@@ -20,6 +20,9 @@ Decisions:
   (writable checkpoint folders with room, a precision the device runs), AtomicCheckpointIO
   (never a half-written checkpoint) and `--ckpt_path last` resolved across earlier runs
   (bertlab.checkpointing); seed 0.
+- A run of 0 batches (`trainer.limit_test_batches: 0` for test, `limit_val_batches` for
+  validate, `limit_train_batches` or `max_steps` 0 for fit) is refused: it would exit 0 having
+  reported nothing, or saved weights nobody trained.
 - A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
   traceback: jsonargparse's parse errors (unknown key, wrong type), ValueError from our code,
   Lightning's MisconfigurationException, a missing file. Set BERTLAB_DEBUG=1 for the traceback.
@@ -176,6 +179,7 @@ class BertLabCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        _refuse_zero_batches(self.subcommand, trainer)
         facts = probe_device(str(trainer.accelerator))
         processes = count_processes(trainer.devices, trainer.num_nodes, facts)
         resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)
@@ -203,6 +207,27 @@ class BertLabCLI(LightningCLI):
         self.datamodule.check_model(
             config.max_position_embeddings, self.model.hparams.objective, config.vocab_size
         )
+
+
+# subcommand -> the trainer keys that, at 0, leave it no batch to run.
+ZERO_BATCH_KEYS = {
+    "fit": ("limit_train_batches", "max_steps"),
+    "validate": ("limit_val_batches",),
+    "test": ("limit_test_batches",),
+}
+
+
+def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
+    """A run of 0 batches reports nothing (test, validate) or saves weights nobody trained (fit),
+    and exits 0: refused before anything is built."""
+    for key in ZERO_BATCH_KEYS.get(subcommand or "", ()):
+        if trainer.get(key) == 0:
+            what = (
+                "would train on no batch and save weights nobody trained"
+                if subcommand == "fit"
+                else "would run no batch and report nothing"
+            )
+            raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
 
 
 def _one_line(error: BaseException) -> str:

@@ -38,6 +38,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -249,10 +250,13 @@ class DownstreamEvaluation(pl.Callback):
     def _load_task(self, tokenizer_path: str) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
+        from bertlab.artefacts import check_model_folder
+
         train = read_examples(self.train_file, self.label_column, self.text_columns)
         valid = read_examples(self.valid_file, self.label_column, self.text_columns)
         mapping = label_mapping(train, self.train_file)
         check_compatible(valid, train, mapping)
+        check_model_folder(Path(tokenizer_path), f"DownstreamEvaluation.tokenizer {tokenizer_path}")
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         if tokenizer.pad_token_id is None:
             raise ValueError(f"DownstreamEvaluation.tokenizer {tokenizer_path}: no padding token")

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from bertlab.artefacts import torch_load_reason
+from bertlab.artefacts import check_model_folder, torch_load_reason
 from bertlab.export_tokenizer import (
     TOKENIZER_FILES,
     check_texts,
@@ -164,7 +164,7 @@ def rebuild_model(checkpoint: dict[str, Any], tokenizer: str | None):
 
 
 def resolve_tokenizer(tokenizer: str | None, facts: RunFacts) -> Path:
-    """The tokenizer folder: --tokenizer, else the one the run recorded; it must exist."""
+    """The tokenizer folder: --tokenizer, else the one the run recorded; it must exist whole."""
     if tokenizer is not None:
         path, source = Path(tokenizer), "--tokenizer"
     elif facts.tokenizer_path:
@@ -178,6 +178,8 @@ def resolve_tokenizer(tokenizer: str | None, facts: RunFacts) -> Path:
         raise ValueError(
             f"tokenizer folder {path} (from {source}) does not exist; pass --tokenizer DIR"
         )
+    # Before anything loads it: a damaged file is named with where the folder came from.
+    check_model_folder(path, f"tokenizer folder {path} (from {source})")
     return path
 
 

@@ -42,6 +42,7 @@ from bertlab.tasks import (
     check_compatible,
     classification_metrics,
     collate,
+    degenerate_split,
     encode,
     label_mapping,
     read_examples,
@@ -286,6 +287,10 @@ def finetune(
     for name in ("valid", "test"):
         if name in splits:
             check_compatible(splits[name], train, mapping)
+            # Scored all the same (the file is valid), but said once, before the slow part.
+            flag = f"--{name}_file {valid_file if name == 'valid' else test_file}"
+            if reason := degenerate_split(splits[name], mapping, flag):
+                print(f"warning: {reason}", file=sys.stderr)
 
     # Seeded before loading (weights a folder lacks, e.g. a masked-LM export's pooler, are drawn)
     # and again after: building a model from a checkpoint draws weights it then overwrites,

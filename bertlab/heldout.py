@@ -20,11 +20,18 @@ Decisions:
   the vocabulary's non-special tokens) scored on the same positions: a model that has learned
   only word frequencies scores that. `below_unigram` (unigram loss minus the model's) is the
   share of the loss that context bought.
+- Figures that would mislead are flagged, not withheld (one `warning:` line each on stderr; the
+  figures are still what they say): a model whose every LayerNorm is still at its initial scale
+  1 and shift 0 was never trained (training moves them at its first step), so its loss is that
+  of random weights; a text with fewer than MIN_POSITIONS masked positions gives a loss too
+  noisy to compare models by. The weights are looked at rather than the export's records,
+  which a hand-made or copied folder may lack.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,9 @@ import torch
 from torch import Tensor
 
 MIN_BLOCK_TOKENS = 16
+# A masked position's loss varies by some 2-3 nats, so the mean over 200 positions is uncertain
+# by about 0.2 nats: the size of the differences between runs worth reporting.
+MIN_POSITIONS = 200
 
 
 @dataclass(frozen=True)
@@ -58,19 +68,23 @@ def _documents(path: Path) -> Iterable[list[str]]:
     return read_documents(path)
 
 
-def _load_tokenizer(path: str):
+def _load_tokenizer(path: str, flag: str = "--tokenizer"):
     from transformers import AutoTokenizer
 
+    from bertlab.artefacts import check_model_folder
+
     if not Path(path).is_dir():
-        raise ValueError(f"--tokenizer {path}: not a tokenizer or model folder")
+        raise ValueError(f"{flag} {path}: not a tokenizer or model folder")
+    # A damaged file is named (AutoTokenizer's errors name none, and it never reads vocab.txt).
+    check_model_folder(Path(path), f"{flag} {path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"--tokenizer {path}: cannot be loaded: {reason}") from None
+        raise ValueError(f"{flag} {path}: cannot be loaded: {reason}") from None
     for role in ("cls_token_id", "sep_token_id", "mask_token_id", "pad_token_id"):
         if getattr(tokenizer, role) is None:
-            raise ValueError(f"--tokenizer {path}: has no {role.removesuffix('_id')}")
+            raise ValueError(f"{flag} {path}: has no {role.removesuffix('_id')}")
     return tokenizer
 
 
@@ -201,6 +215,20 @@ def evaluate_masked_lm(
     return result
 
 
+def never_trained(model: torch.nn.Module) -> bool:
+    """Whether every LayerNorm of `model` still has its initial scale 1 and shift 0.
+
+    Every one of them is on the path of the masked-LM loss and has no weight decay to hold it,
+    so the first optimizer step with a non-zero learning rate moves them all.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    return bool(norms) and all(
+        (m.weight is None or bool((m.weight == 1).all()))
+        and (m.bias is None or bool((m.bias == 0).all()))
+        for m in norms
+    )
+
+
 def describe(result: dict) -> str:
     """One line for a person: the model's held-out loss beside the unigram model's."""
     line = (
@@ -215,6 +243,11 @@ def describe(result: dict) -> str:
     return line
 
 
+def _warn(message: str) -> None:
+    """One `warning:` line on stderr: the figures stand, but this makes them mislead."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def usable_positions(config) -> int:
     """The longest input a model takes: RoBERTa-style models number positions from pad + 1."""
     positions = config.max_position_embeddings
@@ -227,8 +260,11 @@ def _load_masked_lm(folder: str) -> torch.nn.Module:
     import transformers
     from transformers import AutoModelForMaskedLM
 
+    from bertlab.artefacts import check_model_folder
+
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
+    check_model_folder(Path(folder), f"--model {folder}")  # a damaged file named, no traceback
     # No progress bar or load report: an exported BertForPreTraining's unused NSP head is expected.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -277,7 +313,7 @@ def evaluate_mlm(
     for path in texts:
         if not Path(path).is_file():
             raise ValueError(f"--text {path}: no such file")
-    tok = _load_tokenizer(tokenizer or model)
+    tok = _load_tokenizer(tokenizer or model, "--tokenizer" if tokenizer else "--model")
     unigram = unigram_log_probs(unigram_corpus, tok) if unigram_corpus else None
     network = _load_masked_lm(model)
     if network.config.vocab_size != len(tok):
@@ -289,9 +325,21 @@ def evaluate_mlm(
     if max_len is not None and max_len > positions:
         raise ValueError(f"--max_len {max_len}: --model {model} takes at most {positions} tokens")
     max_len = max_len or min(128, positions)
+    if never_trained(network):
+        _warn(
+            f"--model {model}: its weights were never trained (every LayerNorm still has its "
+            "initial scale 1 and shift 0): the figures are those of random weights"
+        )
     results = []
     for path in texts:
         blocks = make_blocks(path, tok, max_len, max_blocks, seed=seed)
+        if blocks.num_positions < MIN_POSITIONS:
+            count = blocks.input_ids.size(0)
+            _warn(
+                f"--text {path}: only {blocks.num_positions} masked positions ({count} block"
+                f"{'s' if count != 1 else ''}): a loss over so few is too noisy to compare models "
+                f"by; give a longer text (at least {MIN_POSITIONS} positions)"
+            )
         result = evaluate_masked_lm(network, blocks, unigram)
         print(describe(result))
         results.append(result)

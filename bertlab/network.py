@@ -34,8 +34,11 @@ from bertlab.prenorm import use_pre_layer_norm
 def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
     from transformers import AutoTokenizer
 
+    from bertlab.artefacts import check_model_folder
+
     if not Path(path).is_dir():
         raise ValueError(f"{flag}: {path} is not a tokenizer folder")
+    check_model_folder(Path(path), flag)  # a damaged file named, not a traceback
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:

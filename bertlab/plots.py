@@ -17,9 +17,10 @@ Decisions:
   shows its gap: the x axis is the time a person waited, the cost being compared.
 - A series identical to another of the same run in the same figure (the learning rate of each
   AdamW parameter group) is drawn once; non-finite values are dropped. Both are reported.
-- A figure no run has data for is not written, and a run missing a series another run has is
-  noted: the notes and the manifest of what was drawn ({figure: ["run: tag", ...]}) are the
-  return value, built from the lines actually on the axes.
+- A figure no run has data for is not written, a run missing a series another run has is
+  noted, and so is a series of a single point (drawn as a dot: one value, no trend): the notes
+  and the manifest of what was drawn ({figure: ["run: tag", ...]}) are the return value, built
+  from the lines actually on the axes.
 - `--smoothing` is TensorBoard's (a de-biased exponential average, raw values drawn faintly
   behind) and touches only dense, noisy series: not the learning rate (a schedule, exact), not
   sparse ones (validation, downstream: drawn with markers).
@@ -326,6 +327,12 @@ def _draw_all(runs, compiled, smoothing: float, dpi: int, out: Path, figures, no
         for run, chosen in selected:
             if not chosen:
                 notes.append(f"{spec.file}: {run.name} has no tag matching {pattern.pattern!r}")
+            for tag, series in chosen.items():
+                if len(series.values) == 1:  # a dot, not a curve: nothing to read a trend from
+                    notes.append(
+                        f"{spec.file}: {run.name}: {tag} has a single point (step "
+                        f"{series.steps[0]}): no curve, one value"
+                    )
         figure, drawn = _draw(spec, present, smoothing, dpi)
         with open(out / spec.file, "wb") as f:  # the folder as a whole appears atomically
             figure.savefig(f, format="png")

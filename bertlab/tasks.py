@@ -18,6 +18,10 @@ Decisions:
   on which label comes first. For two classes F1 is that of the positive class, the SECOND label
   in sorted order (`1` for 0/1 labels). A validation or test label the training file lacks is an
   error: the classifier could never predict it.
+- A validation or test split of one example, or of one label only, is scored (the file is
+  valid) but named as misleading by `degenerate_split`: accuracy over one example is 0 or 1,
+  accuracy over one label is only how often the model predicts that label (a constant
+  classifier scores 1), and the F1 of a positive label the split lacks is 0 whatever the model.
 """
 
 from __future__ import annotations
@@ -225,6 +229,23 @@ def check_compatible(examples: list[Example], train: list[Example], mapping: dic
             f"{examples[0].where}: {kinds[examples[0].text_pair is not None]}, but the training "
             f"file has {kinds[train[0].text_pair is not None]}"
         )
+
+
+def degenerate_split(examples: list[Example], mapping: dict[str, int], flag: str) -> str | None:
+    """Why scores over the evaluation split `examples` (given as `flag`) mislead, or None."""
+    labels = sorted({e.label for e in examples}, key=mapping.__getitem__)
+    if len(examples) == 1:
+        return f"{flag}: 1 example: its accuracy can only be 0 or 1"
+    if len(labels) > 1:
+        return None
+    reason = (
+        f"{flag}: all {len(examples)} examples have label {labels[0]!r}: accuracy is only how "
+        "often the model predicts it (a classifier that always does scores 1.0)"
+    )
+    positive = next(label for label, i in mapping.items() if i == 1)
+    if len(mapping) == 2 and labels[0] != positive:
+        reason += f", and the F1 of {positive!r} is 0 whatever the model"
+    return reason
 
 
 # ------------------------------------------------------------------------------------- tensors

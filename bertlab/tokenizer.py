@@ -28,7 +28,7 @@ import os
 import random
 from pathlib import Path
 
-from bertlab.artefacts import check_model_folder, read_json_object
+from bertlab.artefacts import check_model_folder, check_tokenizer_files, read_json_object
 from bertlab.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.tokenizer_parity import ParityReport, check_parity, compare_lines
 from bertlab.tokenizer_text import SPECIAL_IDS, SPECIAL_TOKENS, sample_lines
@@ -234,6 +234,8 @@ def load_tokenizer(path: str):
 def tokenizer_fingerprint(path: str) -> str:
     """16 hex characters identifying the tokenizer in a folder (same tokenizer, same value)."""
     folder = Path(path)
+    # A fingerprint vouches for the folder: every file of it that holds the vocabulary is checked.
+    check_tokenizer_files(folder, f"tokenizer folder {path}")
     data = read_json_object(folder / "tokenizer.json", f"tokenizer folder {path}")
     config = read_json_object(folder / "tokenizer_config.json", f"tokenizer folder {path}")
     try:

@@ -138,6 +138,8 @@ def read_model(path: str, flag: str = "--spm_model") -> model_pb2.ModelProto:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"{flag} {path} does not exist")
+    if file.stat().st_size == 0:  # parses as a model of no pieces: say what is wrong instead
+        raise ValueError(f"{flag} {path} is empty (0 bytes), not a SentencePiece model")
     proto = model_pb2.ModelProto()
     try:
         proto.ParseFromString(file.read_bytes())

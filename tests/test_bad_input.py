@@ -163,6 +163,8 @@ def test_recorded_tokenizer_changed_since_the_samples_were_made(en_samples, tmp_
     first, second = [w for w in words if not w.startswith("[")][:2]
     words[first], words[second] = words[second], words[first]  # same size, other ids
     (tokenizer / "tokenizer.json").write_text(json.dumps(vocab))
+    # vocab.txt too, as a retrain writes it (else the folder is damaged, not another tokenizer).
+    (tokenizer / "vocab.txt").write_text("".join(f"{w}\n" for w in sorted(words, key=words.get)))
     folders = {}
     for split in ("train", "valid"):
         folders[split] = copy_samples(en_samples / split, tmp_path / split)

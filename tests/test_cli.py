@@ -205,6 +205,28 @@ def test_bad_configs_end_as_one_line(extra, message, en_samples, other_tokenizer
 
 
 @pytest.mark.parametrize(
+    ("subcommand", "key", "says"),
+    [
+        ("test", "limit_test_batches", "would run no batch and report nothing"),
+        ("validate", "limit_val_batches", "would run no batch and report nothing"),
+        ("fit", "limit_train_batches", "would train on no batch and save weights nobody trained"),
+        ("fit", "max_steps", "would train on no batch and save weights nobody trained"),
+    ],
+)
+def test_a_run_of_zero_batches_is_refused(subcommand, key, says, en_samples, tmp_path, capsys):
+    # Lightning runs these and exits 0: test and validate print nothing, fit saves last.ckpt.
+    root = tmp_path / "runs"
+    args = [subcommand, *small_run(en_samples, root, steps=2), "--model.hidden_size=32",
+            "--model.warmup_steps=1"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, f"--trainer.{key}=0"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --trainer.{key} 0: bertlab {subcommand} {says}"]
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("model:\n  hidden_size: [1, 2\n", "not valid YAML at line 3, column 1"),

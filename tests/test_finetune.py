@@ -24,7 +24,7 @@ import torch
 from conftest import run_tool
 
 from bertlab.finetune import finetune
-from bertlab.tasks import label_mapping, read_examples
+from bertlab.tasks import degenerate_split, label_mapping, read_examples
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = dict(
@@ -191,6 +191,39 @@ def test_tool_learns_a_sentence_task_from_tsv(task):
         == report["valid"]["accuracy"]
         == max(h["accuracy"] for h in report["history"])
     )
+
+
+def test_a_validation_split_of_one_label_is_scored_with_a_warning(task, tmp_path, capsys):
+    files = task["files"]
+    english = [line for line in files["valid"]["tsv"].read_text().splitlines() if line[:2] == "en"]
+    valid = Path(write(tmp_path / "english.tsv", "".join(f"{line}\n" for line in english)))
+    result = finetune(
+        model=str(task["model"]), train_file=str(files["train"]["tsv"]), valid_file=str(valid),
+        **{**FAST, "max_epochs": 1},
+    )  # fmt: skip
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: --valid_file {valid}: all {len(english)} examples have label 'en': accuracy "
+        "is only how often the model predicts it (a classifier that always does scores 1.0), "
+        "and the F1 of 'ja' is 0 whatever the model"
+    ]
+    assert result["valid"]["f1"] == 0.0  # what the warning said
+
+
+def test_degenerate_splits_are_named(tmp_path):
+    mapping = {"0": 0, "1": 1}
+    one = read_examples(write(tmp_path / "one.tsv", "1\tx\n"))
+    assert degenerate_split(one, mapping, "--test_file t") == (
+        "--test_file t: 1 example: its accuracy can only be 0 or 1"
+    )
+    positives = read_examples(write(tmp_path / "pos.tsv", "1\tx\n1\ty\n"))
+    assert degenerate_split(positives, mapping, "--valid_file v") == (
+        "--valid_file v: all 2 examples have label '1': accuracy is only how often the model "
+        "predicts it (a classifier that always does scores 1.0)"
+    )
+    both = read_examples(write(tmp_path / "both.tsv", "1\tx\n0\ty\n"))
+    assert degenerate_split(both, mapping, "--valid_file v") is None
 
 
 def test_tool_reports_a_bad_label_in_one_line(task, tmp_path):

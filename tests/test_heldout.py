@@ -92,3 +92,42 @@ def test_evaluate_mlm_tool_prints_and_writes_the_figures(
     assert missing.returncode == 2
     expected = f"error: --text {tmp_path / 'nope.txt'}: no such file"
     assert missing.stderr.strip().splitlines() == [expected]
+
+
+def test_untrained_weights_and_too_short_texts_are_flagged(
+    en_corpus: Path, en_wordpiece: Path, tokenizer, tmp_path: Path, capsys
+):
+    from bertlab.heldout import MIN_POSITIONS, evaluate_mlm
+
+    folder = tmp_path / "model"
+    model = _tiny_model(tokenizer)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copyfile(en_wordpiece / name, folder / name)
+    short = tmp_path / "short.txt"  # the first few sentences of the test text: one block
+    short.write_text("".join((en_corpus / "test.txt").open().readlines()[:3]), encoding="utf-8")
+    texts = [str(en_corpus / "test.txt"), str(short)]
+    capsys.readouterr()  # save_pretrained's progress bar
+    results = evaluate_mlm(str(folder), texts, max_blocks=20)
+    long, brief = results
+    assert long["positions"] >= MIN_POSITIONS > brief["positions"] > 0
+    assert warnings(capsys) == [
+        f"warning: --model {folder}: its weights were never trained (every LayerNorm still has "
+        "its initial scale 1 and shift 0): the figures are those of random weights",
+        f"warning: --text {short}: only {brief['positions']} masked positions (1 block): a loss "
+        f"over so few is too noisy to compare models by; give a longer text (at least "
+        f"{MIN_POSITIONS} positions)",
+    ]
+    # One optimizer step moves every LayerNorm: the same folder then evaluates without a word.
+    blocks = make_blocks(en_corpus / "test.txt", tokenizer, max_len=64, max_blocks=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(input_ids=blocks.input_ids, attention_mask=blocks.attention_mask,
+          labels=blocks.targets).loss.backward()  # fmt: skip
+    optimizer.step()
+    model.save_pretrained(folder)
+    evaluate_mlm(str(folder), texts[:1], max_blocks=20)
+    assert warnings(capsys) == []
+
+
+def warnings(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]

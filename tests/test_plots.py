@@ -191,3 +191,20 @@ def test_plots_of_a_real_tiny_run(en_samples, tmp_path):
         check_png(out / figure, 800, 500)
     losses = " ".join(figures["loss_step.png"])
     assert "train/loss" in losses and "val" in losses
+
+
+def test_a_series_of_a_single_point_is_noted(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "run"))
+    writer.add_scalar("train/loss", 5.0, 1, walltime=START)
+    for step in (1, 2, 3):
+        writer.add_scalar("lr-AdamW/pg1", 1e-4 * step, step, walltime=START + step)
+    writer.close()
+    manifest = plot_runs([str(tmp_path / "run")], str(tmp_path / "out"), names=["r"], dpi=50)
+    assert manifest["figures"]["loss_step.png"] == ["r: train/loss"]  # drawn all the same
+    single = [note for note in manifest["notes"] if "single point" in note]
+    assert single == [
+        f"{figure}: r: train/loss has a single point (step 1): no curve, one value"
+        for figure in ("loss_step.png", "loss_time.png")
+    ]
