@@ -22,6 +22,8 @@ Decisions:
   predicted), mlm_positions [N] (the flat indices of the labels that are not -100),
   next_sentence_label [B] when the samples have NSP labels, and with with_source
   `source` [B, 2] (shard index, line), which `sources(batch)` turns into `path:line`.
+- Workers are forked, or on a rank of a DDP run started from a fork server (bertlab.worker_start
+  says why).
 - The loader starts its workers on the first `next()`, not on `iter()`: Lightning creates the
   iterator before it restores the epoch on resume, and the epoch must be known when workers start.
 """
@@ -42,6 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 from bertlab.masking import MaskingCollator, word_continuation_table
 from bertlab.shard_reader import SampleSet, resolve_samples
 from bertlab.stream import SampleStream
+from bertlab.worker_start import init_worker, worker_context
 
 STATE_FORMAT = "bertlab.data.position/1"
 # Lightning warns that an IterableDataset's __len__ may be wrong with workers; ours is exact.
@@ -99,12 +102,15 @@ class StreamLoader(DataLoader):
         distributed: tuple[int, int] | None = None,
     ):
         """distributed: (rank, world_size) to use instead of torch.distributed's."""
+        world_size = (distributed or rank_and_world_size())[1]
         super().__init__(
             dataset,
             batch_size=None,
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=False,  # workers must see each epoch's settings
+            worker_init_fn=init_worker,
+            multiprocessing_context=worker_context(world_size) if num_workers else None,
         )
         object.__setattr__(self, "sampler", _EpochSampler(self))  # DataLoader forbids setattr
         self.distributed = distributed

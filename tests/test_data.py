@@ -471,3 +471,15 @@ def test_batches_can_name_their_source_lines(tmp_path):
     for where, uid in zip(dm.sources(batch), decode(batch), strict=True):
         path, line = where.rsplit(":", 1)
         assert path.endswith(f"shard-0000{uid // 6}.jsonl.gz") and int(line) == uid % 6 + 1
+
+
+def test_a_rank_of_several_starts_its_workers_from_a_fork_server(tmp_path):
+    """A DDP rank's workers (fork server) give the batches forked workers give."""
+    write_samples(tmp_path / "train", [30, 31, 29, 30])
+    forked = loader(tmp_path / "train", rank=1, world_size=2, num_workers=2)
+    assert forked.multiprocessing_context is None
+    dataset = forked.dataset
+    served = StreamLoader(dataset, num_workers=2, distributed=(1, 2))
+    assert served.multiprocessing_context.get_start_method() == "forkserver"
+    expected = [decode(b) for b in take(forked)]
+    assert [decode(b) for b in take(served)] == expected and expected
