@@ -30,7 +30,7 @@ setup(
         "huggingface_hub>=0.30",
         "pyyaml>=6",
         "matplotlib>=3.7",
-        # Parquet and Arrow inputs of prepare_corpus (bertlab.table_documents).
+        # Parquet and Arrow inputs of prepare_corpus (bertlab.corpus.tables).
         "pyarrow>=14",
     ],
     extras_require={
@@ -47,5 +47,5 @@ setup(
             "datasets>=2.19",
         ],
     },
-    entry_points={"console_scripts": ["bertlab=bertlab.cli:main"]},
+    entry_points={"console_scripts": ["bertlab=bertlab.train.cli:main"]},
 )

@@ -1,6 +1,6 @@
 """`python -m bertlab` is the same command as `bertlab`."""
 
-from bertlab.cli import main
+from bertlab.train.cli import main
 
 if __name__ == "__main__":
     main()

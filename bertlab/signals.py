@@ -7,16 +7,16 @@ Decisions:
   Lightning turns into exit status 1; Lightning's own SIGTERM handling outside training raises
   SystemExit with no code, exit status 0. A job script could not tell an interrupted run from a
   failed or a finished one.
-- `stop_on_signals()` is entered by every command's front door (bertlab.cli.main,
+- `stop_on_signals()` is entered by every command's front door (bertlab.train.cli.main,
   bertlab.command.run). While it is active, the first SIGINT or SIGTERM raises `Interrupted`: a
   BaseException, so no `except Exception` swallows it, and not a KeyboardInterrupt, which
-  Lightning would turn into exit status 1. Its unwinding runs every clean-up (bertlab.atomic
+  Lightning would turn into exit status 1. Its unwinding runs every clean-up (bertlab.files.atomic
   deletes the temporary file or folder, so an output is the earlier one or absent, never half
   written); the front door prints one line and exits with 128 + the signal number (130, 143), the
   shell's convention, never with a traceback.
 - Signals that arrive while the command unwinds are ignored, so a repeated Ctrl-C cannot cut a
   clean-up short (SIGKILL still stops it).
-- `bertlab fit`'s training replaces these handlers with bertlab.interrupt's, which finish the
+- `bertlab fit`'s training replaces these handlers with bertlab.train.interrupt's, which finish the
   step and save `last.ckpt` first. Outside training (start-up, sanity validation, test, validate,
   the tools) no work is lost by stopping at once, and that is what a user who asks to stop wants.
 - Forked children (DataLoader workers, bertlab.workers' pool) inherit the handler. A Ctrl-C

@@ -1,6 +1,6 @@
 """Ordered tasks in this process or in a pool of processes, with the same results either way.
 
-Used by bertlab.samples for its three stages (tokenize, build samples, write shards).
+Used by bertlab.samples.prepare for its three stages (tokenize, build samples, write shards).
 
 Decisions:
 - `Workers(num_proc, backend).imap(fn, tasks)` yields fn(*task) in task order. With num_proc 1

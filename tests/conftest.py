@@ -4,7 +4,7 @@ Run everything with `make test`; one file with `.venv/bin/python -m pytest tests
 
 The fixtures call the library functions (fast, in-process); each tool's own test also runs its
 script through the real entry point. The real text is ../shared/data (or $BERTLAB_SHARED_DATA)
-when that folder is there, else tests/data: slices of the same two files (its README says which),
+when that folder is there, else tests/text: slices of the same two files (its README says which),
 so a fresh clone without ../shared runs every test on real text too. A folder that lacks the
 files is an error, not a skip, so CI cannot pass vacuously.
 """
@@ -22,12 +22,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-FIXTURES = REPO / "tests" / "data"
+FIXTURES = REPO / "tests" / "text"
 TEXT_FILES = ("enwiki-sample.xml.bz2", "ja-manpages.txt.gz")
 
 
 def text_data_folder() -> Path:
-    """The shared data folder when it exists, else the slices shipped in tests/data."""
+    """The shared data folder when it exists, else the slices shipped in tests/text."""
     shared = Path(os.environ.get("BERTLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
     return shared if shared.is_dir() else FIXTURES
 
@@ -38,7 +38,7 @@ FULL_TEXT = text_data_folder() != FIXTURES
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder of real text: ../shared/data, or tests/data in a clone without it."""
+    """The folder of real text: ../shared/data, or tests/text in a clone without it."""
     path = text_data_folder()
     missing = [name for name in TEXT_FILES if not (path / name).exists()]
     assert not missing, f"real text {missing} not found in {path}"
@@ -64,7 +64,7 @@ def run_tool(script: str, *args: str, check: bool = True, cwd: Path | None = Non
 @pytest.fixture(scope="session")
 def en_corpus(shared_data: Path, tmp_path_factory) -> Path:
     """The shared English Wikipedia sample as a corpus folder: train.txt, valid.txt, test.txt."""
-    from bertlab.corpus import prepare_corpus
+    from bertlab.corpus.prepare import prepare_corpus
 
     out = tmp_path_factory.mktemp("en_corpus")
     prepare_corpus(
@@ -80,7 +80,7 @@ def en_corpus(shared_data: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ja_corpus(shared_data: Path, tmp_path_factory) -> Path:
     """The first 300 documents of the shared Japanese text as a corpus folder."""
-    from bertlab.corpus import prepare_corpus
+    from bertlab.corpus.prepare import prepare_corpus
 
     tmp = tmp_path_factory.mktemp("ja_corpus")
     with gzip.open(shared_data / "ja-manpages.txt.gz", "rt", encoding="utf-8") as f:
@@ -95,7 +95,7 @@ def ja_corpus(shared_data: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def en_wordpiece(en_corpus: Path, tmp_path_factory) -> Path:
     """A small cased WordPiece tokenizer trained on the English corpus."""
-    from bertlab.tokenizer import train_tokenizer
+    from bertlab.tokenizer.training import train_tokenizer
 
     out = tmp_path_factory.mktemp("en_wordpiece")
     train_tokenizer(
@@ -110,7 +110,7 @@ def en_wordpiece(en_corpus: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ja_unigram(ja_corpus: Path, tmp_path_factory) -> Path:
     """A small SentencePiece unigram tokenizer trained on the Japanese corpus."""
-    from bertlab.tokenizer import train_tokenizer
+    from bertlab.tokenizer.training import train_tokenizer
 
     out = tmp_path_factory.mktemp("ja_unigram")
     train_tokenizer(
@@ -126,7 +126,7 @@ def ja_unigram(ja_corpus: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def en_samples(en_corpus: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
     """NSP sentence-pair samples (max_seq_len 64) of the English corpus: train/, valid/, test/."""
-    from bertlab.samples import prepare_samples
+    from bertlab.samples.prepare import prepare_samples
 
     out = tmp_path_factory.mktemp("en_samples")
     for split, shards in (("train", 4), ("valid", 1), ("test", 1)):

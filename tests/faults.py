@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from bertlab.checkpointing import AtomicCheckpointIO
+from bertlab.train.checkpointing import AtomicCheckpointIO
 
 
 def _die() -> None:
@@ -212,17 +212,17 @@ def paused_export(go: str | Path) -> Callable[[list[str]], None]:
     is written into its temporary folder, before the reload checks."""
 
     def main(args: list[str]) -> None:
-        import bertlab.export
+        import bertlab.export.model
         from bertlab.command import run
 
-        verify = bertlab.export.verify_model_folder
+        verify = bertlab.export.model.verify_model_folder
 
         def paused(*a: Any, **k: Any) -> Any:
             pause("export", go)
             return verify(*a, **k)
 
-        bertlab.export.verify_model_folder = paused
-        run(bertlab.export.export_model, args)
+        bertlab.export.model.verify_model_folder = paused
+        run(bertlab.export.model.export_model, args)
 
     return main
 
@@ -231,7 +231,7 @@ def paused_export(go: str | Path) -> Callable[[list[str]], None]:
 
 
 def _bertlab_main(args: list[str]) -> None:
-    from bertlab.cli import main
+    from bertlab.train.cli import main
 
     main(args)
 

@@ -6,7 +6,7 @@ Usage: python tools/convert_tokenizer.py --spm_model sp.model --output_dir token
 """
 
 from bertlab.command import run
-from bertlab.tokenizer import convert_tokenizer
+from bertlab.tokenizer.training import convert_tokenizer
 
 if __name__ == "__main__":
     run(convert_tokenizer)

@@ -18,7 +18,7 @@ mkdir -p "$DEMO_DIR"
 if [ -z "$CORPUS" ]; then
   step "Embedded corpus: CPython's reference documentation"
   CORPUS="$DEMO_DIR/raw/pydoc.txt"
-  "$PYTHON" -m bertlab.pydoc_corpus "$CORPUS"
+  "$PYTHON" -m bertlab.corpus.python_docs "$CORPUS"
 fi
 
 step "prepare_corpus"

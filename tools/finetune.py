@@ -2,7 +2,7 @@
 """Downstream accuracy. Usage: python tools/finetune.py --model DIR --train_file F --valid_file F"""
 
 from bertlab.command import run
-from bertlab.finetune import finetune
+from bertlab.downstream.finetune import finetune
 
 if __name__ == "__main__":
     run(finetune)

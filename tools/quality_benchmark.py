@@ -5,7 +5,7 @@ Usage: python tools/quality_benchmark.py --output_dir runs/quality
 """
 
 from bertlab.command import run
-from bertlab.quality import quality_benchmark
+from bertlab.research.quality import quality_benchmark
 
 if __name__ == "__main__":
     run(quality_benchmark)

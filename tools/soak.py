@@ -5,7 +5,7 @@ Usage: python tools/soak.py --output_dir runs/soak [--max_steps 3000 --val_every
 """
 
 from bertlab.command import run
-from bertlab.soak import soak
+from bertlab.research.soak import soak
 
 if __name__ == "__main__":
     run(soak)

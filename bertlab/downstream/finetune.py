@@ -1,0 +1,368 @@
+"""Downstream classification: fine-tune a BERT on a sentence or sentence-pair task, report accuracy.
+
+Decisions:
+- Task files are read, checked, encoded and batched by bertlab.downstream.tasks.
+- The model is an exported folder or a bertlab checkpoint (.ckpt), read and rebuilt by
+  bertlab.export.model (same checks, same tokenizer resolution: `--tokenizer`, else what the run
+  recorded). Only the encoder is reused; the classification head is drawn afresh from `seed`
+  with its own generator, so both routes give bit-identical starting weights, and the same seed
+  gives the same result.
+- Training is a LightningModule on the ordinary Trainer (one device: these tasks are small):
+  AdamW without decay on biases and norms, linear warmup over the first `warmup_ratio` of the
+  steps then linear decay to 0, gradient clipping at 1, dynamic padding to a multiple of 8.
+- EarlyStopping watches validation accuracy (`patience` epochs without a strict improvement);
+  the best epoch's weights are kept in memory (no checkpoint files), and the reported validation
+  and test scores are those of the best epoch's weights. `best_epoch` counts from 1.
+- The result is one JSON object on stdout (Lightning's chatter goes to stderr) and optionally in
+  `output_json`, written atomically. bertlab.files.output_folder's rule holds for that file, checked
+  before any training: never an input (a slip like `--output_json train.tsv`), never inside the
+  model folder, and an existing file only when it is an earlier result, with --overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bertlab.downstream.tasks import (
+    check_compatible,
+    classification_metrics,
+    collate,
+    degenerate_split,
+    encode,
+    label_mapping,
+    read_examples,
+)
+from bertlab.files.artefacts import check_model_folder
+from bertlab.files.atomic import atomic_write
+from bertlab.files.output_folder import check_output_file
+from bertlab.model.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
+
+
+def classifier_from_encoder(config, encoder_state: dict[str, Tensor], num_labels: int, seed: int):
+    """A sequence classifier with the given encoder weights and a head drawn from `seed`."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(config)
+    config.num_labels = num_labels
+    config.id2label = {i: str(i) for i in range(num_labels)}
+    config.label2id = {str(i): i for i in range(num_labels)}
+    model = AutoModelForSequenceClassification.from_config(config)
+    missing, unexpected = model.base_model.load_state_dict(encoder_state, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    _draw_head(model, seed)
+    return model.float()
+
+
+def _draw_head(model, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    base = {id(p) for p in model.base_model.parameters()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if id(parameter) in base:
+                continue
+            if parameter.ndim >= 2:
+                values = torch.randn(parameter.shape, generator=generator) * std
+                parameter.copy_(values.to(parameter.dtype))
+            else:
+                parameter.zero_()
+
+
+def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
+    """(classifier, tokenizer) from an exported folder or a bertlab .ckpt checkpoint."""
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model {model}: not a model folder (no config.json)")
+        check_model_folder(path, f"--model {model}")  # a damaged file named, not a traceback
+        encoder = AutoModel.from_pretrained(path)
+        config, state = encoder.config, encoder.state_dict()
+        tokenizer = tokenizer or str(path)
+    elif path.is_file():
+        # One reader and one builder of bertlab checkpoints: export's.
+        from bertlab.export.model import load_checkpoint, rebuild_model, resolve_tokenizer
+        from bertlab.export.run_facts import collect_run_facts
+        from bertlab.model.prenorm import encoder_config_and_state
+
+        try:
+            checkpoint = load_checkpoint(model)
+        except ValueError as error:
+            raise ValueError(str(error).replace("--ckpt_path", "--model", 1)) from None
+        tokenizer = str(resolve_tokenizer(tokenizer, collect_run_facts(checkpoint, path)))
+        pretraining = rebuild_model(checkpoint, tokenizer)
+        config, state = encoder_config_and_state(pretraining)
+    else:
+        raise ValueError(f"--model {model}: no such folder or checkpoint file")
+    if not Path(tokenizer).is_dir():
+        raise ValueError(f"--tokenizer {tokenizer}: no such tokenizer folder")
+    check_model_folder(Path(tokenizer), f"--tokenizer {tokenizer}")
+    return classifier_from_encoder(config, state, num_labels, seed), AutoTokenizer.from_pretrained(
+        tokenizer
+    )
+
+
+def _is_result(path: Path) -> bool:
+    """Whether `path` holds a result finetune wrote (its JSON object with these keys)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(result, dict) and {"model", "train_file", "best_epoch"} <= result.keys()
+
+
+def optimizer_and_schedule(model, lr: float, weight_decay: float, warmup_ratio: float, total: int):
+    """AdamW (no decay on biases and norms), warmup then linear decay to 0 over `total` steps."""
+    device = next(model.parameters()).device
+    optimizer = build_adamw(
+        parameter_groups(model, weight_decay), lr, (0.9, 0.999), 1e-8, adamw_implementation(device)
+    )
+    warmup = min(int(warmup_ratio * total), max(total - 1, 0))
+    schedule = lr_multiplier(warmup, max(total, 1), "linear")
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+class SequenceClassifier(pl.LightningModule):
+    """Cross-entropy fine-tuning; keeps the best validation epoch's weights and scores."""
+
+    def __init__(
+        self, model, num_labels: int, lr: float, weight_decay: float, warmup_ratio: float
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.num_labels = num_labels
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.best_state: dict[str, Tensor] | None = None
+        self.scores: dict | None = None
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(**inputs).logits.float()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = F.cross_entropy(self(batch), batch["labels"])
+        self.log("train_loss", loss, batch_size=batch["labels"].size(0))
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
+        self.outputs.append((logits.argmax(-1).cpu(), batch["labels"].cpu(), loss.cpu()))
+
+    test_step = validation_step
+
+    def _scores(self) -> dict:
+        predictions, labels, losses = zip(*self.outputs, strict=True)
+        predictions, labels = torch.cat(predictions), torch.cat(labels)
+        scores = classification_metrics(predictions, labels, self.num_labels)
+        scores["loss"] = float(torch.stack(losses).sum() / len(labels))
+        self.outputs.clear()
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._scores()
+        self.log("val_accuracy", scores["accuracy"])
+        epoch = self.current_epoch + 1
+        self.history.append({"epoch": epoch, **scores})
+        if self.best is None or scores["accuracy"] > self.best["accuracy"]:
+            self.best = {"epoch": epoch, **scores}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+
+    def on_test_epoch_end(self) -> None:
+        self.scores = self._scores()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        total = int(self.trainer.estimated_stepping_batches)
+        optimizer, scheduler = optimizer_and_schedule(
+            self.model, self.lr, self.weight_decay, self.warmup_ratio, total
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def _loader(features: list[dict], pad_id: int, args: dict, shuffle: bool, seed: int):
+    return torch.utils.data.DataLoader(
+        features,
+        batch_size=args["batch_size"],
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        collate_fn=lambda batch: collate(batch, pad_id, args["max_seq_len"]),
+    )
+
+
+def finetune(
+    model: str,
+    train_file: str,
+    valid_file: str,
+    test_file: str | None = None,
+    label_column: str = "label",
+    text_columns: list[str] | None = None,
+    tokenizer: str | None = None,
+    max_seq_len: int = 128,
+    batch_size: int = 32,
+    lr: float = 5e-5,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    max_epochs: int = 3,
+    patience: int | None = 2,
+    seed: int = 0,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    output_json: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Fine-tune a model on a classification task; print accuracy (and F1 for two classes) as JSON.
+
+    Files are TSV (label<TAB>text, label<TAB>text_a<TAB>text_b, or GLUE's TSV with a header line
+    and named columns) or JSON Lines (.jsonl with label, text and optionally text_pair). Labels
+    map to ids in sorted order; with two classes the F1 is the second label's. The JSON result
+    holds labels (label -> id), positive_label, the sizes, best_epoch (from 1), the valid and
+    test scores of the best epoch's weights (accuracy, f1 for two classes, mean loss) and the
+    per-epoch history.
+
+    Args:
+        model: An exported model folder (config.json, weights, tokenizer) or a bertlab .ckpt.
+        train_file: Training examples (TSV or JSON Lines).
+        valid_file: Validation examples in the same layout, for early stopping and the scores.
+        test_file: Optional test examples (with labels), scored with the best epoch's weights.
+        label_column: Label column name (a header's or a JSON field), or its position (0, 1, ...)
+            in a headerless TSV.
+        text_columns: One or two text columns (names or positions), e.g. sentence1,sentence2.
+            By default GLUE's usual names, or text and text_pair, or the columns after the label.
+        tokenizer: Tokenizer folder (default: the model folder, or the checkpoint's tokenizer).
+        max_seq_len: Longest input in tokens; longer inputs are truncated.
+        batch_size: Examples per optimizer step.
+        lr: Peak learning rate (linear warmup, then linear decay to 0).
+        weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
+        warmup_ratio: Fraction of the training steps spent warming up.
+        max_epochs: Most epochs to train.
+        patience: Stop after this many epochs without a better validation accuracy (None: never).
+        seed: Seed of the classification head, the data order and dropout.
+        accelerator: Lightning accelerator (auto, cpu, gpu, ...); one device is used.
+        precision: Lightning precision (32-true, bf16-mixed, 16-mixed).
+        output_json: Also write the result to this file (a new one, or an earlier result of
+            finetune with --overwrite).
+        overwrite: Replace an earlier finetune result at output_json.
+    """
+    began = time.perf_counter()
+    if output_json:
+        inputs = [
+            ("--model", model), ("--train_file", train_file), ("--valid_file", valid_file),
+            ("--test_file", test_file), ("--tokenizer", tokenizer),
+        ]  # fmt: skip
+        check_output_file(
+            output_json, "finetune", inputs, overwrite, flag="--output_json",
+            recognise=_is_result,
+        )  # fmt: skip
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be positive, got {batch_size}")
+    if max_seq_len < 8:
+        raise ValueError(f"--max_seq_len {max_seq_len} is too small (needs >= 8)")
+    if max_epochs < 1 or (patience is not None and patience < 0):
+        raise ValueError("--max_epochs must be >= 1 and --patience >= 0")
+    train = read_examples(train_file, label_column, text_columns)
+    mapping = label_mapping(train, train_file)
+    splits = {"train": train, "valid": read_examples(valid_file, label_column, text_columns)}
+    if test_file is not None:
+        splits["test"] = read_examples(test_file, label_column, text_columns)
+    for name in ("valid", "test"):
+        if name in splits:
+            check_compatible(splits[name], train, mapping)
+            # Scored all the same (the file is valid), but said once, before the slow part.
+            flag = f"--{name}_file {valid_file if name == 'valid' else test_file}"
+            if reason := degenerate_split(splits[name], mapping, flag):
+                print(f"warning: {reason}", file=sys.stderr)
+
+    # Seeded before loading (weights a folder lacks, e.g. a masked-LM export's pooler, are drawn)
+    # and again after: building a model from a checkpoint draws weights it then overwrites,
+    # loading a folder does not, and dropout must not depend on the route.
+    pl.seed_everything(seed, workers=True, verbose=False)
+    classifier, tok = load_model(model, len(mapping), tokenizer, seed)
+    limit = classifier.config.max_position_embeddings
+    if max_seq_len > limit:
+        raise ValueError(f"--max_seq_len {max_seq_len} exceeds the model's {limit} positions")
+    if tok.pad_token_id is None:
+        raise ValueError(f"--tokenizer {tokenizer or model}: no padding token")
+    features = {name: encode(tok, ex, mapping, max_seq_len) for name, ex in splits.items()}
+    args = {"batch_size": batch_size, "max_seq_len": max_seq_len}
+    loaders = {
+        name: _loader(f, tok.pad_token_id, args, shuffle=name == "train", seed=seed)
+        for name, f in features.items()
+    }
+    module = SequenceClassifier(classifier, len(mapping), lr, weight_decay, warmup_ratio)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    callbacks = []
+    if patience is not None:
+        callbacks.append(
+            pl.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience)
+        )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=max_epochs,
+        gradient_clip_val=1.0,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.fit(module, loaders["train"], loaders["valid"])
+        assert module.best is not None and module.best_state is not None
+        module.load_state_dict(module.best_state)
+        test_scores = None
+        if "test" in loaders:
+            trainer.test(module, loaders["test"], verbose=False)
+            test_scores = module.scores
+    labels = list(mapping)
+    result = {
+        "model": model,
+        "train_file": train_file,
+        "valid_file": valid_file,
+        "test_file": test_file,
+        "num_labels": len(mapping),
+        "labels": mapping,
+        "positive_label": labels[1] if len(labels) == 2 else None,
+        "train_size": len(train),
+        "valid_size": len(splits["valid"]),
+        "test_size": len(splits["test"]) if test_file is not None else None,
+        "pairs": train[0].text_pair is not None,
+        "best_epoch": module.best["epoch"],
+        "epochs_run": len(module.history),
+        "valid": {k: v for k, v in module.best.items() if k != "epoch"},
+        "test": test_scores,
+        "history": module.history,
+        "seed": seed,
+        "lr": lr,
+        "batch_size": batch_size,
+        "max_seq_len": max_seq_len,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if output_json:
+        with atomic_write(output_json) as f:
+            f.write(text + "\n")
+    print(text)
+    return result

@@ -1,0 +1,226 @@
+"""The one output rule of every bertlab command that writes a folder (or a result file).
+
+A command writes into a new or empty folder, or into a folder that holds only its own earlier
+output, and then only with `--overwrite`. It never deletes an input or a file it did not make,
+and it refuses an output folder that contains, or lies inside, one of its inputs. The
+replacement is atomic: the new output is built beside the old one and renamed into place
+(bertlab.files.atomic), so a failed run leaves the earlier output as it was.
+
+Decisions:
+- A command recognises its own output by a marker file it writes last, `.bertlab-output`: JSON
+  naming the command and the entries (top-level names) it wrote. A folder whose every entry is
+  the marker or one of those names is that command's; anything else in it (a user's notes, another
+  command's output) makes it someone else's folder, refused even with `--overwrite`.
+- Folders written by bertlab versions before the marker carry none. Each command names the files
+  it has always written (`legacy`): a folder holding only those, with the command's key file, is
+  taken for its earlier output (so `--overwrite` works on it as before); any other folder is
+  refused with the advice to choose a new or empty folder. The marker is hidden, so
+  the Hub upload, the corpus reader and the tokenizer loader never see it.
+- `keep` names entries a command may find in its folder that are neither output nor foreign: its
+  own caches and leftovers (prepare_corpus's downloaded dump in raw/, a killed run's hidden
+  temporary files). They do not make a folder non-empty and are never deleted.
+- Inputs are compared after resolving symlinks and `..`: an output equal to an input, one that
+  holds an input at any depth (the input's folder, its parent, ...), or one inside an input folder
+  is refused before anything is read or written.
+- Every refusal is a ValueError naming the output flag and path, which bertlab.command turns
+  into one `error:` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertlab.files.atomic import atomic_dir, atomic_write
+
+MARKER = ".bertlab-output"
+MARKER_VERSION = 1
+# How many foreign names a refusal lists before "...": enough to recognise the folder.
+SHOWN_NAMES = 3
+
+
+@dataclass(frozen=True)
+class Legacy:
+    """How a command's output from before the marker is recognised: only these names, with
+    `required` among them (e.g. a tokenizer folder's tokenizer_config.json)."""
+
+    names: Collection[str]
+    required: Collection[str]
+    # Some outputs have numbered files (shard-00000.jsonl.gz): patterns also allowed.
+    patterns: Collection[str] = ()
+
+    def recognises(self, entries: list[str]) -> bool:
+        def known(name: str) -> bool:
+            return name in self.names or any(fnmatch.fnmatch(name, p) for p in self.patterns)
+
+        return all(known(n) for n in entries) and all(r in entries for r in self.required)
+
+
+Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _matches(name: str, patterns: Collection[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker's content, or None when the folder has none (or an unreadable one)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("command"), str):
+        return None
+    return marker
+
+
+def write_marker(folder: Path, command: str, names: Iterable[str] | None = None) -> None:
+    """Write the marker naming `command` and the entries it wrote (default: all but the marker)."""
+    if names is None:
+        names = (p.name for p in folder.iterdir())
+    entries = sorted({n for n in names if n != MARKER})
+    marker = {"command": command, "version": MARKER_VERSION, "entries": entries}
+    with atomic_write(folder / MARKER) as f:
+        f.write(json.dumps(marker, indent=2) + "\n")
+
+
+def check_inputs(
+    output: str | os.PathLike, inputs: Inputs, flag: str = "--output_dir", noun: str = "folder"
+) -> None:
+    """Refuse an output that is, holds or lies inside one of `inputs` ((flag, path) pairs)."""
+    out = _resolved(output)
+    for input_flag, value in inputs:
+        if value is None:
+            continue
+        source = _resolved(value)
+        if source == out:
+            raise ValueError(f"{flag} {output} is {input_flag} {value}; choose another {noun}")
+        if out in source.parents:
+            raise ValueError(f"{flag} {output} holds {input_flag} {value}; choose another folder")
+        if source in out.parents:
+            raise ValueError(
+                f"{flag} {output} is inside {input_flag} {value}; choose a {noun} outside it"
+            )
+
+
+def check_output_folder(
+    output: str | os.PathLike,
+    command: str,
+    inputs: Inputs = (),
+    overwrite: bool = False,
+    *,
+    flag: str = "--output_dir",
+    legacy: Legacy | None = None,
+    keep: Collection[str] = (),
+) -> bool:
+    """Refuse an output folder the rule forbids; True when it holds an earlier output to replace.
+
+    Args:
+        output: the folder the command is about to write.
+        command: the command's name, as its marker records it.
+        inputs: (flag, path) of everything the command reads; None paths are skipped.
+        overwrite: the user passed --overwrite.
+        flag: the output's flag, for the messages.
+        legacy: how the command's output from before the marker looks, if it has one.
+        keep: names or patterns of the command's own caches and leftovers (never output).
+    """
+    check_inputs(output, inputs, flag)
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {output} is a file, not a folder; give a folder to write")
+    if not path.exists():
+        return False
+    entries = sorted(p.name for p in path.iterdir() if not _matches(p.name, keep))
+    if not entries:
+        return False
+    marker = read_marker(path)
+    if marker is None:
+        if legacy is None or not legacy.recognises(entries):
+            raise ValueError(
+                f"{flag} {output} is not empty and holds no output of {command} "
+                f"({_shown(entries)}); choose a new or empty folder"
+            )
+    elif marker["command"] != command:
+        raise ValueError(
+            f"{flag} {output} holds the output of {marker['command']}, not {command}; "
+            "choose another folder"
+        )
+    else:
+        own = set(marker.get("entries") or ()) | {MARKER}
+        foreign = [n for n in entries if n not in own]
+        if foreign:
+            raise ValueError(
+                f"{flag} {output} holds files {command} did not write ({_shown(foreign)}); "
+                "choose a new or empty folder, or move them away"
+            )
+    if not overwrite:
+        raise ValueError(
+            f"{flag} {output} holds an earlier output of {command}; pass --overwrite to "
+            "replace it, or choose another folder"
+        )
+    return True
+
+
+def _shown(names: list[str]) -> str:
+    more = len(names) - SHOWN_NAMES
+    return ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
+@contextlib.contextmanager
+def output_folder(
+    output: str | os.PathLike,
+    command: str,
+    inputs: Inputs = (),
+    overwrite: bool = False,
+    *,
+    flag: str = "--output_dir",
+    legacy: Legacy | None = None,
+    checked: bool = False,
+) -> Iterator[Path]:
+    """Check the rule, then yield a temporary folder that replaces `output` whole on success.
+
+    The marker is written into it last, listing what the command put there. With checked=True
+    the caller has already called check_output_folder (to refuse before slow work).
+    """
+    if not checked:
+        check_output_folder(output, command, inputs, overwrite, flag=flag, legacy=legacy)
+    with atomic_dir(output) as tmp:
+        yield tmp
+        write_marker(tmp, command)
+
+
+def check_output_file(
+    output: str | os.PathLike,
+    command: str,
+    inputs: Inputs = (),
+    overwrite: bool = False,
+    *,
+    flag: str,
+    recognise: Callable[[Path], bool],
+) -> None:
+    """The same rule for a single result file: never an input or inside an input folder; an
+    existing file only if `recognise` says this command wrote it, and only with --overwrite."""
+    check_inputs(output, inputs, flag, noun="file name")
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"{flag} {output} is a folder; give a file name to write")
+    if not path.exists():
+        return
+    if not recognise(path):
+        raise ValueError(
+            f"{flag} {output} exists and is not a result of {command}; choose another file name"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"{flag} {output} holds an earlier result of {command}; pass --overwrite to "
+            "replace it, or choose another file name"
+        )

@@ -1,0 +1,7 @@
+"""The model: the LightningModule, its network, losses, optimisation and resume checks.
+
+BertPretraining around `transformers.BertForPreTraining` (post- or pre-LN), the sparse MLM head,
+AdamW groups, the learning-rate schedule and its time-budget clock.
+
+May import: speed, files.
+"""

@@ -1,0 +1,189 @@
+"""Checkpoint files that are never half-written, and `--ckpt_path last` that finds them.
+
+Decisions:
+- `AtomicCheckpointIO` (Lightning's CheckpointIO plugin, a TorchCheckpointIO) streams
+  `torch.save` into a temporary file beside the target (`.last.ckpt.<random>.tmp`, same folder,
+  so same file system), fsyncs it, renames it over the target and fsyncs the folder
+  (bertlab.files.atomic.atomic_write). A kill at any moment leaves either the previous file or the
+  new one under the `.ckpt` name, never a truncated one. Lightning's own writer serialises the whole
+  checkpoint into memory, writes it to the system temp folder and moves it across file systems
+  (a copy, not a rename) without fsync; a kill during that copy leaves a truncated checkpoint.
+- A failed write (disk full, quota, I/O error) deletes its temporary file and raises an OSError
+  naming the checkpoint; the file it would have replaced is untouched, and ModelCheckpoint deletes
+  older checkpoints only after a new one is written, so the previous good checkpoint survives.
+- Temporary files a killed run left behind are never read (their names do not end in `.ckpt`)
+  and are removed: from the folder a run is about to write to, at its start
+  (bertlab.train.preflight), and from every folder `--ckpt_path last` searches once they are an hour
+  old (a live writer, say another run sharing the folder, keeps touching its file).
+- Remote paths (`s3://...`) go to Lightning's writer unchanged: rename is not atomic there anyway.
+- `resolve_checkpoint("last", ...)`: Lightning looks for last.ckpt only in the new run's
+  `version_N/checkpoints`, which is empty after a restart, and silently starts from scratch. bertlab
+  resolves `last` itself: the most recently written complete checkpoint under the checkpoint
+  directory or `default_root_dir`, every earlier `version_*` included. Most recent by
+  modification time, as Lightning's `last`: after a deliberate rewind (resuming from an older
+  checkpoint), the rewound run's checkpoints are the last ones, not the higher-step ones it
+  abandoned (a copy of a run folder should keep its times: `cp -a`, `rsync -a`). "Complete"
+  means a readable zip archive with its end record (torch.save's format) that loads with
+  `weights_only=True` (the tensors memory-mapped, not read) and holds a global step, so a
+  truncated file left by some other writer, or an exported weights-only file, is skipped with
+  a warning. With no checkpoint at all, `last` starts from scratch (as in Lightning), so a
+  preemptible job can always pass `--ckpt_path last`.
+- An explicit `--ckpt_path FILE` that is missing or truncated is a one-line ValueError before
+  anything is built, not a traceback from torch.load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.types import _PATH
+from typing_extensions import override
+
+from bertlab.files.atomic import atomic_write
+
+log = logging.getLogger(__name__)
+TEMPORARY_PATTERN = ".*.ckpt.*.tmp"  # atomic_write's `.{name}.{random}.tmp`
+STALE_SECONDS = 3600.0
+
+
+def _is_local(path: _PATH) -> bool:
+    return "://" not in str(path) or str(path).startswith("file://")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO that writes to a temporary file, fsyncs and renames it into place."""
+
+    @override
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(str(path).removeprefix("file://"))
+        try:
+            with atomic_write(path, "wb") as f:
+                self.write(checkpoint, f)
+        except (OSError, RuntimeError) as error:
+            # torch.save's zip writer reports a failed write() as a RuntimeError whose context
+            # is the OSError (ENOSPC, EFBIG, EIO); other RuntimeErrors are bugs, not the disk.
+            if isinstance(error, RuntimeError):
+                if not isinstance(error.__context__, OSError):
+                    raise
+                error = error.__context__
+            reason = error.strerror or str(error)
+            failure = OSError(
+                f"could not write checkpoint {path}: {reason}; the checkpoints already in "
+                f"{path.parent} are intact"
+            )
+            failure.errno = error.errno
+            raise failure from error
+
+    def write(self, checkpoint: dict[str, Any], file: IO[bytes]) -> None:
+        """Serialise `checkpoint` into the open temporary file (the seam tests use to kill it)."""
+        torch.save(checkpoint, file)
+
+
+def remove_temporary_files(
+    folder: str | Path, older_than: float = 0.0, recursive: bool = False
+) -> list[Path]:
+    """Delete temporary checkpoint files killed runs left in `folder`; return them.
+
+    older_than: seconds since the file last changed (a live writer keeps touching its file).
+    """
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        now = time.time()
+        found = folder.rglob(TEMPORARY_PATTERN) if recursive else folder.glob(TEMPORARY_PATTERN)
+        for path in found:
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime >= older_than:
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a whole torch.save archive (a truncated one has no zip end record)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step a training checkpoint holds; None when it is incomplete or not one.
+
+    The file is memory-mapped, so only its small pickle is read, not the tensors.
+    """
+    if not is_complete_checkpoint(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any file torch cannot read safely is simply not a candidate
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else None
+
+
+def newest_checkpoint(folders: Iterable[str | Path]) -> Path | None:
+    """The most recently written complete training checkpoint (`*.ckpt`) under `folders`,
+    recursively; None when there is none."""
+    found: set[Path] = set()
+    for folder in (Path(f) for f in folders if f):
+        if folder.is_dir():
+            found.update(p for p in folder.rglob("*.ckpt") if p.is_file())
+    for path in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
+        if checkpoint_step(path) is not None:
+            return path
+        log.warning("skipping %s: not a complete training checkpoint", path)
+    return None
+
+
+def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> str | None:
+    """`--ckpt_path` as fit should get it: `last` resolved in `folders`, a file checked.
+
+    Other Lightning keywords (`best`, `hpc`, registry names) and remote paths pass unchanged.
+    """
+    if ckpt_path is None or ckpt_path in ("best", "hpc") or not _is_local(ckpt_path):
+        return ckpt_path
+    if ckpt_path == "last":
+        folders = [Path(f) for f in folders if f]
+        for folder in folders:
+            remove_temporary_files(folder, older_than=STALE_SECONDS, recursive=True)
+        found = newest_checkpoint(folders)
+        if found is None:
+            where = ", ".join(str(f) for f in folders)
+            log.warning("--ckpt_path last: no checkpoint in %s yet; starting from scratch", where)
+            return None
+        log.info("--ckpt_path last: resuming from %s", found)
+        return str(found)
+    if not Path(ckpt_path).is_file():
+        raise ValueError(f"--ckpt_path {ckpt_path}: no such file")
+    if not is_complete_checkpoint(ckpt_path):
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} is not a complete checkpoint (truncated or not written by "
+            "torch.save); use --ckpt_path last to take the newest complete one"
+        )
+    return ckpt_path
+
+
+def checkpoint_size_estimate(module: torch.nn.Module) -> int:
+    """Bytes a full training checkpoint of `module` takes: weights, buffers, AdamW's two moments.
+
+    Weights and buffers at their stored size, plus two fp32 moments per trainable parameter, plus
+    1 MiB for the rest (loop and data state, hyperparameters, the zip directory).
+    """
+    state = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    moments = sum(2 * 4 * p.numel() for p in module.parameters() if p.requires_grad)
+    return state + moments + 2**20

@@ -1,0 +1,371 @@
+"""`bertlab fit|validate|test --config configs/X.yaml`: LightningCLI over BertPretraining.
+
+Decisions:
+- One LightningCLI with BertPretraining and BertDataModule; `python -m bertlab` is the same.
+  The config sections are LightningCLI's (`model`, `data`, `trainer`, `optimizer`,
+  `lr_scheduler`) plus `checkpoint`, `throughput`, `nonfinite_guard`, `interrupt`,
+  `preflight` and `heldout` (off until given texts): the default callbacks are parser
+  arguments, not `trainer.callbacks` entries, so every run has them, a recipe tunes them by
+  key, and `bertlab test --config C --ckpt_path K` with the config that trained never meets a
+  duplicate callback. `trainer.callbacks` stays free for extra ones.
+- `model.tokenizer` is linked from the data module once it exists (the tokenizer of the samples'
+  meta.json unless `data.tokenizer` says otherwise), so a user states it once; then the data
+  checks that the model fits it (sequence length, NSP labels, vocabulary size).
+- Defaults: a TensorBoard logger under `trainer.default_root_dir` (Lightning's default logger),
+  a progress bar, LearningRateMonitor, Checkpoint (top 3 by val_loss after each validation,
+  plus last.ckpt, also at the end of fit), ThroughputMonitor, and the reliability parts:
+  NonFiniteLossGuard (bertlab.train.guards; batches carry their source lines for its message),
+  GracefulInterrupt (Ctrl-C / SIGTERM during training save and exit 130 / 143; at any other
+  moment the command stops at once with the same statuses, bertlab.signals), Preflight
+  (writable checkpoint folders with room, a precision the device runs), AtomicCheckpointIO
+  (never a half-written checkpoint) and `--ckpt_path last` resolved across earlier runs
+  (bertlab.train.checkpointing); seed 0.
+- A run of 0 batches (`trainer.limit_test_batches: 0` for test, `limit_val_batches` for
+  validate, `limit_train_batches` or `max_steps` 0 for fit) is refused: it would exit 0 having
+  reported nothing, or saved weights nobody trained.
+- A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
+  traceback: jsonargparse's parse errors (unknown key, wrong type), ValueError from our code,
+  Lightning's MisconfigurationException, a missing file. Set BERTLAB_DEBUG=1 for the traceback.
+- The optimizer is the model's (`model.lr`, `model.weight_decay`, ..., bertlab.model.optim). A
+  user's `optimizer:` / `lr_scheduler:` section replaces it wholesale, as LightningCLI does: one
+  parameter group over all parameters (frozen ones have no gradient, so AdamW skips them).
+- The `speed` section (bertlab.speed.settings) is resolved before anything is built, from the device
+  the trainer will use: each `auto` there, and `trainer.precision` when the config leaves it unset,
+  is replaced in the parsed config by its resolved value (so config.yaml beside the logs holds
+  what ran), and the choices with their reasons are logged in one line. Speed reaches the model
+  and the data by links, never through the model's hyperparameters, so checkpoints do not carry
+  it; the speed keys older checkpoints kept under `model` are dropped when one is read.
+- With `--ckpt_path` the model is the checkpoint's (LightningCLI reads its hyperparameters into
+  `model`); a model key the user set to another value is refused and the values taken from the
+  checkpoint are logged in one line (bertlab.model.resume).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any
+
+import torch
+from jsonargparse import ArgumentError
+from lightning_fabric.plugins import CheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
+
+from bertlab.data.datamodule import BertDataModule
+from bertlab.downstream.heldout_monitor import HeldoutEvaluation
+from bertlab.files.artefacts import torch_load_reason
+from bertlab.model.module import BertPretraining
+from bertlab.model.resume import check_resume
+from bertlab.signals import Interrupted, stop_on_signals
+from bertlab.speed.settings import (
+    LEGACY_MODEL_KEYS,
+    Speed,
+    count_processes,
+    probe_device,
+    resolve,
+    strip_legacy,
+)
+from bertlab.train.callbacks import Checkpoint, ThroughputMonitor
+from bertlab.train.checkpointing import AtomicCheckpointIO, resolve_checkpoint
+from bertlab.train.guards import NonFiniteLossGuard
+from bertlab.train.interrupt import GracefulInterrupt, exit_status
+from bertlab.train.preflight import Preflight, check_precision
+
+USER_ERRORS = (
+    ArgumentError,
+    ValueError,
+    OSError,
+    MisconfigurationException,
+    FloatingPointError,
+)
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val_loss",
+    "checkpoint.mode": "min",
+    "checkpoint.save_top_k": 3,
+    "checkpoint.save_last": True,
+    "checkpoint.filename": "step={step}-val_loss={val_loss:.4f}",
+    "checkpoint.auto_insert_metric_name": False,
+}
+
+
+def _tokenizer_of(data: BertDataModule) -> str:
+    return data.tokenizer_path
+
+
+def _padding_of(speed: Speed) -> int:
+    return speed.pad_to_multiple_of
+
+
+class BertLabCLI(LightningCLI):
+    """LightningCLI with bertlab's default callbacks, links and data/model checks."""
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs["exit_on_error"] = False  # main() prints parse errors as one line
+        return super().init_parser(**kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.add_lightning_class_args(ThroughputMonitor, "throughput")
+        parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_guard")
+        parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
+        parser.add_lightning_class_args(Preflight, "preflight")
+        parser.add_lightning_class_args(HeldoutEvaluation, "heldout")
+        # The guard names the source lines of a bad batch: batches carry them.
+        parser.set_defaults({"data.with_source": True})
+        parser.link_arguments(
+            "data", "model.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate"
+        )
+        parser.add_class_arguments(Speed, "speed")
+        parser.link_arguments("speed", "model.speed", apply_on="instantiate")
+        parser.link_arguments(
+            "speed", "data.pad_to_multiple_of", compute_fn=_padding_of, apply_on="instantiate"
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._given_args = args  # what the user stated, for the resume check
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters: `last` is found among
+        # every earlier run's checkpoints, and a missing or truncated file is a one-line error.
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            config = self.config[subcommand]
+            root = config.trainer.default_root_dir
+            folders = [config.checkpoint.dirpath, root or "lightning_logs"]
+            config.ckpt_path = resolve_checkpoint(config.ckpt_path, folders)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters into `model`; older checkpoints kept
+        # the speed switches there, which are no longer model arguments.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
+            reason = torch_load_reason(error)
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
+                "use --ckpt_path last to take the newest complete one"
+            ) from None
+        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+        if hparams is not None and not isinstance(hparams, dict):
+            raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
+        hparams = dict(hparams or {})
+        hparams.pop("_instantiator", None)
+        hparams = strip_legacy(hparams)
+        if hparams:
+            current = self.config[subcommand].get("model")
+            current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
+            line = check_resume(ckpt_path, hparams, self._explicit_model(subcommand), current)
+            if line:
+                rank_zero_info(line)
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def _explicit_model(self, subcommand: str) -> dict[str, Any]:
+        """The model keys the user set, on the command line or in a --config file."""
+        args = getattr(self, "_given_args", None)
+        if args is not None and not isinstance(args, (list, tuple)):
+            return {}  # a dict or Namespace from Python: no way to tell defaults apart
+        given = self.parser.parse_args(args, defaults=False)
+        model = given.get(subcommand) and given[subcommand].get("model")
+        return model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        _refuse_zero_batches(self.subcommand, trainer)
+        facts = probe_device(str(trainer.accelerator))
+        processes = count_processes(trainer.devices, trainer.num_nodes, facts)
+        resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)
+        for key, value in resolution.speed.as_dict().items():
+            config.speed[key] = value
+        trainer.precision = resolution.precision
+        check_precision(trainer.precision, trainer.accelerator)
+        torch.set_float32_matmul_precision(resolution.speed.float32_matmul_precision)
+        rank_zero_info(resolution.summary())
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        # Checkpoints are written atomically unless the config brings its own CheckpointIO.
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        # Lightning merges the model's and the data's hparams for the logger and refuses a key
+        # with two values (model.tokenizer is the resolved data.tokenizer, which may be null):
+        # the logger gets the model's; config.yaml beside the logs keeps the whole config.
+        self.datamodule._log_hyperparams = False
+        config = self.model.model.config
+        self.datamodule.check_model(
+            config.max_position_embeddings, self.model.hparams.objective, config.vocab_size
+        )
+
+
+# subcommand -> the trainer keys that, at 0, leave it no batch to run.
+ZERO_BATCH_KEYS = {
+    "fit": ("limit_train_batches", "max_steps"),
+    "validate": ("limit_val_batches",),
+    "test": ("limit_test_batches",),
+}
+
+
+def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
+    """A run of 0 batches reports nothing (test, validate) or saves weights nobody trained (fit),
+    and exits 0: refused before anything is built."""
+    for key in ZERO_BATCH_KEYS.get(subcommand or "", ()):
+        if trainer.get(key) == 0:
+            what = (
+                "would train on no batch and save weights nobody trained"
+                if subcommand == "fit"
+                else "would run no batch and report nothing"
+            )
+            raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    # A DataLoader worker's error arrives wrapped ("Caught ValueError in DataLoader worker
+    # process 0.\nOriginal Traceback ...\nValueError: <message>"): the user needs the message.
+    wrapped = f"\n{type(error).__name__}: "
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text and wrapped in text:
+        text = text[text.rindex(wrapped) + len(wrapped) :]
+    return _readable(" ".join(text.split())) or type(error).__name__
+
+
+_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)": (?P<rest>.*)$')
+_GOT = re.compile(
+    r'(?:Parser key "(?P<key>[^"]+)": )?Expected a (?P<type>.+?)\. Got value: (?P<v>.*)'
+)
+_UNION = re.compile(
+    r"Does not validate against any of the Union subtypes Subtypes: \[(?P<subtypes>.*)\] "
+    r"Errors: (?P<errors>.*?) Given value type: .*? Given value: (?P<v>.*)$"
+)
+_LITERAL = re.compile(r"typing\.Literal\[([^\]]*)\]")
+_NONE = "<class 'NoneType'>"
+
+
+def _kind(annotation: str) -> str:
+    return re.sub(r"<class '([^']+)'>", r"\1", annotation)
+
+
+def _readable(message: str) -> str:
+    """jsonargparse's type errors as `--key value: expected ...`, the flag first.
+
+    Its Union errors list every subtype's failure ("Subtypes: [...] Errors: - ..."), which buries
+    what the user needs (the values allowed, or the one failure that matters) at the end of a
+    600-character line: a union of literals becomes the list of values allowed, any other union
+    the first failure that is not "Expected a NoneType".
+    """
+    match = _PARSER_KEY.match(message)
+    if not match:
+        return message
+    key, rest = match.group("key"), match.group("rest")
+    union = _UNION.search(rest)
+    if union:
+        subtypes, value = union.group("subtypes"), union.group("v")
+        others = _LITERAL.sub("", subtypes).replace(_NONE, "")
+        if not re.search(r"\w", others):  # only literals (and None): say which values
+            choices = [
+                c.strip().strip("'") for group in _LITERAL.findall(subtypes)
+                for c in group.split(",") if c.strip()
+            ]  # fmt: skip
+            choices += ["null"] if _NONE in subtypes else []
+            return f"--{key} {value}: expected one of {', '.join(dict.fromkeys(choices))}"
+        errors = [e.strip() for e in re.split(r"(?:^| )- ", union.group("errors")) if e.strip()]
+        errors = [e for e in errors if e != f"Expected a {_NONE}"]
+        first = errors[0] if errors else "not a valid value"
+        inner = _GOT.search(first)
+        if inner and inner.group("key"):
+            first = first[: inner.start()] + (
+                f"--{inner.group('key')} {inner.group('v')}: expected {_kind(inner.group('type'))}"
+            )
+        return f"--{key} {value}: {first}"
+    got = _GOT.match(rest)
+    if got:
+        literal = _LITERAL.fullmatch(got.group("type"))
+        if literal:
+            choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
+            return f"--{key} {got.group('v')}: expected one of {choices}"
+        return f"--{key} {got.group('v')}: expected {_kind(got.group('type'))}"
+    return message
+
+
+def _check_config_files(args: list[str]) -> None:
+    """A --config file that is not YAML, or not a mapping of sections, named in one line.
+
+    jsonargparse reports it as `Problems parsing config: ... in "<unicode string>"`, without the
+    file, and a YAML list as `Unexpected config: - a - b`.
+    """
+    import yaml
+
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # jsonargparse names a missing file itself
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"--config {path}: not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path}: not UTF-8 text") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(
+                f"--config {path}: a YAML {type(loaded).__name__}, not a mapping of sections "
+                "(model:, data:, trainer:, ...)"
+            )
+
+
+def _moved_key_hint(message: str) -> str:
+    """For a config written for an older bertlab: where a speed switch went."""
+    for old, new in {**LEGACY_MODEL_KEYS, "pad_to_multiple_of": "pad_to_multiple_of"}.items():
+        if f"'{old}'" in message or f"model.{old}" in message or f"data.{old}" in message:
+            return f" (speed settings moved out of model and data: use speed.{new})"
+    return ""
+
+
+def run_cli(args: list[str] | None = None) -> BertLabCLI:
+    """Parse `args` (default sys.argv[1:]), build everything, run the subcommand; return the CLI."""
+    return BertLabCLI(
+        BertPretraining,
+        BertDataModule,
+        args=args,
+        seed_everything_default=0,
+        trainer_defaults={"callbacks": [LearningRateMonitor(logging_interval="step")]},
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """The `bertlab` command: run_cli with a user's mistake as one line and exit status 2.
+
+    A run stopped by SIGINT / SIGTERM exits with 128 + the signal number: fit's training after
+    saving (bertlab.train.interrupt), any other moment at once (bertlab.signals).
+    """
+    try:
+        _check_config_files(list(sys.argv[1:] if args is None else args))
+        with stop_on_signals():
+            cli = run_cli(args)
+    except USER_ERRORS as error:
+        if os.environ.get("BERTLAB_DEBUG"):
+            raise
+        print(f"error: {_one_line(error)}{_moved_key_hint(str(error))}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as stop:
+        print(stop.line(), file=sys.stderr)
+        sys.exit(stop.exit_status)
+    status = exit_status(cli.trainer)
+    if status:
+        sys.exit(status)
