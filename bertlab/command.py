@@ -4,7 +4,7 @@ Decisions:
 - `fire` builds the command from the function: its docstring is `--help`, its parameters are the
   flags. Nothing else describes a command, so help and behaviour cannot drift apart.
 - fire has no `--flag a b c`; list-typed flags gather the words that follow them, so
-  `--input a.txt b.txt` works as DESIGN.md's contracts show.
+  `--input a.txt b.txt` works as the README's commands show.
 - fire parses values as Python literals (`--date 20240101` becomes an int, `--nsp false` a string),
   so values are coerced to the annotated type before the call.
 - A user's mistake (ValueError, a missing or unreadable file) ends as one line on stderr,
@@ -28,7 +28,9 @@ import fire
 
 from bertlab.signals import Interrupted, stop_on_signals
 
-USER_ERRORS = (ValueError, OSError, EOFError)
+# A user's mistake, said in one line; anything else is bertlab's own and keeps its traceback.
+# bertlab fit adds its parser's and Lightning's configuration errors (bertlab.train.cli).
+USER_ERRORS = (ValueError, OSError, EOFError, FloatingPointError)
 
 
 def _annotation_args(annotation: Any) -> tuple[Any, ...]:

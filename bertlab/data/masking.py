@@ -73,13 +73,7 @@ def _threshold(probability: float) -> np.uint64:
 
 def word_continuation_table(tokenizer_path: str | Path, vocab_size: int) -> np.ndarray:
     """A bool per token id: True where the token continues the word of the token before it."""
-    try:
-        from bertlab.tokenizer.training import load_tokenizer
-    except ImportError:  # pragma: no cover - bertlab.tokenizer.training not there yet
-        from transformers import AutoTokenizer as _Auto
-
-        def load_tokenizer(path: str):
-            return _Auto.from_pretrained(path)
+    from bertlab.tokenizer.training import load_tokenizer
 
     vocab = load_tokenizer(str(tokenizer_path)).get_vocab()
     wordpiece = sum(t.startswith("##") for t in vocab) > sum(t.startswith("▁") for t in vocab)

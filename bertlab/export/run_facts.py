@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from bertlab.files.artefacts import read_json_object
+from bertlab.files.tensorboard_logs import read_scalars
 
 VAL_LOSS_TAG = re.compile(r"^val(idation)?[_/]loss(_epoch)?$")
 TEST_LOSS_TAG = re.compile(r"^test[_/]loss(_epoch)?$")
@@ -191,13 +192,8 @@ def final_scalars(log_dir: Path, max_step: int | None = None) -> dict[str, float
     if not log_dir.is_dir() or not any(log_dir.glob("events.out.tfevents.*")):
         return {}
     try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-        accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        tags = accumulator.Tags()["scalars"]
-        events = {tag: accumulator.Scalars(tag) for tag in tags}
-    except Exception:  # an unreadable log is a missing fact, not a failed export
+        events = read_scalars(log_dir)
+    except ValueError:  # an unreadable log is a missing fact, not a failed export
         return {}
     values: dict[str, float] = {}
     for tag, series in events.items():

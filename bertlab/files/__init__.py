@@ -1,7 +1,7 @@
-"""Files bertlab writes and reads: atomic outputs, the one output-folder rule, damaged artefacts.
+"""Files bertlab writes and reads: atomic outputs, the output-folder rule, damaged artefacts, logs.
 
-Every room that writes or reads a user's files uses these, so a half-written output or a damaged
-input is handled in one place.
+Every room that writes or reads a user's files uses these, so a half-written output, a damaged
+input or a run's TensorBoard events are handled in one place.
 
 May import: nothing else in bertlab.
 """

@@ -114,8 +114,9 @@ ABLATIONS = {
     "mlm_nsp": {"options": {"objective": "mlm_nsp"}},
     "two_processes": {"options": {"processes": 2}},
 }
-# Goals by instruction set (issue 12): on AMX >= 5x the recipe's better variant, elsewhere 3.5x.
-SPEEDUP_GOALS = {"amx": 5.0, "cuda": 2.0}  # cuda: issue 15, BERT-Base at sequence length 128
+# Goals by instruction set (BENCHMARKS.md, Portable speed): on AMX >= 5x the recipe's better
+# variant, elsewhere 3.5x.
+SPEEDUP_GOALS = {"amx": 5.0, "cuda": 2.0}  # cuda: BERT-Base at sequence length 128
 GPU_MFU_GOAL = 0.40
 DEFAULT_SPEEDUP_GOAL = 3.5
 GOALS = {"mfu_at_most": 1.0, "data_fraction": 0.05, "prep_vs_raw": 0.5}

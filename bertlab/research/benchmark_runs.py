@@ -34,7 +34,6 @@ Decisions:
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 from bertlab.speed.flops import measure_peak_flops, model_training_flops
+from bertlab.speed.memory import peak_memory_mb, peak_rss_mb
 
 
 @dataclass
@@ -116,13 +116,6 @@ class StepClock:
         }
 
 
-def peak_rss_mb() -> dict:
-    """Peak resident memory of this process and of its largest finished child, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(children, 1)}
-
-
 def _finish(clock: StepClock, spec: dict, model: torch.nn.Module, extra: dict) -> dict:
     result = clock.summary(spec["warmup_steps"])
     flops = model_training_flops(
@@ -132,7 +125,7 @@ def _finish(clock: StepClock, spec: dict, model: torch.nn.Module, extra: dict) -
     result["attn_implementation"] = model.config._attn_implementation
     result["torch_threads"] = torch.get_num_threads()
     if torch.cuda.is_available() and spec.get("device") == "cuda":
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        result["peak_gpu_mb"] = round(peak_memory_mb(torch.device("cuda")), 1)
     return result | extra | peak_rss_mb()
 
 
@@ -317,7 +310,7 @@ def run_bertlab(spec: dict) -> dict:
     from bertlab.data.datamodule import BertDataModule
     from bertlab.model.module import BertPretraining
     from bertlab.speed.settings import Speed, probe_device, resolve
-    from bertlab.train.callbacks import ThroughputMonitor
+    from bertlab.train.throughput import ThroughputMonitor
 
     shape, options = spec["shape"], spec["options"]
     processes = options.get("processes", 1)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.files.output_folder import Legacy, check_output_folder, output_folder
+from bertlab.files.tensorboard_logs import read_scalars
 
 EVENT_FILE_MARKER = "tfevents"
 # Series this short are periodic evaluations: drawn with markers, never smoothed (an average of
@@ -110,14 +111,10 @@ def _event_folders(logdir: str) -> list[Path]:
 
 
 def _read_scalars(path: Path) -> dict[str, Series]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
     try:
-        accumulator.Reload()
-    except Exception as error:  # a truncated or foreign file: the user's input, not our bug
-        raise ValueError(f"--logdir {path}: unreadable event file ({error})") from None
-    events = {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
+        events = read_scalars(path)
+    except ValueError as error:  # a truncated or foreign file: the user's input, not our bug
+        raise ValueError(f"--logdir {error}") from None
     start = min((e.wall_time for es in events.values() for e in es), default=0.0)
     return {
         tag: Series(

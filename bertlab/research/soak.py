@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from bertlab.files.output_folder import Legacy, check_output_folder, write_marker
+from bertlab.files.tensorboard_logs import read_scalars
 
 MIB = 2**20
 COMMAND = "soak"
@@ -97,14 +98,9 @@ def _checkpoint_names(folder: Path) -> list[str]:
 
 def _logged_steps(run_dir: Path) -> tuple[list[float], list[int]]:
     """(wall times, global steps) of the run's logged training losses, in time order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = []
     for folder in sorted(run_dir.glob("lightning_logs/version_*")):
-        accumulator = EventAccumulator(str(folder))
-        accumulator.Reload()
-        if "train/loss" in accumulator.Tags()["scalars"]:
-            events += [(e.wall_time, e.step + 1) for e in accumulator.Scalars("train/loss")]
+        events += [(e.wall_time, e.step + 1) for e in read_scalars(folder).get("train/loss", [])]
     events = [(0.0, 0), *sorted(events)]
     return [t for t, _ in events], [s for _, s in events]
 

@@ -1,6 +1,6 @@
 """Pre-training samples: a corpus file -> tokenized sentence pairs -> *.jsonl.gz shards + meta.json.
 
-The format (DESIGN.md's contract, read by bertlab.data.datamodule): `shard-00000.jsonl.gz` ... with
+The format (README, File formats; read by bertlab.data.datamodule): `shard-00000.jsonl.gz` ... with
 one JSON object a line, `{"input_ids": [...], "token_type_ids": [...], "next_sentence_label": 0}`
 (no padding, no masking; no label in MLM-only data), and `meta.json` with the tokenizer, the
 parameters, counts per shard and the source files. The parts: reading and tokenizing in
@@ -52,13 +52,12 @@ from tqdm import tqdm
 
 from bertlab.files.output_folder import Legacy, check_output_folder, output_folder
 from bertlab.samples.pairs import mlm_blocks, nsp_pairs
+from bertlab.samples.shard_reader import SAMPLES_FORMAT, SAMPLES_FORMAT_VERSION
 from bertlab.samples.shard_writer import LineEncoder, ShardDealer, deal, finish_shard, shard_name
 from bertlab.samples.token_store import TokenStore
 from bertlab.samples.tokenized import read_documents, tokenize_corpus
 from bertlab.workers import WORKER, Workers
 
-FORMAT = "bertlab.samples"
-FORMAT_VERSION = 1
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 MIN_SEQ_LEN = 8
 COMMAND = "prepare_samples"
@@ -246,8 +245,8 @@ def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> 
         for i, (n, t) in enumerate(zip(dealer.num_samples, dealer.num_tokens, strict=True))
     ]
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": SAMPLES_FORMAT,
+        "format_version": SAMPLES_FORMAT_VERSION,
         "tokenizer": {
             "path": str(folder),
             "name": folder.name,

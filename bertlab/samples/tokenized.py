@@ -1,8 +1,8 @@
 """A corpus file tokenized into flat arrays: the input stage of bertlab.samples.prepare.
 
 Decisions:
-- The corpus format (DESIGN.md): UTF-8, one sentence a line, a blank line (or a line of only
-  spaces) between documents; `.gz` is read too. The file is read in 4 MiB blocks cut after a
+- The corpus format (README, File formats): UTF-8, one sentence a line, a blank line (or a line of
+  only spaces) between documents; `.gz` is read too. The file is read in 4 MiB blocks cut after a
   newline (which never falls inside a UTF-8 character) and decoded strictly: the first invalid
   byte is a ValueError with its byte offset and line. A leading BOM is ignored.
 - Documents are tokenized in chunks of whole documents (~128k characters) by the tokenizer's Rust

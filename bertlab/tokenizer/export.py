@@ -48,12 +48,8 @@ FALLBACK_TEXTS = [
 
 def load_source_tokenizer(folder: Path):
     """The tokenizer as bertlab loads it (AutoTokenizer, special tokens checked)."""
-    try:
-        from bertlab.tokenizer.training import load_tokenizer
-    except ImportError:  # pragma: no cover - bertlab.tokenizer.training is part of the package
-        from transformers import AutoTokenizer as _auto
+    from bertlab.tokenizer.training import load_tokenizer
 
-        return _auto.from_pretrained(str(folder))
     return load_tokenizer(str(folder))
 
 

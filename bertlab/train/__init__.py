@@ -3,5 +3,6 @@
 LightningCLI over BertPretraining and BertDataModule, checkpoints that are never half-written,
 the non-finite-loss guard, graceful interrupts, preflight checks, throughput and MFU.
 
-May import: model, data, speed, downstream (evaluation during pre-training), files, bertlab.signals.
+May import: model, data, speed, downstream (evaluation during pre-training), files, bertlab.signals,
+bertlab.command (its user errors).
 """

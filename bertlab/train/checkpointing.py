@@ -30,6 +30,8 @@ Decisions:
   preemptible job can always pass `--ckpt_path last`.
 - An explicit `--ckpt_path FILE` that is missing or truncated is a one-line ValueError before
   anything is built, not a traceback from torch.load.
+- `Checkpoint` is Lightning's ModelCheckpoint plus one thing: when fit ends between two
+  validations, the final weights are still written as last.ckpt (export reads that).
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning.callbacks import ModelCheckpoint
 from typing_extensions import override
 
 from bertlab.files.atomic import atomic_write
@@ -187,3 +191,11 @@ def checkpoint_size_estimate(module: torch.nn.Module) -> int:
     state = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     moments = sum(2 * 4 * p.numel() for p in module.parameters() if p.requires_grad)
     return state + moments + 2**20
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint that also saves last.ckpt when fit ends between two validations."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

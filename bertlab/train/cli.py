@@ -55,6 +55,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
+from bertlab.command import USER_ERRORS as COMMAND_USER_ERRORS
 from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files.artefacts import torch_load_reason
@@ -69,19 +70,13 @@ from bertlab.speed.settings import (
     resolve,
     strip_legacy,
 )
-from bertlab.train.callbacks import Checkpoint, ThroughputMonitor
-from bertlab.train.checkpointing import AtomicCheckpointIO, resolve_checkpoint
+from bertlab.train.checkpointing import AtomicCheckpointIO, Checkpoint, resolve_checkpoint
 from bertlab.train.guards import NonFiniteLossGuard
 from bertlab.train.interrupt import GracefulInterrupt, exit_status
 from bertlab.train.preflight import Preflight, check_precision
+from bertlab.train.throughput import ThroughputMonitor
 
-USER_ERRORS = (
-    ArgumentError,
-    ValueError,
-    OSError,
-    MisconfigurationException,
-    FloatingPointError,
-)
+USER_ERRORS = (*COMMAND_USER_ERRORS, ArgumentError, MisconfigurationException)
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val_loss",
     "checkpoint.mode": "min",

@@ -330,7 +330,8 @@ def test_compile_computes_the_same_loss_and_gradients():
 
 
 def test_callbacks_final_checkpoint_and_throughput(tmp_path):
-    from bertlab.train.callbacks import Checkpoint, ThroughputMonitor
+    from bertlab.train.checkpointing import Checkpoint
+    from bertlab.train.throughput import ThroughputMonitor
 
     module = BertPretraining(vocab_size=100, warmup_steps=1, **TINY)
     checkpoint = Checkpoint(dirpath=tmp_path, monitor="val_loss", save_last=True)

@@ -1,4 +1,4 @@
-"""Callbacks every `bertlab fit` gets: throughput and MFU, checkpoints that include the last step.
+"""ThroughputMonitor, a callback every `bertlab fit` gets: tokens per second, data share, MFU.
 
 Decisions:
 - Throughput is wall time between consecutive training-batch ends over a rolling window, so data
@@ -18,23 +18,21 @@ Decisions:
 - Metrics go straight to the loggers at the current global step (they are about the run, not the
   model, and must not depend on Lightning's own logging cadence), and `last` keeps the latest
   values for tools and tests.
-- `Checkpoint` is Lightning's ModelCheckpoint plus one thing: when fit ends between two
-  validations, the final weights are still written as last.ckpt (export reads that).
 """
 
 from __future__ import annotations
 
-import resource
 import time
 from collections import deque
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
 from bertlab.speed.flops import measure_peak_flops, precision_dtype
+from bertlab.speed.memory import peak_memory_mb
 
 
 class ThroughputMonitor(Callback):
@@ -131,7 +129,7 @@ class ThroughputMonitor(Callback):
             "throughput/tokens_per_sec": tokens * world / elapsed,
             "throughput/padding_efficiency": tokens / max(padded, 1),
             "throughput/data_fraction": sum(list(self._data_time)[-batches:]) / elapsed,
-            "throughput/peak_memory_mb": _peak_memory_mb(pl_module.device),
+            "throughput/peak_memory_mb": peak_memory_mb(pl_module.device),
         }
         flops = getattr(pl_module, "training_flops", None)
         if flops is not None and self.peak_flops and not self._mfu_off:
@@ -149,17 +147,3 @@ class ThroughputMonitor(Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint that also saves last.ckpt when fit ends between two validations."""
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
