@@ -40,11 +40,9 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,24 +50,14 @@ from pathlib import Path
 
 import torch
 
-from bertlab.files.atomic import atomic_dir
+from bertlab.research.benchmark_records import (
+    default_options,
+    prep_records,
+    ratio_record,
+    train_record,
+)
+from bertlab.research.measured_data import DEFAULT_INPUT, cached_pipeline
 
-SHARED_DATA = os.environ.get(
-    "BERTLAB_SHARED_DATA", str(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-)
-# The shared English sample; where it is absent (a contributor's clone, a GPU machine without
-# ../shared) the repository's slice of the same dump (tests/text, 58 articles).
-DEFAULT_INPUT = next(
-    (
-        str(p)
-        for p in (
-            Path(SHARED_DATA) / "enwiki-sample.xml.bz2",
-            Path(__file__).resolve().parents[2] / "tests" / "text" / "enwiki-sample.xml.bz2",
-        )
-        if p.is_file()
-    ),
-    str(Path(SHARED_DATA) / "enwiki-sample.xml.bz2"),
-)
 SYSTEMS = ("prep", "hf_trainer", "bertlab", "ablation")
 BERT_MINI = {
     "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -90,11 +78,6 @@ QUICK = {
     "intermediate_size": 128, "max_position_embeddings": 64, "batch_size": 8,
     "max_seq_len": 64, "vocab_size": 1000, "dupe_factor": 1,
 }  # fmt: skip
-# bertlab's `defaults` set nothing (every speed setting auto); each ablation sets one thing.
-# "speed": explicit speed settings; "precision": trainer.precision; "options": the rest of a run.
-DEFAULT_OPTIONS = {"objective": "mlm", "num_workers": 0, "processes": 1}
-# On a GPU the loader works beside the device: bertlab's default there is loader workers.
-GPU_OPTIONS = DEFAULT_OPTIONS | {"num_workers": 4}
 ABLATIONS = {
     "bf16_working_copy": {"speed": {"bf16_working_copy": True}, "bf16": True},
     "fp32": {"speed": {"bf16_working_copy": False}},
@@ -114,12 +97,6 @@ ABLATIONS = {
     "mlm_nsp": {"options": {"objective": "mlm_nsp"}},
     "two_processes": {"options": {"processes": 2}},
 }
-# Goals by instruction set (BENCHMARKS.md, Portable speed): on AMX >= 5x the recipe's better
-# variant, elsewhere 3.5x.
-SPEEDUP_GOALS = {"amx": 5.0, "cuda": 2.0}  # cuda: BERT-Base at sequence length 128
-GPU_MFU_GOAL = 0.40
-DEFAULT_SPEEDUP_GOAL = 3.5
-GOALS = {"mfu_at_most": 1.0, "data_fraction": 0.05, "prep_vs_raw": 0.5}
 AVX2_EMULATION = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -128,74 +105,18 @@ AVX2_EMULATION = {
 SLOW_BF16 = 0.25  # bf16 products under this share of fp32's rate: bf16 lines are not run
 
 
-# ------------------------------------------------------------------------------------ data cache
-def _key(settings: dict) -> str:
-    text = json.dumps(settings, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def _cached(folder: Path, marker: str, build) -> Path:
-    """Build `folder` with build(tmp) unless a complete one (holding `marker`) exists."""
-    if not (folder / marker).exists():
-        with atomic_dir(folder) as tmp:
-            build(tmp)
-    return folder
-
-
+# ------------------------------------------------------------------------------------------ data
 def prepare_data(input: str, work_dir: str, shape: dict) -> dict:
     """Corpus, tokenizer and samples for the benchmark, cached in work_dir by their settings."""
-    from bertlab.corpus.prepare import prepare_corpus
-    from bertlab.samples.prepare import prepare_samples
-    from bertlab.tokenizer.training import train_tokenizer
-
-    source = Path(input)
-    if not source.is_file():
-        raise ValueError(f"--input {input}: no such file")
-    work = Path(work_dir)
-    stat = source.stat()
-    corpus_settings = {
-        "input": str(source.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime),
-        "lang": "en", "valid_docs": 1, "test_docs": 1, "seed": 0,
-    }  # fmt: skip
-    corpus = _cached(
-        work / f"corpus-{_key(corpus_settings)}",
-        "train.txt",
-        lambda tmp: prepare_corpus(
-            input=[str(source)], output_dir=str(tmp), lang="en", valid_docs=1, test_docs=1
-        ),
-    )
-    tokenizer_settings = {"corpus": corpus.name, "type": "wordpiece", "vocab": shape["vocab_size"]}
-    tokenizer = _cached(
-        work / f"tokenizer-{_key(tokenizer_settings)}",
-        "tokenizer.json",
-        lambda tmp: train_tokenizer(
-            str(corpus / "train.txt"),
-            str(tmp),
-            model_type="wordpiece",
-            vocab_size=shape["vocab_size"],
-        ),  # fmt: skip
-    )
-    sample_settings = {
-        "corpus": corpus.name, "tokenizer": tokenizer.name, "max_seq_len": shape["max_seq_len"],
-        "dupe_factor": shape["dupe_factor"], "seed": 12345, "num_shards": 8, "nsp": True,
-    }  # fmt: skip
-    samples = _cached(
-        work / f"samples-{_key(sample_settings)}",
-        "meta.json",
-        lambda tmp: prepare_samples(
-            str(corpus / "train.txt"),
-            str(tokenizer),
-            str(tmp),
-            max_seq_len=shape["max_seq_len"],
-            dupe_factor=shape["dupe_factor"],
-            num_shards=8,
-        ),  # fmt: skip
-    )
-    meta = json.loads((samples / "meta.json").read_text(encoding="utf-8"))
+    data = cached_pipeline(
+        input, work_dir, prefix="", valid_docs=1, test_docs=1, vocab_size=shape["vocab_size"],
+        max_seq_len=shape["max_seq_len"], dupe_factor=shape["dupe_factor"], num_shards=8,
+    )  # fmt: skip
+    meta = data.meta()
     return {
-        "corpus": str(corpus / "train.txt"),
-        "tokenizer": str(tokenizer),
-        "samples": str(samples),
+        "corpus": str(data.corpus / "train.txt"),
+        "tokenizer": str(data.tokenizer),
+        "samples": str(data.samples["train"]),
         "vocab_size": meta["tokenizer"]["vocab_size"],
         "num_samples": meta["num_samples"],
         "num_tokens": meta["num_tokens"],
@@ -249,11 +170,6 @@ def run_in_process(spec: dict, timeout: float = 3600, env: dict | None = None) -
         return json.loads(result_path.read_text(encoding="utf-8"))
 
 
-def default_options(device: str) -> dict:
-    """bertlab's run options on `device` when an ablation sets none."""
-    return GPU_OPTIONS if device == "cuda" else DEFAULT_OPTIONS
-
-
 def _train_specs(
     systems: list[str],
     data: dict,
@@ -305,132 +221,6 @@ def _emit(record: dict, output: str | None) -> None:
     if output:
         with open(output, "a", encoding="utf-8") as f:
             f.write(line + "\n")
-
-
-def _prep_records(data: dict, work_dir: str, shape: dict, repeats: int) -> list[dict]:
-    from bertlab.samples.prepare import measure_throughput
-
-    measured = measure_throughput(
-        data["corpus"], data["tokenizer"], max_seq_len=shape["max_seq_len"],
-        dupe_factor=shape["dupe_factor"], num_shards=8, num_proc=(1, 2), repeats=repeats,
-        work_dir=work_dir,
-    )  # fmt: skip
-    records = [
-        {
-            "benchmark": "prep",
-            "system": r["system"],
-            "num_proc": r["num_proc"],
-            "seconds": round(r["seconds"], 3),
-            "tokens_per_s": round(r["tokens_per_s"]),
-            "corpus_tokens": measured["num_tokens"],
-        }  # fmt: skip
-        for r in measured["results"]
-    ]
-    speedup = measured["speedup"].get(2)
-    records.append(
-        {
-            "benchmark": "prep",
-            "system": "ratio",
-            "prepare_vs_raw": round(measured["prepare_vs_raw"], 3),
-            "num_proc_2_vs_1": round(speedup, 3) if speedup else None,
-            "goal_prepare_vs_raw": GOALS["prep_vs_raw"],
-            "met": measured["prepare_vs_raw"] >= GOALS["prep_vs_raw"] and (speedup or 0) > 1,
-        }  # fmt: skip
-    )
-    return records
-
-
-def _train_record(name: str, spec: dict, result: dict, peaks: dict, mode: str) -> dict:
-    system, variant = name.split("/", 1)
-    record = {"benchmark": "train", "isa_mode": mode, "system": system, "variant": variant}
-    record |= {"precision": spec["precision"], "dropout": spec["dropout"]}
-    if spec.get("speed"):
-        record["set_speed"] = spec["speed"]
-    defaults = default_options(spec.get("device", "cpu"))
-    changed = {k: v for k, v in (spec.get("options") or {}).items() if defaults[k] != v}
-    if changed:
-        record["set_options"] = changed
-    if "error" in result:
-        return record | result
-    compute = result.get("compute_dtype") or ("bf16" if spec["precision"] == "bf16" else "fp32")
-    peak = peaks[compute]
-    record |= {
-        "compute_dtype": compute,
-        "resolved_precision": result.get("precision", spec["precision"]),
-        "tokens_per_s": round(result["tokens_per_s"], 1),
-        "samples_per_s": round(result["samples_per_s"], 2),
-        "step_s": round(result["step_s"], 4),
-        "mfu": round(result["useful_flops_per_s"] / peak, 4),
-    }
-    keep = (
-        "data_fraction", "padding_efficiency", "cpu_share", "cpu_s_per_step", "peak_rss_mb",
-        "peak_rss_children_mb", "peak_gpu_mb",
-        "measured_steps", "attn_implementation", "optimizer", "torch_threads", "speed",
-        "callback_mfu", "callback_tokens_per_sec", "callback_data_fraction",
-    )  # fmt: skip
-    if result.get("callback_mfu") and result.get("callback_peak_flops"):
-        # The callback divided by the peak known when the run started; rescale to the run's.
-        result["callback_mfu"] *= result["callback_peak_flops"] / peak
-    for key in keep:
-        if key in result:
-            value = result[key]
-            record[key] = round(value, 4) if isinstance(value, float) else value
-    return record
-
-
-def _paired_ratios(rounds: list[dict[str, float]], hf_names: list[str]) -> list[float]:
-    """bertlab's defaults over the recipe's better variant, within each round (side by side)."""
-    ratios = []
-    for tokens in rounds:
-        baseline = max((tokens.get(n, 0) for n in hf_names), default=0)
-        if baseline and tokens.get("bertlab/defaults"):
-            ratios.append(round(tokens["bertlab/defaults"] / baseline, 3))
-    return ratios
-
-
-def _ratio_record(
-    records: dict[str, dict], mode: str, isa: str, rounds: list[dict[str, float]] | None = None
-) -> dict | None:
-    hf = [r for n, r in records.items() if n.startswith("hf_trainer/") and r.get("dropout") == 0.1]
-    hf = [r for r in hf if "tokens_per_s" in r]
-    ours = records.get("bertlab/defaults")
-    if not hf or not ours or "tokens_per_s" not in ours:
-        return None
-    baseline = max(hf, key=lambda r: r["tokens_per_s"])
-    speedup = ours["tokens_per_s"] / baseline["tokens_per_s"]
-    gpu = isa.startswith("sm_")
-    goal = SPEEDUP_GOALS["cuda"] if gpu else SPEEDUP_GOALS.get(isa, DEFAULT_SPEEDUP_GOAL)
-    record = {
-        "benchmark": "train", "isa_mode": mode, "system": "ratio",
-        "bertlab_vs_hf_trainer": round(speedup, 3),
-        "hf_trainer_best_variant": baseline["variant"],
-        "bertlab_mfu": ours["mfu"], "bertlab_data_fraction": ours.get("data_fraction"),
-        "goals": {"speedup": goal, **GOALS} | ({"mfu_at_least": GPU_MFU_GOAL} if gpu else {}),
-    }  # fmt: skip
-    # On a shared machine a whole round can run slow: the ratio within each round, and its median
-    # over the rounds, is the figure the goal is judged by when there are several rounds.
-    paired = _paired_ratios(rounds or [], [n for n, r in records.items() if r in hf])
-    if len(paired) > 1:
-        record["paired_ratios"] = paired
-        record["median_paired_ratio"] = speedup = round(statistics.median(paired), 3)
-    explicit = [
-        r for n, r in records.items() if n.startswith("bertlab/") and "tokens_per_s" in r
-        and set(r.get("set_speed") or {}) and not r.get("set_options")
-        and r.get("dropout") == 0.1 and r.get("precision") is None
-    ]  # fmt: skip
-    if explicit:
-        best = max(explicit, key=lambda r: r["tokens_per_s"])
-        record["best_explicit_variant"] = best["variant"]
-        record["defaults_vs_best_explicit"] = round(ours["tokens_per_s"] / best["tokens_per_s"], 3)
-    record["met"] = {
-        "speedup": speedup >= goal,
-        "mfu_in_0_1": 0 < ours["mfu"] <= GOALS["mfu_at_most"],
-        "data_fraction": (ours.get("data_fraction") or 0) < GOALS["data_fraction"],
-        "auto_within_5pct": record.get("defaults_vs_best_explicit", 1.0) >= 0.95,
-    }
-    if gpu:
-        record["met"]["mfu_at_least"] = ours["mfu"] >= GPU_MFU_GOAL
-    return record
 
 
 def _measure_peaks(
@@ -549,7 +339,7 @@ def benchmark(
         _emit(record | facts, output)
         if "prep" in systems and mode in ("native", "cuda"):
             with contextlib.redirect_stdout(sys.stderr):
-                records = _prep_records(data, work_dir, shape, 1 if quick else prep_repeats)
+                records = prep_records(data, work_dir, shape, 1 if quick else prep_repeats)
             for record in records:
                 _emit(record, output)
         _train(systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile,
@@ -592,14 +382,14 @@ def _train(
          "fp32_matmul_flops": round(best["fp32"]), "bf16_matmul_flops": round(best["bf16"])},
         output,
     )  # fmt: skip
-    records = {n: _train_record(n, specs[n], results[n], best, mode) for n in specs}
+    records = {n: train_record(n, specs[n], results[n], best, mode) for n in specs}
     for name, why in skipped.items():
         system, variant = name.split("/", 1)
         records[name] = {
             "benchmark": "train", "isa_mode": mode, "system": system, "variant": variant,
             "skipped": why,
         }  # fmt: skip
-    ratio = _ratio_record(records, mode, probe["isa"], rounds)
+    ratio = ratio_record(records, mode, probe["isa"], rounds)
     for record in [*records.values(), *([ratio] if ratio else [])]:
         _emit(record | {"machine": probe["describe"]}, output)
     if profile and "bertlab/defaults" in specs:

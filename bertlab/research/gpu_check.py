@@ -367,7 +367,7 @@ def gpu_check(
     """
     import torch
 
-    from bertlab.research.benchmark import DEFAULT_INPUT
+    from bertlab.research.measured_data import DEFAULT_INPUT
 
     if device not in ("cuda", "cpu"):
         raise ValueError(f"--device {device}: choose cuda or cpu")

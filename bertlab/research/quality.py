@@ -36,7 +36,8 @@ from typing import Any
 
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_folder, output_folder
-from bertlab.research.benchmark import BERT_MINI, DEFAULT_INPUT, _cached, _key, run_in_process
+from bertlab.research.benchmark import BERT_MINI, run_in_process
+from bertlab.research.measured_data import DEFAULT_INPUT, cached_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "quality_benchmark"
@@ -62,58 +63,22 @@ GOALS = {"equal_steps_loss_gap": 0.05, "time_ratio": 1 / 3, "budget_below_unigra
 
 def prepare_quality_data(input: str, work_dir: str, vocab_size: int = 8000) -> dict[str, str]:
     """Corpus, tokenizer, MLM-only samples and the other-domain text, cached in work_dir."""
-    from bertlab.corpus.prepare import prepare_corpus
     from bertlab.corpus.python_docs import write_pydoc_corpus
-    from bertlab.samples.prepare import prepare_samples
-    from bertlab.tokenizer.training import train_tokenizer
 
-    source = Path(input)
-    if not source.is_file():
-        raise ValueError(f"--input {input}: no such file")
-    work = Path(work_dir)
-    stat = source.stat()
-    settings = {"input": str(source.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
-    corpus = _cached(
-        work / f"quality-corpus-{_key(settings)}",
-        "train.txt",
-        lambda tmp: prepare_corpus(
-            input=[str(source)], output_dir=str(tmp), lang="en", valid_docs=4, test_docs=6
-        ),
-    )
-    tokenizer = _cached(
-        work / f"quality-tokenizer-{_key({'corpus': corpus.name, 'vocab': vocab_size})}",
-        "tokenizer.json",
-        lambda tmp: train_tokenizer(
-            str(corpus / "train.txt"), str(tmp), model_type="wordpiece", vocab_size=vocab_size
-        ),
-    )
-    samples: dict[str, str] = {}
-    for split in ("train", "valid"):
-        key = _key({"corpus": corpus.name, "tokenizer": tokenizer.name, "split": split})
-        folder = _cached(
-            work / f"quality-samples-{key}",
-            "meta.json",
-            lambda tmp, split=split: prepare_samples(
-                str(corpus / f"{split}.txt"),
-                str(tokenizer),
-                str(tmp),
-                max_seq_len=128,
-                dupe_factor=5,
-                num_shards=4,
-                nsp=False,
-            ),  # fmt: skip
-        )
-        samples[split] = str(folder)
-    pydoc = work / "quality-pydoc.txt"
+    data = cached_pipeline(
+        input, work_dir, prefix="quality-", valid_docs=4, test_docs=6, vocab_size=vocab_size,
+        splits=("train", "valid"), max_seq_len=128, dupe_factor=5, num_shards=4, nsp=False,
+    )  # fmt: skip
+    pydoc = Path(work_dir) / "quality-pydoc.txt"
     if not pydoc.is_file():
         write_pydoc_corpus(pydoc)
     return {
-        "train": str(corpus / "train.txt"),
-        "test": str(corpus / "test.txt"),
+        "train": str(data.corpus / "train.txt"),
+        "test": str(data.corpus / "test.txt"),
         "other_domain": str(pydoc),
-        "tokenizer": str(tokenizer),
-        "samples": samples["train"],
-        "valid_samples": samples["valid"],
+        "tokenizer": str(data.tokenizer),
+        "samples": str(data.samples["train"]),
+        "valid_samples": str(data.samples["valid"]),
     }
 
 

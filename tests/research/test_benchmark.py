@@ -97,7 +97,8 @@ def test_step_clock_window_and_flops():
 def test_the_gpu_comparison_is_planned_without_a_gpu(tmp_path):
     """What `--device cuda` would run (checked here without one): BERT-Base, the recipe in bf16
     and fp32, bertlab with loader workers, GPU goals; and a one-line error where no GPU is."""
-    from bertlab.research.benchmark import BERT_BASE, GPU_OPTIONS, _ratio_record, _train_specs
+    from bertlab.research.benchmark import BERT_BASE, _train_specs
+    from bertlab.research.benchmark_records import GPU_OPTIONS, ratio_record
 
     data = {"tokenizer": "tok", "samples": "samples"}
     specs, skipped = _train_specs(
@@ -111,7 +112,7 @@ def test_the_gpu_comparison_is_planned_without_a_gpu(tmp_path):
         "hf_trainer/bf16": {"variant": "bf16", "dropout": 0.1, "tokens_per_s": 100.0},
         "bertlab/defaults": {"variant": "defaults", "tokens_per_s": 250.0, "mfu": 0.45},
     }
-    ratio = _ratio_record(records, "cuda", "sm_90")
+    ratio = ratio_record(records, "cuda", "sm_90")
     assert ratio["goals"]["speedup"] == 2.0 and ratio["goals"]["mfu_at_least"] == 0.4
     assert ratio["met"]["speedup"] and ratio["met"]["mfu_at_least"]
     import torch
