@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 
 from bertlab.research.hf_recipe import run_hf_trainer
-from bertlab.research.step_clock import StepClock, finish, top_ops, window_ends
+from bertlab.research.step_clock import (
+    ClockCallback,
+    ProfileSteps,
+    StepClock,
+    finish,
+    optimizer_name,
+    window_ends,
+)
 from bertlab.speed.flops import measure_peak_flops
 
 # ------------------------------------------------------------------------ the Hugging Face recipe
@@ -47,33 +54,9 @@ def run_bertlab(spec: dict) -> dict:
         # Data parallel on one machine: each process gets its share of the cores and the batch.
         torch.set_num_threads(max(1, torch.get_num_threads() // processes))
     clock = StepClock(sync_at=window_ends(spec) if gpu else frozenset())
-
-    class Clock(pl.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            clock.begin()
-            clock.add_batch(batch["attention_mask"], batch["labels"])
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            clock.end()
-
     profiled: dict = {}
-    profile_from, profile_steps = spec["warmup_steps"], spec.get("profile_steps", 0)
-
-    class ProfileSteps(pl.Callback):
-        """torch.profiler over `profile_steps` steps after the warm-up (a run that is not timed)."""
-
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            if batch_idx == profile_from:
-                self.profiler = torch.profiler.profile(
-                    activities=[torch.profiler.ProfilerActivity.CPU]
-                )
-                self.profiler.__enter__()
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if batch_idx == profile_from + profile_steps - 1:
-                self.profiler.__exit__(None, None, None)
-                profiled["top_ops"] = top_ops(self.profiler, profile_steps)
-
+    profile_steps = spec.get("profile_steps", 0)
+    profile = [ProfileSteps(spec["warmup_steps"], profile_steps, profiled)] if profile_steps else []
     window = spec["steps"] - spec["warmup_steps"]
     monitor = ThroughputMonitor(
         peak_flops=spec.get("peak_flops") or None, window=window, log_every_n_steps=spec["steps"]
@@ -115,20 +98,11 @@ def run_bertlab(spec: dict) -> dict:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[Clock(), monitor] + ([ProfileSteps()] if profile_steps else []),
+        callbacks=[ClockCallback(clock), monitor, *profile],
     )
     trainer.fit(model, datamodule=data)
-    callback = {
-        "callback_" + k.split("/", 1)[1]: v
-        for k, v in monitor.last.items()
-        if k.split("/", 1)[1] in ("mfu", "tokens_per_sec", "data_fraction")
-    }
-    callback["callback_peak_flops"] = monitor.peak_flops
-    optimizer = type(trainer.optimizers[0]).__name__
-    defaults = trainer.optimizers[0].defaults
-    for flag in ("fused", "foreach"):
-        if defaults.get(flag):
-            optimizer += f" ({flag})"
+    callback = _monitor_figures(monitor)
+    optimizer = optimizer_name(trainer.optimizers[0])
     if trainer.global_rank != 0:
         return {}
     chosen = {"speed": resolution.speed.as_dict(), "precision": resolution.precision}
@@ -143,6 +117,17 @@ def run_bertlab(spec: dict) -> dict:
             result[key] *= processes
         result["processes"] = processes
     return result
+
+
+def _monitor_figures(monitor) -> dict:
+    """The ThroughputMonitor's own figures over the same window, to check the clock's against."""
+    names = ("mfu", "tokens_per_sec", "data_fraction")
+    figures = {
+        f"callback_{k.split('/', 1)[1]}": v
+        for k, v in monitor.last.items()
+        if k.split("/", 1)[1] in names
+    }
+    return figures | {"callback_peak_flops": monitor.peak_flops}
 
 
 def run_peak(spec: dict) -> dict:

@@ -55,20 +55,9 @@ class TokenIdsDataset(torch.utils.data.Dataset):
         }
 
 
-def run_hf_trainer(spec: dict) -> dict:
-    """Train with the notebook recipe; return the clock's summary and the run's facts."""
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        DataCollatorForLanguageModeling,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+def _model(spec: dict, tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
 
-    from bertlab.tokenizer.training import load_tokenizer
-
-    tokenizer = load_tokenizer(spec["tokenizer"])
     shape = spec["shape"]
     config = BertConfig(
         vocab_size=len(tokenizer),
@@ -82,10 +71,36 @@ def run_hf_trainer(spec: dict) -> dict:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = BertForMaskedLM(config)
+    return BertForMaskedLM(config)
+
+
+def _callbacks(clock: StepClock, heldout: HeldoutPoints | None, steps: int) -> list:
+    """The clock, and the held-out evaluations, as Trainer callbacks."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock.begin()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            clock.end()
+            if heldout is not None:
+                heldout.maybe_evaluate(model, state.global_step, steps, clock)
+
+    return [Clock()]
+
+
+def run_hf_trainer(spec: dict) -> dict:
+    """Train with the notebook recipe; return the clock's summary and the run's facts."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from bertlab.tokenizer.training import load_tokenizer
+
+    tokenizer = load_tokenizer(spec["tokenizer"])
+    shape, gpu = spec["shape"], spec.get("device") == "cuda"
+    model = _model(spec, tokenizer)
     need = spec["steps"] * shape["batch_size"]
     dataset = TokenIdsDataset(spec["samples"], tokenizer.all_special_ids, limit=4 * need)
-    gpu = spec.get("device") == "cuda"
     clock = StepClock(sync_at=window_ends(spec) if gpu else frozenset())
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
 
@@ -94,23 +109,7 @@ def run_hf_trainer(spec: dict) -> dict:
         clock.add_batch(batch["attention_mask"], batch["labels"])
         return batch
 
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            clock.begin()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            clock.end()
-
-    callbacks = [Clock()]
     heldout = HeldoutPoints(spec["heldout"], tokenizer) if spec.get("heldout") else None
-    if heldout is not None:
-
-        class Evaluate(TrainerCallback):
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                heldout.maybe_evaluate(model, state.global_step, spec["steps"], clock)
-
-        callbacks.append(Evaluate())
-
     with tempfile.TemporaryDirectory(prefix="bertlab-bench-hf-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -132,7 +131,7 @@ def run_hf_trainer(spec: dict) -> dict:
             args=args,
             train_dataset=dataset,
             data_collator=counting_collator,
-            callbacks=callbacks,
+            callbacks=_callbacks(clock, heldout, spec["steps"]),
         )
         heldout and heldout.start()
         trainer.train()

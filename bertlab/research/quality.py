@@ -143,6 +143,36 @@ def _reach_seconds(points: list[dict], text: str, loss: float) -> float | None:
 
 def summarise(runs: dict[str, dict], texts: list[str]) -> list[str]:
     """quality.md: the final figures of every run, then the comparisons and their goals."""
+    ok = {name: run for name, run in runs.items() if "error" not in run}
+    lines = [*_table(runs, texts), ""]
+    hf, ours = ok.get("hf_trainer"), ok.get("bertlab")
+    if hf and ours:
+        lines += _equal_steps(hf, ours, texts)
+        for name in ("bertlab", "budget"):
+            if name in ok:
+                lines += _equal_wall_clock(name, ok[name], hf, texts)
+    if "budget" in ok:
+        budget, other = ok["budget"], texts[-1]
+        below = _final(budget["heldout"], other)["below_unigram"]
+        met = below >= GOALS["budget_below_unigram"]
+        lines.append(
+            f"- time budget, {other}: {below:+.3f} nats below unigram after "
+            f"{budget['heldout'][-1]['train_seconds']:.0f} training s "
+            f"(goal {GOALS['budget_below_unigram']}: {'met' if met else 'not met'})"
+        )
+    ablations = {n: r for n, r in ok.items() if n.startswith("ablation/")}
+    if ours and ablations:
+        for text in texts:
+            base = _final(ours["heldout"], text)["loss"]
+            shifts = ", ".join(
+                f"{n.split('/', 1)[1]} {_final(r['heldout'], text)['loss'] - base:+.3f}"
+                for n, r in ablations.items()
+            )
+            lines.append(f"- quality ablation, {text} (loss minus bertlab's): {shifts}")
+    return lines
+
+
+def _table(runs: dict[str, dict], texts: list[str]) -> list[str]:
     lines = [
         "| run | steps | training s | " + " | ".join(
             f"{t} loss | {t} acc | {t} unigram | {t} below unigram" for t in texts
@@ -162,60 +192,43 @@ def summarise(runs: dict[str, dict], texts: list[str]) -> list[str]:
                 f"{r['below_unigram']:+.3f}",
             ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    hf, ours = runs.get("hf_trainer"), runs.get("bertlab")
-    lines.append("")
-    if hf and ours and "error" not in hf and "error" not in ours:
-        hf_time = hf["heldout"][-1]["train_seconds"]
-        our_time = ours["heldout"][-1]["train_seconds"]
-        for text in texts:
-            gap = _final(ours["heldout"], text)["loss"] - _final(hf["heldout"], text)["loss"]
-            met = abs(gap) <= GOALS["equal_steps_loss_gap"]
-            lines.append(
-                f"- equal steps, {text}: bertlab - recipe = {gap:+.3f} nats "
-                f"(goal within {GOALS['equal_steps_loss_gap']}: {'met' if met else 'not met'})"
-            )
-        ratio = our_time / hf_time
+    return lines
+
+
+def _equal_steps(hf: dict, ours: dict, texts: list[str]) -> list[str]:
+    lines = []
+    for text in texts:
+        gap = _final(ours["heldout"], text)["loss"] - _final(hf["heldout"], text)["loss"]
+        met = abs(gap) <= GOALS["equal_steps_loss_gap"]
         lines.append(
-            f"- equal steps, wall time: bertlab {our_time:.0f} s, recipe {hf_time:.0f} s, "
-            f"ratio {ratio:.3f} (goal at most 1/3: {'met' if ratio <= 1 / 3 else 'not met'})"
+            f"- equal steps, {text}: bertlab - recipe = {gap:+.3f} nats "
+            f"(goal within {GOALS['equal_steps_loss_gap']}: {'met' if met else 'not met'})"
         )
-        for name in ("bertlab", "budget"):
-            run = runs.get(name)
-            if not run or "error" in run:
-                continue
-            for text in texts:
-                target = _final(hf["heldout"], text)["loss"]
-                reached = _reach_seconds(run["heldout"], text, target)
-                verdict = (
-                    "never, in this run"
-                    if reached is None
-                    else f"{reached:.0f} s = {reached / hf_time:.3f} of the recipe's "
-                    f"{hf_time:.0f} s"
-                    + (" (goal at most 1/3: met)" if reached <= hf_time / 3 else " (not met)")
-                )
-                lines.append(
-                    f"- equal wall clock, {text}: `{name}` reaches the recipe's final "
-                    f"{target:.3f} nats in {verdict}"
-                )
-    budget = runs.get("budget")
-    if budget and "error" not in budget:
-        other = texts[-1]
-        below = _final(budget["heldout"], other)["below_unigram"]
-        met = below >= GOALS["budget_below_unigram"]
+    hf_time, our_time = hf["heldout"][-1]["train_seconds"], ours["heldout"][-1]["train_seconds"]
+    ratio = our_time / hf_time
+    lines.append(
+        f"- equal steps, wall time: bertlab {our_time:.0f} s, recipe {hf_time:.0f} s, "
+        f"ratio {ratio:.3f} (goal at most 1/3: {'met' if ratio <= 1 / 3 else 'not met'})"
+    )
+    return lines
+
+
+def _equal_wall_clock(name: str, run: dict, hf: dict, texts: list[str]) -> list[str]:
+    """When `run` first reaches the recipe's final held-out loss, against the recipe's time."""
+    hf_time, lines = hf["heldout"][-1]["train_seconds"], []
+    for text in texts:
+        target = _final(hf["heldout"], text)["loss"]
+        reached = _reach_seconds(run["heldout"], text, target)
+        verdict = (
+            "never, in this run"
+            if reached is None
+            else f"{reached:.0f} s = {reached / hf_time:.3f} of the recipe's {hf_time:.0f} s"
+            + (" (goal at most 1/3: met)" if reached <= hf_time / 3 else " (not met)")
+        )
         lines.append(
-            f"- time budget, {other}: {below:+.3f} nats below unigram after "
-            f"{budget['heldout'][-1]['train_seconds']:.0f} training s "
-            f"(goal {GOALS['budget_below_unigram']}: {'met' if met else 'not met'})"
+            f"- equal wall clock, {text}: `{name}` reaches the recipe's final "
+            f"{target:.3f} nats in {verdict}"
         )
-    ablations = {n: r for n, r in runs.items() if n.startswith("ablation/") and "error" not in r}
-    if ours and "error" not in ours and ablations:
-        for text in texts:
-            base = _final(ours["heldout"], text)["loss"]
-            shifts = ", ".join(
-                f"{n.split('/', 1)[1]} {_final(r['heldout'], text)['loss'] - base:+.3f}"
-                for n, r in ablations.items()
-            )
-            lines.append(f"- quality ablation, {text} (loss minus bertlab's): {shifts}")
     return lines
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 
 from bertlab.speed.flops import model_training_flops
@@ -166,3 +167,45 @@ class HeldoutPoints:
 def window_ends(spec: dict) -> frozenset[int]:
     """The steps that open and close the measured window (see StepClock.sync_at)."""
     return frozenset({spec["warmup_steps"] - 1, spec["steps"] - 1})
+
+
+class ClockCallback(pl.Callback):
+    """Feeds a StepClock from Lightning's batch hooks: the batch in hand, then the step's end."""
+
+    def __init__(self, clock: StepClock):
+        self.clock = clock
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.clock.begin()
+        self.clock.add_batch(batch["attention_mask"], batch["labels"])
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.clock.end()
+
+
+class ProfileSteps(pl.Callback):
+    """torch.profiler over `steps` steps from batch `start` (a run that is not timed); the top
+    operators go into `into["top_ops"]`."""
+
+    def __init__(self, start: int, steps: int, into: dict):
+        self.start, self.steps, self.into = start, steps, into
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.start:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx == self.start + self.steps - 1:
+            self.profiler.__exit__(None, None, None)
+            self.into["top_ops"] = top_ops(self.profiler, self.steps)
+
+
+def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
+    """`AdamW (fused)`: the class and the implementation it runs."""
+    name = type(optimizer).__name__
+    for flag in ("fused", "foreach"):
+        if optimizer.defaults.get(flag):
+            name += f" ({flag})"
+    return name
