@@ -107,10 +107,8 @@ class SampleStream(IterableDataset):
         on_bad_sample: str = "fail",
         with_source: bool = False,
     ):
-        if batch_size < 1:
-            raise ValueError(f"--data.batch_size {batch_size} must be >= 1")
-        if on_bad_sample not in ("fail", "skip"):
-            raise ValueError(f"--data.on_bad_sample {on_bad_sample!r} must be 'fail' or 'skip'")
+        # BertDataModule refuses these as the user's flags; here they are our own invariants.
+        assert batch_size >= 1 and on_bad_sample in ("fail", "skip"), (batch_size, on_bad_sample)
         self.samples = samples
         self.collator = collator
         self.batch_size = batch_size
