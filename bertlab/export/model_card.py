@@ -156,80 +156,43 @@ def render_model_card(
     dtype: str,
 ) -> str:
     """The README.md of a full model export: front matter, then what the run was."""
-    hp = facts.hparams
-    widget = meta["widget"][0]["text"]
-    tokens = facts.tokens_seen
-    tokens_text = _number(tokens) + (" (estimated)" if facts.tokens_seen_estimated else "")
-    opt = _optimization(facts)
-    schedule = (
-        f"AdamW, peak lr {_number(opt['lr'])}, weight decay {_number(opt['weight_decay'])}, "
-        f"{_number(opt['warmup_steps'])} warmup steps, then {opt['schedule'] or 'not recorded'}"
-        + (" decay to 0" if opt["schedule"] == "linear" else "")
-        + (f" at step {_number(opt['max_steps'])}" if opt["max_steps"] else "")
-    )
-    objective = hp.get("objective", "not recorded")
-    started = "from scratch"
+    objective = facts.hparams.get("objective", "not recorded")
     pre_ln = bert_config.get(PRE_LN_MARKER) == "pre"
     architecture = (
         "RobertaPreLayerNormForMaskedLM (pre-LayerNorm BERT, MLM head)"
         if pre_ln
         else "BertForPreTraining (MLM + NSP heads)"
     )
-    if hp.get("from_pretrained"):
-        started = f"continued from `{Path(hp['from_pretrained']).name}`"
+    model_rows = [
+        ("architecture", architecture),
+        ("layers", bert_config.get("num_hidden_layers")),
+        ("hidden size", bert_config.get("hidden_size")),
+        ("attention heads", bert_config.get("num_attention_heads")),
+        ("feed-forward size", bert_config.get("intermediate_size")),
+        ("max positions", bert_config.get("max_position_embeddings")),
+        ("vocabulary", bert_config.get("vocab_size")),
+        ("parameters", num_parameters),
+        ("weights dtype", dtype),
+    ]
+    tokenizer_rows = [
+        ("type", tokenizer_info.get("type")),
+        ("vocabulary size", tokenizer_info.get("vocab_size")),
+        ("lowercase", tokenizer_info.get("lowercase")),
+        ("mask token", f"`{tokenizer_info.get('mask_token')}`"),
+        ("fingerprint", tokenizer_info.get("fingerprint")),
+        ("raw SentencePiece model", tokenizer_info.get("sentencepiece_model")),
+    ]
     sections = [
         "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---",
-        f"# {name}",
-        f"A BERT model pre-trained {started} with bertlab "
-        f"(objective: `{objective}`: masked language modelling"
-        + (" and next-sentence prediction" if objective == "mlm_nsp" else "")
-        + "). It loads with plain `transformers`: `AutoModelForMaskedLM`, "
-        + ("" if pre_ln else "`AutoModelForPreTraining`, ")
-        + '`AutoTokenizer` and `pipeline("fill-mask")`.',
-        "## Usage",
-        "```python\nfrom transformers import pipeline\n\n"
-        f'fill_mask = pipeline("fill-mask", model="{name}")  # a Hub id or this folder\'s path\n'
-        f"print(fill_mask({json.dumps(widget, ensure_ascii=False)}))\n```",
+        *_introduction(name, facts, objective, pre_ln, meta["widget"][0]["text"]),
         "## Model",
-        _rows(
-            [
-                ("architecture", architecture),
-                ("layers", bert_config.get("num_hidden_layers")),
-                ("hidden size", bert_config.get("hidden_size")),
-                ("attention heads", bert_config.get("num_attention_heads")),
-                ("feed-forward size", bert_config.get("intermediate_size")),
-                ("max positions", bert_config.get("max_position_embeddings")),
-                ("vocabulary", bert_config.get("vocab_size")),
-                ("parameters", num_parameters),
-                ("weights dtype", dtype),
-            ]
-        ),
+        _rows(model_rows),
         "## Tokenizer",
-        _rows(
-            [
-                ("type", tokenizer_info.get("type")),
-                ("vocabulary size", tokenizer_info.get("vocab_size")),
-                ("lowercase", tokenizer_info.get("lowercase")),
-                ("mask token", f"`{tokenizer_info.get('mask_token')}`"),
-                ("fingerprint", tokenizer_info.get("fingerprint")),
-                ("raw SentencePiece model", tokenizer_info.get("sentencepiece_model")),
-            ]
-        ),
+        _rows(tokenizer_rows),
         "## Training data",
         _rows(_corpus_text(facts)),
         "## Training",
-        _rows(
-            [
-                ("optimizer steps", facts.global_step),
-                ("epochs completed", facts.epoch),
-                ("tokens seen", tokens_text),
-                ("batch size", _batch_text(facts)),
-                ("optimization", schedule),
-                ("precision", facts.precision),
-                ("trainable parameters", hp.get("trainable")),
-                ("PyTorch Lightning", facts.lightning_version),
-            ]
-        ),
+        _rows(_training_rows(facts)),
         "## Evaluation",
         _rows(
             [
@@ -244,6 +207,47 @@ def render_model_card(
         verification_text(verification),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _introduction(name: str, facts: RunFacts, objective: str, pre_ln: bool, widget: str) -> list:
+    """The title, what the model is and how it loads, and a usage snippet."""
+    started = "from scratch"
+    if facts.hparams.get("from_pretrained"):
+        started = f"continued from `{Path(facts.hparams['from_pretrained']).name}`"
+    return [
+        f"# {name}",
+        f"A BERT model pre-trained {started} with bertlab "
+        f"(objective: `{objective}`: masked language modelling"
+        + (" and next-sentence prediction" if objective == "mlm_nsp" else "")
+        + "). It loads with plain `transformers`: `AutoModelForMaskedLM`, "
+        + ("" if pre_ln else "`AutoModelForPreTraining`, ")
+        + '`AutoTokenizer` and `pipeline("fill-mask")`.',
+        "## Usage",
+        "```python\nfrom transformers import pipeline\n\n"
+        f'fill_mask = pipeline("fill-mask", model="{name}")  # a Hub id or this folder\'s path\n'
+        f"print(fill_mask({json.dumps(widget, ensure_ascii=False)}))\n```",
+    ]
+
+
+def _training_rows(facts: RunFacts) -> list[tuple[str, Any]]:
+    opt = _optimization(facts)
+    schedule = (
+        f"AdamW, peak lr {_number(opt['lr'])}, weight decay {_number(opt['weight_decay'])}, "
+        f"{_number(opt['warmup_steps'])} warmup steps, then {opt['schedule'] or 'not recorded'}"
+        + (" decay to 0" if opt["schedule"] == "linear" else "")
+        + (f" at step {_number(opt['max_steps'])}" if opt["max_steps"] else "")
+    )
+    tokens = _number(facts.tokens_seen) + (" (estimated)" if facts.tokens_seen_estimated else "")
+    return [
+        ("optimizer steps", facts.global_step),
+        ("epochs completed", facts.epoch),
+        ("tokens seen", tokens),
+        ("batch size", _batch_text(facts)),
+        ("optimization", schedule),
+        ("precision", facts.precision),
+        ("trainable parameters", facts.hparams.get("trainable")),
+        ("PyTorch Lightning", facts.lightning_version),
+    ]
 
 
 def verification_text(verification: dict[str, Any]) -> str:

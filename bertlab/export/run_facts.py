@@ -263,22 +263,7 @@ def collect_run_facts(
     data = {**_section(facts.config, "data"), **facts.data_hparams}
     model = {**_section(facts.config, "model"), **facts.hparams}
 
-    precision = trainer.get("precision")
-    facts.precision = str(precision) if precision is not None else None
-    facts.batch_size = _int_or_none(data.get("batch_size"))
-    facts.accumulate_grad_batches = _int_or_none(trainer.get("accumulate_grad_batches"))
-    if facts.accumulate_grad_batches is None and facts.batches_seen and facts.optimizer_steps:
-        ratio = facts.batches_seen / facts.optimizer_steps
-        if abs(ratio - round(ratio)) < 1e-6:
-            facts.accumulate_grad_batches = round(ratio)
-    if facts.precision is None and "precision" in trainer:
-        facts.precision = "32-true (Lightning's default)"
-    facts.num_devices = _loader_world_size(checkpoint.get("loops") or {})
-    devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
-    if isinstance(devices, list):
-        devices = len(devices)
-    if facts.num_devices is None and _int_or_none(devices) and _int_or_none(nodes):
-        facts.num_devices = devices * nodes
+    _training_setup(facts, trainer, data, checkpoint.get("loops") or {})
 
     base = Path(facts.config_path).parent if facts.config_path else None
     meta_path = find_samples_meta(data.get("train_files"), base)
@@ -292,6 +277,33 @@ def collect_run_facts(
         or (facts.samples_meta.get("tokenizer") or {}).get("path")
     )
 
+    _logged_figures(facts, ckpt)
+    return facts
+
+
+def _training_setup(facts: RunFacts, trainer: dict, data: dict, loops: dict) -> None:
+    """Precision, batch size, accumulation and processes: the config's, else what the
+    checkpoint's progress and the training loader's state imply."""
+    precision = trainer.get("precision")
+    facts.precision = str(precision) if precision is not None else None
+    facts.batch_size = _int_or_none(data.get("batch_size"))
+    facts.accumulate_grad_batches = _int_or_none(trainer.get("accumulate_grad_batches"))
+    if facts.accumulate_grad_batches is None and facts.batches_seen and facts.optimizer_steps:
+        ratio = facts.batches_seen / facts.optimizer_steps
+        if abs(ratio - round(ratio)) < 1e-6:
+            facts.accumulate_grad_batches = round(ratio)
+    if facts.precision is None and "precision" in trainer:
+        facts.precision = "32-true (Lightning's default)"
+    facts.num_devices = _loader_world_size(loops)
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
+    if isinstance(devices, list):
+        devices = len(devices)
+    if facts.num_devices is None and _int_or_none(devices) and _int_or_none(nodes):
+        facts.num_devices = devices * nodes
+
+
+def _logged_figures(facts: RunFacts, ckpt: Path) -> None:
+    """Validation and test loss and tokens seen, from the checkpoint and the run's logs."""
     log_dir = ckpt.parent.parent
     # Lightning logs what happens during optimizer step g (its validation included) at logger
     # step g - 1, so "at or before this checkpoint" is logger step <= global_step - 1.
@@ -312,4 +324,3 @@ def collect_run_facts(
             facts.batches_seen * facts.batch_size * (facts.num_devices or 1) * per_sample
         )
         facts.tokens_seen_estimated = True
-    return facts
