@@ -46,6 +46,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -342,61 +343,101 @@ def benchmark(
                 records = prep_records(data, work_dir, shape, 1 if quick else prep_repeats)
             for record in records:
                 _emit(record, output)
-        _train(systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile,
-               output, mode, env, probe, slow_bf16, peaks, peak_seconds, variants,
-               device)  # fmt: skip
+        plan = MeasuringPlan(
+            systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile, output,
+            variants, device, peak_seconds,
+        )  # fmt: skip
+        _train(plan, IsaMode(mode, env, probe, slow_bf16, peaks))
 
 
-def _train(
-    systems, data, shape, steps, warmup_steps, quick, repeats, threads, profile, output, mode,
-    env, probe, slow_bf16, peaks, peak_seconds, variants, device="cpu",
-) -> None:  # fmt: skip
-    """The training runs of one instruction-set mode, interleaved over `repeats`; their lines."""
-    shape = {**shape, "vocab_size": data["vocab_size"]}
+@dataclass
+class MeasuringPlan:
+    """What one benchmark command measures, as its flags (and the prepared data) say."""
+
+    systems: list[str]
+    data: dict
+    shape: dict
+    steps: int
+    warmup_steps: int
+    quick: bool
+    repeats: int
+    threads: int | None
+    profile: bool
+    output: str | None
+    variants: list[str] | None
+    device: str
+    peak_seconds: float
+
+
+@dataclass
+class IsaMode:
+    """One way of running the measurements: natively, or under an instruction-set emulation."""
+
+    name: str
+    env: dict
+    probe: dict  # the peak probe's facts: isa, bf16 speedup, the matrix-product peaks
+    slow_bf16: bool
+    peaks: list[dict]  # every peak measured in this mode: the best of them is the peak
+
+
+def _train(plan: MeasuringPlan, isa: IsaMode) -> None:
+    """The training runs of one instruction-set mode, interleaved over `plan.repeats`; their
+    lines."""
+    shape = {**plan.shape, "vocab_size": plan.data["vocab_size"]}
     specs, skipped = _train_specs(
-        systems, data, shape, steps, warmup_steps, quick, slow_bf16, variants, device
+        plan.systems,
+        plan.data,
+        shape,
+        plan.steps,
+        plan.warmup_steps,
+        plan.quick,
+        isa.slow_bf16,
+        plan.variants,
+        plan.device,
     )
     if not specs:
         return
     results: dict[str, dict] = {}
     rounds: list[dict[str, float]] = []
     names = list(specs)
-    for round_index in range(repeats):
+    for round_index in range(plan.repeats):
         rounds.append({})
         # Each round starts one run later in the list: a run's place (right after a large
         # process has exited, say) measurably moves its figure on a shared VM.
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             spec = specs[name]
-            result = run_in_process({**spec, "threads": threads}, env=env)
+            result = run_in_process({**spec, "threads": plan.threads}, env=isa.env)
             rounds[-1][name] = result.get("tokens_per_s", 0)
             old = results.get(name)
             if old is None or result.get("tokens_per_s", 0) > old.get("tokens_per_s", 0):
                 results[name] = result
-            if device == "cpu":  # a GPU's peak does not move with its neighbours' load
-                between = _measure_peaks(threads, env, peak_seconds / 2, not slow_bf16, device)
-                peaks.append(between["peaks"])
-    best = {dtype: max(p.get(dtype, 0) for p in peaks) for dtype in ("fp32", "bf16")}
+            if plan.device == "cpu":  # a GPU's peak does not move with its neighbours' load
+                between = _measure_peaks(
+                    plan.threads, isa.env, plan.peak_seconds / 2, not isa.slow_bf16, plan.device
+                )
+                isa.peaks.append(between["peaks"])
+    best = {dtype: max(p.get(dtype, 0) for p in isa.peaks) for dtype in ("fp32", "bf16")}
     _emit(
-        {"benchmark": "train", "isa_mode": mode, "system": "peak",
+        {"benchmark": "train", "isa_mode": isa.name, "system": "peak",
          "fp32_matmul_flops": round(best["fp32"]), "bf16_matmul_flops": round(best["bf16"])},
-        output,
+        plan.output,
     )  # fmt: skip
-    records = {n: train_record(n, specs[n], results[n], best, mode) for n in specs}
+    records = {n: train_record(n, specs[n], results[n], best, isa.name) for n in specs}
     for name, why in skipped.items():
         system, variant = name.split("/", 1)
         records[name] = {
-            "benchmark": "train", "isa_mode": mode, "system": system, "variant": variant,
+            "benchmark": "train", "isa_mode": isa.name, "system": system, "variant": variant,
             "skipped": why,
         }  # fmt: skip
-    ratio = ratio_record(records, mode, probe["isa"], rounds)
+    ratio = ratio_record(records, isa.name, isa.probe["isa"], rounds)
     for record in [*records.values(), *([ratio] if ratio else [])]:
-        _emit(record | {"machine": probe["describe"]}, output)
-    if profile and "bertlab/defaults" in specs:
+        _emit(record | {"machine": isa.probe["describe"]}, plan.output)
+    if plan.profile and "bertlab/defaults" in specs:
         spec = specs["bertlab/defaults"]
         steps = spec["warmup_steps"] + 4
-        run = {**spec, "steps": steps, "threads": threads, "profile_steps": 4}
-        result = run_in_process(run, env=env)
-        record = {"benchmark": "profile", "isa_mode": mode, "system": "bertlab"}
+        run = {**spec, "steps": steps, "threads": plan.threads, "profile_steps": 4}
+        result = run_in_process(run, env=isa.env)
+        record = {"benchmark": "profile", "isa_mode": isa.name, "system": "bertlab"}
         record["variant"] = "defaults"
-        _emit(record | {k: result[k] for k in ("top_ops", "error") if k in result}, output)
+        _emit(record | {k: result[k] for k in ("top_ops", "error") if k in result}, plan.output)
