@@ -1,0 +1,120 @@
+"""Mistakes a new user makes, through each tool's real entry point: one line, nothing left behind.
+
+.venv/bin/python -m pytest tests/test_probe.py -q
+
+Each test is a class of finding of a mistake probe (issue 17): a refused run that left a folder,
+a flag that was silently not used, a message that named the wrong thing or was cut short, a
+result that means nothing without a warning line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_tool
+
+
+def one_error(result) -> str:
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def warnings(result) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+
+def documents(tmp_path: Path, count: int) -> Path:
+    text = tmp_path / "docs.txt"
+    sentences = [f"Sentence {j} of the document says a few more words." for j in range(12)]
+    text.write_text(
+        "\n\n".join(f"Document {i} starts here.\n" + "\n".join(sentences) for i in range(count))
+        + "\n",
+        encoding="utf-8",
+    )
+    return text
+
+
+def test_prepare_corpus_refused_on_its_input_leaves_no_folder(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("Caf\xe9 au lait.\n".encode("latin-1"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n", encoding="utf-8")
+    for source in (bad, empty):
+        out = tmp_path / "corpus"
+        error = one_error(run_tool("prepare_corpus.py", "--input", source, "--output_dir", out,
+                                   check=False))  # fmt: skip
+        assert source.name in error
+        assert not out.exists()
+
+
+def test_prepare_corpus_column_flags_without_a_table_are_refused(tmp_path):
+    text = documents(tmp_path, 3)
+    for flag in ("--title_column", "--text_column"):
+        result = run_tool("prepare_corpus.py", "--input", text, "--output_dir", tmp_path / "c",
+                          flag, "title", check=False)  # fmt: skip
+        assert flag in one_error(result)
+        assert not (tmp_path / "c").exists()
+
+
+def test_prepare_corpus_warns_of_a_lang_that_is_not_a_code(tmp_path):
+    text = documents(tmp_path, 3)
+    result = run_tool("prepare_corpus.py", "--input", text, "--output_dir", tmp_path / "c",
+                      "--lang", "japanese", "--valid_docs", "0", "--test_docs", "0")  # fmt: skip
+    (line,) = warnings(result)
+    assert "--lang japanese" in line
+    ok = run_tool("prepare_corpus.py", "--input", text, "--output_dir", tmp_path / "d",
+                  "--lang", "pt-br", "--valid_docs", "0", "--test_docs", "0")  # fmt: skip
+    assert warnings(ok) == []
+
+
+def test_a_tokenizer_path_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, en_wordpiece):
+    text = documents(tmp_path, 3)
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "meta.json").write_text("{}\n", encoding="utf-8")
+    for tokenizer, expected in (
+        (en_wordpiece / "vocab.txt", "is a file"),
+        (samples, "holds no tokenizer files"),
+    ):
+        result = run_tool("prepare_samples.py", "--input", text, "--tokenizer", tokenizer,
+                          "--output_dir", tmp_path / "s", check=False)  # fmt: skip
+        error = one_error(result)
+        assert str(tokenizer) in error and expected in error
+        assert error.endswith(("tokenizer.json", "wrote"))  # not cut at "...from one of:"
+
+
+def test_convert_tokenizer_names_a_folder_given_as_the_model(tmp_path, ja_unigram):
+    error = one_error(run_tool("convert_tokenizer.py", "--spm_model", ja_unigram,
+                               "--output_dir", tmp_path / "t", check=False))  # fmt: skip
+    assert "is a folder" in error and "sentencepiece.model" in error
+
+
+def test_prepare_samples_warns_of_nsp_from_one_document_and_of_empty_shards(tmp_path, en_wordpiece):
+    one = documents(tmp_path, 1)
+    result = run_tool("prepare_samples.py", "--input", one, "--tokenizer", en_wordpiece,
+                      "--output_dir", tmp_path / "s1", "--max_seq_len", "64",
+                      "--num_shards", "1", "--dupe_factor", "1")  # fmt: skip
+    (line,) = warnings(result)
+    assert "one document" in line and "next_sentence_label" in line and "--nsp false" in line
+    mlm = run_tool("prepare_samples.py", "--input", one, "--tokenizer", en_wordpiece,
+                   "--output_dir", tmp_path / "s2", "--max_seq_len", "64", "--nsp", "false",
+                   "--num_shards", "1", "--dupe_factor", "1")  # fmt: skip
+    assert warnings(mlm) == []
+    many = run_tool("prepare_samples.py", "--input", documents(tmp_path, 4), "--tokenizer",
+                    en_wordpiece, "--output_dir", tmp_path / "s3", "--max_seq_len", "64",
+                    "--num_shards", "50", "--dupe_factor", "1")  # fmt: skip
+    (line,) = warnings(many)
+    assert "shards are empty" in line and "--num_shards" in line
+
+
+def test_prepare_samples_errors_name_the_users_path(tmp_path, en_wordpiece):
+    bad = tmp_path / "in" / "latin1.txt"
+    bad.parent.mkdir()
+    bad.write_bytes("Caf\xe9 au lait.\n".encode("latin-1"))
+    for out, expected in (("out", "error: --input in/latin1.txt:"), ("in", "in/latin1.txt;")):
+        result = run_tool("prepare_samples.py", "--input", "in/latin1.txt", "--tokenizer",
+                          en_wordpiece, "--output_dir", out, check=False, cwd=tmp_path)  # fmt: skip
+        assert expected in one_error(result)
