@@ -153,6 +153,17 @@ class BertLabCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
                 "use --ckpt_path last to take the newest complete one"
             ) from None
+        step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+        max_steps = self.config[subcommand].trainer.get("max_steps")
+        if subcommand == "fit" and isinstance(step, int) and max_steps not in (None, -1):
+            if max_steps < step:  # Lightning would stop at once and exit 0, having done nothing
+                raise ValueError(
+                    f"--trainer.max_steps {max_steps} is below the step of --ckpt_path "
+                    f"{ckpt_path} ({step}): nothing to train; give more steps, or use "
+                    "bertlab validate/test"
+                )
+            if max_steps == step:
+                rank_zero_info(f"--ckpt_path {ckpt_path}: at trainer.max_steps, nothing to train")
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
         if hparams is not None and not isinstance(hparams, dict):
             raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
@@ -321,7 +332,12 @@ def _check_config_files(args: list[str]) -> None:
             raise ValueError(f"--config {path}: not valid YAML{where}: {problem}") from None
         except UnicodeDecodeError:
             raise ValueError(f"--config {path}: not UTF-8 text") from None
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:  # jsonargparse's message would be "Unexpected config:" and nothing
+            raise ValueError(
+                f"--config {path} is empty (no settings); give a config such as "
+                "configs/tiny.yaml, or leave --config out"
+            )
+        if not isinstance(loaded, dict):
             raise ValueError(
                 f"--config {path}: a YAML {type(loaded).__name__}, not a mapping of sections "
                 "(model:, data:, trainer:, ...)"
