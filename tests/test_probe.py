@@ -118,3 +118,23 @@ def test_prepare_samples_errors_name_the_users_path(tmp_path, en_wordpiece):
         result = run_tool("prepare_samples.py", "--input", "in/latin1.txt", "--tokenizer",
                           en_wordpiece, "--output_dir", out, check=False, cwd=tmp_path)  # fmt: skip
         assert expected in one_error(result)
+
+
+def test_bertlab_fit_names_a_zero_lr_an_empty_config_and_a_checkpoint_folder(en_samples, tmp_path):
+    from test_cli import small_run, tiny_model
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here yet\n", encoding="utf-8")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    root = tmp_path / "run"
+    for extra, expected in (
+        (["--model.lr=0"], "model.lr must be positive, got 0"),
+        (["--model.lr=-1"], "model.lr must be positive, got -1"),
+        ([f"--config={empty}"], f"--config {empty} is empty (no settings)"),
+        ([f"--ckpt_path={folder}"], f"--ckpt_path {folder} is a folder; give a checkpoint"),
+    ):
+        result = run_tool("bertlab", "fit", *small_run(en_samples, root, steps=2), *tiny_model(),
+                          *extra, check=False)  # fmt: skip
+        assert expected in one_error(result)
+        assert not root.exists()  # nothing of a refused run: no lightning_logs/version_0
