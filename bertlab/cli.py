@@ -292,6 +292,9 @@ def _readable(message: str) -> str:
             return f"--{key} {value}: expected one of {', '.join(dict.fromkeys(choices))}"
         errors = [e.strip() for e in re.split(r"(?:^| )- ", union.group("errors")) if e.strip()]
         errors = [e for e in errors if e != f"Expected a {_NONE}"]
+        kinds = [m.group(1) for e in errors if (m := re.fullmatch(r"Expected a (<class '.+'>)", e))]
+        if errors and len(kinds) == len(errors):  # bool | int: name them all, not the first
+            return f"--{key} {value}: expected {' or '.join(_kind(k) for k in kinds)}"
         first = errors[0] if errors else "not a valid value"
         inner = _GOT.search(first)
         if inner and inner.group("key"):

@@ -29,6 +29,7 @@ Decisions:
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,6 +262,17 @@ class BertDataModule(pl.LightningDataModule):
                 )
             if other.nsp != first.nsp:
                 raise ValueError(f"{where} ({other.folders[0]}) disagree on NSP labels")
+        # Valid, but its loss would not be held-out: said in one line (rank 0).
+        train = {os.path.realpath(s.path) for s in self.sets.get("train", first).shards}
+        for split in [s for s in ("val", "test") if s in self.sets and "train" in self.sets]:
+            shared = [s for s in self.sets[split].shards if os.path.realpath(s.path) in train]
+            if shared and int(os.environ.get("RANK", "0")) == 0:
+                print(
+                    f"warning: --data.{split}_files ({self.sets[split].folders[0]}) shares "
+                    f"{len(shared)} of its {len(self.sets[split].shards)} shards with "
+                    "--data.train_files: its loss is not held-out",
+                    file=sys.stderr,
+                )
 
     def _resolve_tokenizer(self, tokenizer: str | None, samples: SampleSet) -> str:
         recorded = samples.tokenizer.get("path")

@@ -65,7 +65,10 @@ def _documents(path: Path) -> Iterable[list[str]]:
 
     if not path.is_file():
         raise ValueError(f"--text {path}: no such file")
-    return read_documents(path)
+    try:  # the file is named, not prepare_samples' --input (this reads --text, heldout.texts...)
+        yield from read_documents(path)
+    except ValueError as error:
+        raise ValueError(str(error).replace(f"--input {path}: ", f"{path}: ", 1)) from None
 
 
 def _load_tokenizer(path: str, flag: str = "--tokenizer"):

@@ -138,3 +138,33 @@ def test_bertlab_fit_names_a_zero_lr_an_empty_config_and_a_checkpoint_folder(en_
                           *extra, check=False)  # fmt: skip
         assert expected in one_error(result)
         assert not root.exists()  # nothing of a refused run: no lightning_logs/version_0
+
+
+def test_bertlab_fit_warns_of_validation_on_training_shards_and_names_heldout_files(
+    en_samples, tmp_path
+):
+    from test_cli import small_run, tiny_model
+
+    run = [
+        *small_run(en_samples, tmp_path / "run", steps=2),
+        *tiny_model(),
+        "--model.warmup_steps=1",
+    ]
+    result = run_tool("bertlab", "fit", *run, f"--data.val_files={en_samples / 'train'}")
+    assert any(
+        "--data.val_files" in line and "not held-out" in line for line in warnings(result)
+    ), result.stderr[-2000:]
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\xe9 au lait.\n".encode("latin-1"))
+    root = tmp_path / "refused"
+    for extra, expected in (
+        (f"--heldout.texts=[{latin1}]", f"error: {latin1}: not UTF-8 at byte 3"),
+        ("--seed_everything=abc", "--seed_everything abc: expected bool or int"),
+    ):
+        run = [
+            *small_run(en_samples, root, steps=2),
+            *tiny_model(),
+            "--model.warmup_steps=1",
+            extra,
+        ]
+        assert expected in one_error(run_tool("bertlab", "fit", *run, check=False))
