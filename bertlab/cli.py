@@ -239,6 +239,9 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
                 else "would run no batch and report nothing"
             )
             raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
+        raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
 
 
 def _one_line(error: BaseException) -> str:
