@@ -191,6 +191,14 @@ class BertLabCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         _refuse_zero_batches(self.subcommand, trainer)
+        # Scored all the same, but the figures are of random weights: said in one line.
+        trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
+        if self.subcommand in ("test", "validate") and not trained:
+            print(
+                f"warning: bertlab {self.subcommand} without a checkpoint scores weights "
+                "nobody trained; give --ckpt_path (a .ckpt file, or last)",
+                file=sys.stderr,
+            )
         facts = probe_device(str(trainer.accelerator))
         processes = count_processes(trainer.devices, trainer.num_nodes, facts)
         resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)

@@ -219,6 +219,8 @@ class BertDataModule(pl.LightningDataModule):
                 raise ValueError(f"--data.{flag} {value} must be >= 1")
         if num_workers < 0:
             raise ValueError(f"--data.num_workers {num_workers} must be >= 0")
+        if shuffle_buffer_size < 0:
+            raise ValueError(f"--data.shuffle_buffer_size {shuffle_buffer_size} must be >= 0")
         if on_bad_sample not in ("fail", "skip"):
             raise ValueError(f"--data.on_bad_sample {on_bad_sample!r} must be 'fail' or 'skip'")
         if not 0.0 < mlm_probability < 1.0:

@@ -168,3 +168,29 @@ def test_bertlab_fit_warns_of_validation_on_training_shards_and_names_heldout_fi
             extra,
         ]
         assert expected in one_error(run_tool("bertlab", "fit", *run, check=False))
+
+
+def test_bertlab_test_without_a_checkpoint_is_warned_and_bad_values_named(
+    en_samples, tmp_path, capsys
+):
+    import pytest
+    from test_cli import small_run, tiny_model
+
+    from bertlab.cli import main
+
+    run = [*small_run(en_samples, tmp_path / "run", steps=2), *tiny_model()]
+    main(["test", *run, "--trainer.limit_test_batches=1"])
+    err = capsys.readouterr().err
+    assert [x for x in err.splitlines() if x.startswith("warning:")] == [
+        "warning: bertlab test without a checkpoint scores weights nobody trained; give "
+        "--ckpt_path (a .ckpt file, or last)"
+    ]
+    for extra, expected in (
+        ("--model.hidden_dropout_prob=2", "model.hidden_dropout_prob must be in [0, 1), got 2"),
+        ("--data.shuffle_buffer_size=-5", "--data.shuffle_buffer_size -5 must be >= 0"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *run, "--model.warmup_steps=1", extra])
+        assert exit_info.value.code == 2
+        errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], errors
