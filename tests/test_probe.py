@@ -194,3 +194,21 @@ def test_bertlab_test_without_a_checkpoint_is_warned_and_bad_values_named(
         assert exit_info.value.code == 2
         errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
         assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_export_model_refuses_a_language_that_is_not_a_code(tmp_path, capsys):
+    import pytest
+
+    from bertlab.command import run
+    from bertlab.export import export_model
+
+    ckpt = tmp_path / "x.ckpt"
+    ckpt.write_bytes(b"not read: the flag is checked first")
+    with pytest.raises(SystemExit) as exit_info:
+        run(export_model, ["--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "m"),
+                           "--language", "English"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --language 'English' is not a language code such as en, ja, pt-BR\n"
+    )
+    assert not (tmp_path / "m").exists()
