@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import run_tool
 
 
@@ -173,7 +174,6 @@ def test_bertlab_fit_warns_of_validation_on_training_shards_and_names_heldout_fi
 def test_bertlab_test_without_a_checkpoint_is_warned_and_bad_values_named(
     en_samples, tmp_path, capsys
 ):
-    import pytest
     from test_cli import small_run, tiny_model
 
     from bertlab.cli import main
@@ -197,8 +197,6 @@ def test_bertlab_test_without_a_checkpoint_is_warned_and_bad_values_named(
 
 
 def test_export_model_refuses_a_language_that_is_not_a_code(tmp_path, capsys):
-    import pytest
-
     from bertlab.command import run
     from bertlab.export import export_model
 
@@ -212,3 +210,90 @@ def test_export_model_refuses_a_language_that_is_not_a_code(tmp_path, capsys):
         "error: --language 'English' is not a language code such as en, ja, pt-BR\n"
     )
     assert not (tmp_path / "m").exists()
+
+
+def _run(fn, argv: list[str], capsys) -> tuple[int, str]:
+    """fn's command through bertlab.command.run in-process: (exit status, stderr)."""
+
+    from bertlab.command import run
+
+    try:
+        run(fn, [str(a) for a in argv])
+    except SystemExit as exit_info:
+        return int(exit_info.code), capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def _error(status_err: tuple[int, str]) -> str:
+    status, err = status_err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert status == 2 and len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def masked_lm(en_wordpiece: Path, tmp_path_factory) -> Path:
+    """A tiny untrained BertForMaskedLM folder with the English WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("masked_lm")
+    tokenizer = AutoTokenizer.from_pretrained(en_wordpiece)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_fill_mask_refuses_a_model_without_a_mask_and_a_top_k_beyond_the_vocabulary(
+    masked_lm, tmp_path, capsys
+):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from bertlab.fill_mask import fill_mask
+
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(
+        gpt2
+    )
+    error = _error(_run(fill_mask, ["--model", gpt2, "--text", "a [MASK] b"], capsys))
+    assert error.startswith(f"error: --model {gpt2}: not a masked language model")
+    error = _error(_run(fill_mask, ["--model", masked_lm, "--text", "a [MASK] b", "--top_k",
+                                    "1000000"], capsys))  # fmt: skip
+    assert "--top_k 1000000 is more than the model's" in error
+
+
+def test_evaluate_mlm_output_follows_the_output_rule(masked_lm, en_corpus, tmp_path, capsys):
+    from bertlab.heldout import evaluate_mlm
+
+    text = tmp_path / "test.txt"
+    text.write_text((en_corpus / "test.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n", encoding="utf-8")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    base = ["--model", masked_lm, "--text", text, "--max_blocks", "4"]
+    for output, expected in (
+        (text, "is --text"),
+        (notes, "exists and is not a result of evaluate_mlm"),
+        (folder, "is a folder"),
+        (masked_lm / "figures.json", "is inside --model"),
+    ):
+        assert expected in _error(_run(evaluate_mlm, [*base, "--output", output], capsys))
+    assert notes.read_text(encoding="utf-8") == "mine\n"
+    assert text.read_text(encoding="utf-8") == (en_corpus / "test.txt").read_text("utf-8")
+    figures = tmp_path / "figures.json"
+    assert _run(evaluate_mlm, [*base, "--output", figures], capsys)[0] == 0
+    again = _error(_run(evaluate_mlm, [*base, "--output", figures], capsys))
+    assert "pass --overwrite" in again
+    status, err = _run(evaluate_mlm, [*base, "--output", figures, "--overwrite",
+                                      "--unigram_corpus", text], capsys)  # fmt: skip
+    assert status == 0
+    assert f"warning: --unigram_corpus {text} is also a --text" in err
+    assert "--max_blocks must be at least 1" in _error(
+        _run(evaluate_mlm, [*base[:-2], "--max_blocks", "0"], capsys)
+    )
