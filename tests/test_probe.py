@@ -297,3 +297,23 @@ def test_evaluate_mlm_output_follows_the_output_rule(masked_lm, en_corpus, tmp_p
     assert "--max_blocks must be at least 1" in _error(
         _run(evaluate_mlm, [*base[:-2], "--max_blocks", "0"], capsys)
     )
+
+
+def test_soak_checks_its_own_flags_first_and_names_the_fits_error(tmp_path, capsys):
+    from bertlab.soak import soak
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("trainer: {}\n", encoding="utf-8")
+    out = tmp_path / "soak"
+    base = ["--output_dir", out, "--max_steps", "8", "--val_every", "2"]
+    for extra, expected in (
+        (["--config", tmp_path / "nope.yaml"], "--config"),
+        (["--config", config, "--interval", "0"], "--interval 0"),
+        (["--config", config, "--num_workers", "-1"], "--num_workers -1"),
+    ):
+        assert expected in _error(_run(soak, [*base, *extra], capsys))
+        assert not out.exists()
+    error = _error(_run(soak, [*base, "--config", config, "--overrides=--model.nope=3"],
+                        capsys))  # fmt: skip
+    assert error.startswith("error: bertlab fit failed (exit 2): ") and "nope" in error, error
+    assert error.endswith(f"see {out}/fit.log")
