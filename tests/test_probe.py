@@ -317,3 +317,18 @@ def test_soak_checks_its_own_flags_first_and_names_the_fits_error(tmp_path, caps
                         capsys))  # fmt: skip
     assert error.startswith("error: bertlab fit failed (exit 2): ") and "nope" in error, error
     assert error.endswith(f"see {out}/fit.log")
+
+
+def test_benchmarks_refuse_a_bad_budget_and_an_output_that_is_not_results(tmp_path, capsys):
+    from bertlab.benchmarking import benchmark
+    from bertlab.quality import quality_benchmark
+
+    out = tmp_path / "quality"
+    error = _error(_run(quality_benchmark, ["--max_time", "abc", "--output_dir", out], capsys))
+    assert error == "error: --max_time 'abc' must be DD:HH:MM:SS, e.g. 00:00:08:00"
+    assert not out.exists()
+    text = tmp_path / "train.txt"
+    text.write_text("A corpus line.\n", encoding="utf-8")
+    error = _error(_run(benchmark, ["--output", text], capsys))
+    assert error.startswith(f"error: --output {text} is not a file of benchmark results")
+    assert text.read_text(encoding="utf-8") == "A corpus line.\n"
