@@ -110,6 +110,10 @@ def train_tokenizer(
         )
     if input_sentence_size < 0:
         raise ValueError(f"--input_sentence_size {input_sentence_size} must be >= 0")
+    if parity_lines < 0:  # 0 is every line; below it was every line too, unsaid
+        raise ValueError(f"--parity_lines {parity_lines} must be >= 0 (0: every line)")
+    if num_threads is not None and num_threads < 1:  # SentencePiece failed with a traceback
+        raise ValueError(f"--num_threads {num_threads} must be at least 1")
     lines, num_file_lines = sample_lines(train_file, input_sentence_size, seed)
     texts = [text for _, text in lines]
     rng = random.Random(seed)
@@ -181,6 +185,8 @@ def convert_tokenizer(
     inputs = [("--spm_model", spm_model), ("--text_file", text_file)]
     check_output_folder(output_dir, "convert_tokenizer", inputs, overwrite, legacy=LEGACY)
 
+    if parity_lines < 0:
+        raise ValueError(f"--parity_lines {parity_lines} must be >= 0 (0: every line)")
     proto = tokenizer_spm.read_model(spm_model)
     tokenizer_spm.check_model(proto, f"--spm_model {spm_model}")
     if text_file is not None:

@@ -332,3 +332,20 @@ def test_benchmarks_refuse_a_bad_budget_and_an_output_that_is_not_results(tmp_pa
     error = _error(_run(benchmark, ["--output", text], capsys))
     assert error.startswith(f"error: --output {text} is not a file of benchmark results")
     assert text.read_text(encoding="utf-8") == "A corpus line.\n"
+
+
+def test_train_tokenizer_refuses_negative_parity_lines_and_threads(tmp_path, capsys):
+    from bertlab.tokenizer import convert_tokenizer, train_tokenizer
+
+    text = documents(tmp_path, 3)
+    base = ["--train_file", text, "--output_dir", tmp_path / "t", "--vocab_size", "50"]
+    cases = (
+        (["--parity_lines", "-5"], "--parity_lines -5 must be >= 0"),
+        (["--num_threads", "-2"], "--num_threads -2 must be at least 1"),
+    )
+    for extra, expected in cases:
+        assert expected in _error(_run(train_tokenizer, [*base, *extra], capsys))
+    convert = ["--spm_model", tmp_path / "x.model", "--output_dir", tmp_path / "c"]
+    error = _error(_run(convert_tokenizer, [*convert, "--parity_lines", "-1"], capsys))
+    assert "--parity_lines -1 must be >= 0" in error
+    assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
