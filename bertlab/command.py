@@ -82,6 +82,9 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             return int(value)
         except ValueError:
             raise ValueError(f"--{name} expects an integer, got {value!r}") from None
+    if int in options and float not in options and isinstance(value, float):
+        # fire reads `--vocab_size 1e3` or `--num_shards 2.5` as a float.
+        raise ValueError(f"--{name} expects an integer, got {value!r}")
     if float in options and isinstance(value, str) and str not in options:
         try:
             return float(value)
@@ -139,14 +142,30 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap fn so values fire parsed are coerced to fn's annotations before the call."""
     signature = inspect.signature(fn)
     hints = typing.get_type_hints(fn)
+    # fire reports a missing required flag in its own multi-line form; with a default of None
+    # the wrapper names it in one line instead.
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    required = [
+        n for n, p in signature.parameters.items() if p.default is p.empty and p.kind in kinds
+    ]
+    loose = signature.replace(
+        parameters=[
+            p.replace(default=None) if p.name in required else p
+            for p in signature.parameters.values()
+        ]
+    )
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        bound = signature.bind(*args, **kwargs)
+        bound = loose.bind(*args, **kwargs)
+        for name in required:
+            if bound.arguments.get(name) is None:
+                raise ValueError(f"--{name} is required (see --help)")
         for name, value in list(bound.arguments.items()):
             bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
         fn(*bound.args, **bound.kwargs)
 
+    wrapper.__signature__ = loose  # type: ignore[attr-defined]
     return wrapper
 
 

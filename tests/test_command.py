@@ -61,3 +61,19 @@ def test_a_flag_without_its_value_is_named(capsys):
     with pytest.raises(SystemExit):
         run(build, ["--input", "a", "--output_dir"])
     assert capsys.readouterr().err == "error: --output_dir needs a value\n"
+
+
+def test_a_missing_required_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(build, ["--input", "a"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --output_dir is required (see --help)\n"
+
+
+def test_a_float_for_an_integer_flag_is_named(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(build, ["--input", "a", "--output_dir", "o", "--num_proc", "1e3"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --num_proc expects an integer, got 1000.0\n"
+    run(build, ["--input", "a", "--output_dir", "o", "--valid_docs", "0.5"])  # int | float
+    assert "0.5" in capsys.readouterr().out

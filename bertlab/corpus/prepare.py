@@ -54,6 +54,8 @@ import lzma
 import multiprocessing
 import os
 import re
+import shutil
+import sys
 import zlib
 from array import array
 from collections.abc import Iterator
@@ -179,6 +181,20 @@ def prepare_corpus(
         raise ValueError(
             "--input is required (or --download LANG --date YYYYMMDD, or --dataset NAME)"
         )
+    if dataset is None and not any(_TABLE.fullmatch(p.name) for p in paths):
+        for flag, value, default in (("text_column", text_column, "text"),
+                                     ("title_column", title_column, None)):  # fmt: skip
+            if value != default:
+                raise ValueError(
+                    f"--{flag} is only used with Parquet or Arrow inputs or --dataset; "
+                    "these inputs have no columns (leave it out)"
+                )
+    if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*|simple", lang.lower().replace("_", "-")):
+        print(
+            f"warning: --lang {lang} is not a language code (en, de, ja, zh, ...): sentences are "
+            "split by the rule for languages written with spaces",
+            file=sys.stderr,
+        )
     columns = {"text_column": text_column, "title_column": title_column}
     sources = [str(p) for p in paths]
     rows: Iterator[list[str]] = iter(())
@@ -193,6 +209,7 @@ def prepare_corpus(
             + f" split {dataset_split}"
         )  # fmt: skip
 
+    created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
     spool = output / f".spool-{os.getpid()}.tmp"
     try:
@@ -204,6 +221,10 @@ def prepare_corpus(
             raise ValueError(f"{names}: no documents left after cleaning (empty corpus)")
         split_of = _assign_splits(hashes, valid_docs, test_docs)
         counts = _write_splits(spool, output, split_of)
+    except BaseException:
+        if created:  # a failed first run leaves no folder behind (all in it is this run's)
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     finally:
         spool.unlink(missing_ok=True)
     # Last, so that only a complete corpus is recognised as prepare_corpus's (the dump's folder

@@ -31,6 +31,7 @@ Decisions:
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,6 +225,8 @@ class BertDataModule(pl.LightningDataModule):
                 raise ValueError(f"--data.{flag} {value} must be >= 1")
         if num_workers < 0:
             raise ValueError(f"--data.num_workers {num_workers} must be >= 0")
+        if shuffle_buffer_size < 0:
+            raise ValueError(f"--data.shuffle_buffer_size {shuffle_buffer_size} must be >= 0")
         if on_bad_sample not in ("fail", "skip"):
             raise ValueError(f"--data.on_bad_sample {on_bad_sample!r} must be 'fail' or 'skip'")
         if not 0.0 < mlm_probability < 1.0:
@@ -267,6 +270,17 @@ class BertDataModule(pl.LightningDataModule):
                 )
             if other.nsp != first.nsp:
                 raise ValueError(f"{where} ({other.folders[0]}) disagree on NSP labels")
+        # Valid, but its loss would not be held-out: said in one line (rank 0).
+        train = {os.path.realpath(s.path) for s in self.sets.get("train", first).shards}
+        for split in [s for s in ("val", "test") if s in self.sets and "train" in self.sets]:
+            shared = [s for s in self.sets[split].shards if os.path.realpath(s.path) in train]
+            if shared and int(os.environ.get("RANK", "0")) == 0:
+                print(
+                    f"warning: --data.{split}_files ({self.sets[split].folders[0]}) shares "
+                    f"{len(shared)} of its {len(self.sets[split].shards)} shards with "
+                    "--data.train_files: its loss is not held-out",
+                    file=sys.stderr,
+                )
 
     def _resolve_tokenizer(self, tokenizer: str | None, samples: SampleSet) -> str:
         recorded = samples.tokenizer.get("path")

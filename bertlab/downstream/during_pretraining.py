@@ -50,6 +50,7 @@ from bertlab.downstream.tasks import (
     check_compatible,
     classification_metrics,
     collate,
+    degenerate_split,
     encode,
     label_mapping,
     read_examples,
@@ -256,6 +257,10 @@ class DownstreamEvaluation(pl.Callback):
         valid = read_examples(self.valid_file, self.label_column, self.text_columns)
         mapping = label_mapping(train, self.train_file)
         check_compatible(valid, train, mapping)
+        # Logged all the same (the file is valid), but said once, before the run trains.
+        flag = f"DownstreamEvaluation.valid_file {self.valid_file}"
+        if reason := degenerate_split(valid, mapping, flag):
+            print(f"warning: {reason}", file=sys.stderr)
         check_model_folder(Path(tokenizer_path), f"DownstreamEvaluation.tokenizer {tokenizer_path}")
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         if tokenizer.pad_token_id is None:

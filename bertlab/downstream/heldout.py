@@ -65,7 +65,10 @@ def _documents(path: Path) -> Iterable[list[str]]:
 
     if not path.is_file():
         raise ValueError(f"--text {path}: no such file")
-    return read_documents(path)
+    try:  # the file is named, not prepare_samples' --input (this reads --text, heldout.texts...)
+        yield from read_documents(path)
+    except ValueError as error:
+        raise ValueError(str(error).replace(f"--input {path}: ", f"{path}: ", 1)) from None
 
 
 def _load_tokenizer(path: str, flag: str = "--tokenizer"):
@@ -80,7 +83,10 @@ def _load_tokenizer(path: str, flag: str = "--tokenizer"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = (lines or [type(error).__name__])[0]
+        if reason.endswith(":"):  # "...from one of:" and a list: keep the list, on one line
+            reason = " ".join(lines)[:300]
         raise ValueError(f"{flag} {path}: cannot be loaded: {reason}") from None
     for role in ("cls_token_id", "sep_token_id", "mask_token_id", "pad_token_id"):
         if getattr(tokenizer, role) is None:
@@ -284,6 +290,7 @@ def evaluate_mlm(
     max_blocks: int = 256,
     seed: int = 0,
     output: str | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Held-out masked-LM loss and accuracy of a Hugging Face model, beside a unigram model's.
 
@@ -301,11 +308,14 @@ def evaluate_mlm(
             positions if fewer).
         max_blocks: blocks per text (the first ones, in file order).
         seed: seed of the masked positions.
-        output: a JSON file for the figures.
+        output: a JSON file for the figures (never an input; an earlier one only with
+            --overwrite).
+        overwrite: replace an earlier --output of evaluate_mlm.
     """
     import json
 
     from bertlab.files.atomic import atomic_write
+    from bertlab.files.output_folder import check_output_file
 
     texts = [text] if isinstance(text, str) else list(text)
     if not texts:
@@ -313,6 +323,29 @@ def evaluate_mlm(
     for path in texts:
         if not Path(path).is_file():
             raise ValueError(f"--text {path}: no such file")
+    if max_blocks < 1:
+        raise ValueError(f"--max_blocks must be at least 1, got {max_blocks}")
+    if output is not None:
+
+        def earlier_result(path: Path) -> bool:
+            try:
+                figures = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            return isinstance(figures, list) and all(
+                isinstance(f, dict) and {"text", "loss"} <= f.keys() for f in figures
+            )
+
+        inputs = [("--text", t) for t in texts] + [
+            ("--unigram_corpus", unigram_corpus), ("--model", model), ("--tokenizer", tokenizer),
+        ]  # fmt: skip
+        check_output_file(output, "evaluate_mlm", inputs, overwrite, flag="--output",
+                          recognise=earlier_result)  # fmt: skip
+    if unigram_corpus and any(Path(unigram_corpus).resolve() == Path(t).resolve() for t in texts):
+        _warn(
+            f"--unigram_corpus {unigram_corpus} is also a --text: the baseline has seen the "
+            "held-out text, so below_unigram is not what context bought; give the training corpus"
+        )
     tok = _load_tokenizer(tokenizer or model, "--tokenizer" if tokenizer else "--model")
     unigram = unigram_log_probs(unigram_corpus, tok) if unigram_corpus else None
     network = _load_masked_lm(model)

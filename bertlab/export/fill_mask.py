@@ -38,7 +38,12 @@ def load_fill_mask_pipeline(model: str):
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     device = 0 if torch.cuda.is_available() else -1
-    return transformers.pipeline("fill-mask", model=str(folder), device=device)
+    try:
+        return transformers.pipeline("fill-mask", model=str(folder), device=device)
+    except Exception as error:  # transformers raises many types for a model it cannot fill with
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(error).__name__
+        raise ValueError(f"--model {model}: not a masked language model ({reason})") from None
 
 
 def predict_masks(pipe, texts: list[str], top_k: int = 5) -> list[list[list[Prediction]]]:
@@ -48,6 +53,9 @@ def predict_masks(pipe, texts: list[str], top_k: int = 5) -> list[list[list[Pred
     """
     if top_k < 1:
         raise ValueError(f"--top_k must be at least 1, got {top_k}")
+    vocabulary = pipe.model.config.vocab_size
+    if top_k > vocabulary:  # torch's topk would fail mid-run with "index k out of range"
+        raise ValueError(f"--top_k {top_k} is more than the model's {vocabulary} tokens")
     mask = pipe.tokenizer.mask_token
     for number, text in enumerate(texts, start=1):
         if mask not in text:

@@ -43,6 +43,7 @@ import copy
 import inspect
 import os
 import pickle
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,10 @@ def export_model(
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if config is not None and not Path(config).is_file():
         raise ValueError(f"--config {config} does not exist")
+    code = r"[a-z]{2,3}(-[A-Za-z0-9]+)*"
+    if language is not None and not re.fullmatch(rf"{code}(,{code})*", language):
+        # The card's `language:` is an ISO 639 code for the Hub; a name or a phrase is not one.
+        raise ValueError(f"--language {language!r} is not a language code such as en, ja, pt-BR")
     inputs = [("--ckpt_path", ckpt_path), ("--config", config), ("--tokenizer", tokenizer)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
     _quiet_transformers()

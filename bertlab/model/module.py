@@ -144,6 +144,12 @@ class BertPretraining(pl.LightningModule):
                 "which have no next-sentence head: set model.objective mlm"
             )
         lr_multiplier(warmup_steps, None, "constant")  # validates warmup_steps early
+        for key, p in (("hidden_dropout_prob", hidden_dropout_prob),
+                       ("attention_probs_dropout_prob", attention_probs_dropout_prob)):  # fmt: skip
+            if not 0 <= p < 1:  # torch's own message names no key
+                raise ValueError(f"model.{key} must be in [0, 1), got {p}")
+        if not lr > 0:  # 0 trains nothing and saves the initial weights; below, torch's message
+            raise ValueError(f"model.lr must be positive, got {lr}")
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
         self.model = build_network(self.hparams, speed.attn_implementation)

@@ -295,6 +295,15 @@ def benchmark(
         raise ValueError(f"--steps {steps} must exceed --warmup_steps {warmup_steps} (>= 1)")
     if repeats < 1 or prep_repeats < 1:
         raise ValueError("--repeats and --prep_repeats must be at least 1")
+    if output is not None and Path(output).is_file() and Path(output).stat().st_size:
+        # Results are appended: only to a file of earlier results (JSON lines), never to text.
+        with open(output, encoding="utf-8", errors="replace") as f:
+            first = f.readline().strip()
+        if not (first.startswith("{") and first.endswith("}")):
+            raise ValueError(
+                f"--output {output} is not a file of benchmark results (JSON lines); "
+                "choose another file name"
+            )
     wrong = [v for v in variants or [] if v not in ABLATIONS]
     if wrong:
         raise ValueError(

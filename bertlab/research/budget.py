@@ -112,6 +112,14 @@ def compute_budget(
 
     if samples is not None:
         meta = _read_samples_meta(samples)
+        for flag, given, recorded in (("num_samples", num_samples, meta["num_samples"]),
+                                      ("seq_len", seq_len, meta["max_seq_len"])):  # fmt: skip
+            if given is not None and given != recorded:  # which one the plan is of is unclear
+                key = "max_seq_len" if flag == "seq_len" else flag
+                raise ValueError(
+                    f"--{flag} {given} contradicts --samples {samples} ({key} {recorded}); "
+                    f"give one of them"
+                )
         num_samples = num_samples or meta["num_samples"]
         seq_len = seq_len or meta["max_seq_len"]
     seq_len = seq_len or DEFAULT_SEQ_LEN

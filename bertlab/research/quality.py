@@ -317,6 +317,10 @@ def quality_benchmark(
         )
     if steps < 1 or eval_every < 1 or warmup_steps >= steps:
         raise ValueError("--steps and --eval_every must be >= 1 and --warmup_steps < --steps")
+    parts = str(max_time).split(":")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        # Lightning's Timer would refuse it only when the budget run starts, after the others.
+        raise ValueError(f"--max_time {max_time!r} must be DD:HH:MM:SS, e.g. 00:00:08:00")
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
     inputs = [("--input", input), ("--work_dir", work_dir)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite)

@@ -160,6 +160,13 @@ def soak(
         raise ValueError(f"--max_steps {max_steps} should be at least 4 x --val_every {val_every}")
     if not 0 <= warmup_fraction < 0.9:
         raise ValueError(f"--warmup_fraction {warmup_fraction} must be in [0, 0.9)")
+    # Refused here, before the output folder and a fit are started for nothing.
+    if not Path(config).is_file():
+        raise ValueError(f"--config {config}: no such file")
+    for flag, value, least in (("num_workers", num_workers, 0), ("interval", interval, 0.01),
+                               ("max_growth_mb", max_growth_mb, 0)):  # fmt: skip
+        if value < least:
+            raise ValueError(f"--{flag} {value} must be at least {least}")
     out = Path(output_dir)
     run_dir = out / "run"
     if check_output_folder(out, COMMAND, [("--config", config)], overwrite, legacy=LEGACY):
@@ -204,8 +211,10 @@ def soak(
     seconds = time.monotonic() - start
     if process.returncode != 0:
         tail = (out / "fit.log").read_text(errors="replace")[-2000:]
+        errors = [line for line in tail.splitlines() if line.startswith("error: ")]
+        why = f": {errors[-1].removeprefix('error: ')}" if errors else ""
         raise ValueError(
-            f"bertlab fit failed (exit {process.returncode}); see {out}/fit.log:\n{tail}"
+            f"bertlab fit failed (exit {process.returncode}){why}; see {out}/fit.log\n{tail}"
         )
     times, steps = _logged_steps(run_dir)
     for row in rows:

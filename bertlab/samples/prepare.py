@@ -46,6 +46,7 @@ import itertools
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -97,12 +98,12 @@ def prepare_samples(
     """
     _check_arguments(max_seq_len, dupe_factor, short_seq_prob, num_shards, num_proc)
     source = _source_file(input)
-    inputs = [("--input", source), ("--tokenizer", tokenizer)]
+    inputs = [("--input", input), ("--tokenizer", tokenizer)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
-    documents = read_documents(source)
+    documents = read_documents(Path(input))  # errors name the user's path
     first = next(documents, None)  # an empty corpus is an error before the slow imports
     if first is None:
-        raise ValueError(f"--input {source}: empty corpus (no text)")
+        raise ValueError(f"--input {input}: empty corpus (no text)")
     tok = _load_tokenizer(tokenizer)
     special_ids = _special_ids(tok, tokenizer)
     if getattr(tok, "backend_tokenizer", None) is None:
@@ -115,7 +116,7 @@ def prepare_samples(
         scratch = tmp / ".scratch"
         scratch.mkdir()
         corpus = tokenize_corpus(
-            itertools.chain([first], documents), source, tok, workers, scratch / "corpus"
+            itertools.chain([first], documents), Path(input), tok, workers, scratch / "corpus"
         )
         corpus_dir = str(corpus.folder)
         vocab_size = max(len(tok), corpus.max_token_id + 1)
@@ -133,7 +134,20 @@ def prepare_samples(
         if (store := WORKER.pop("store", None)) is not None:  # num_proc 1: the store's files
             store.close()
         if sum(dealer.num_samples) == 0:
-            raise ValueError(f"--input {source}: too little text to make a single sample")
+            raise ValueError(f"--input {input}: too little text to make a single sample")
+        if nsp and corpus.num_documents == 1:
+            print(
+                f"warning: --input {input} holds one document: every next_sentence_label is 0 "
+                "(a random next sentence needs another document), so its NSP figures mean "
+                "nothing; give at least two documents, or --nsp false",
+                file=sys.stderr,
+            )
+        if (empty := sum(n == 0 for n in dealer.num_samples)) > 0:
+            print(
+                f"warning: {empty} of the {num_shards} shards are empty ({sum(dealer.num_samples)}"
+                " samples); a smaller --num_shards makes none",
+                file=sys.stderr,
+            )
 
         finish = [(str(p), str(tmp / shard_name(i)), seed, i) for i, p in enumerate(dealer.parts)]
         shutil.rmtree(corpus.folder)  # not needed any more: room on the disk for the shards

@@ -136,6 +136,10 @@ def _vocab_size_error(message: str, vocab_size: int) -> Exception:
 def read_model(path: str, flag: str = "--spm_model") -> model_pb2.ModelProto:
     """Parse a SentencePiece .model file; ValueError naming it when it is missing or not one."""
     file = Path(path)
+    if file.is_dir():
+        models = sorted(p.name for p in file.glob("*.model"))
+        hint = f" ({path}/{models[0]}?)" if models else ""
+        raise ValueError(f"{flag} {path} is a folder; give the .model file{hint}")
     if not file.is_file():
         raise ValueError(f"{flag} {path} does not exist")
     if file.stat().st_size == 0:  # parses as a model of no pieces: say what is wrong instead

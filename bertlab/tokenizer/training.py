@@ -110,6 +110,10 @@ def train_tokenizer(
         )
     if input_sentence_size < 0:
         raise ValueError(f"--input_sentence_size {input_sentence_size} must be >= 0")
+    if parity_lines < 0:  # 0 is every line; below it was every line too, unsaid
+        raise ValueError(f"--parity_lines {parity_lines} must be >= 0 (0: every line)")
+    if num_threads is not None and num_threads < 1:  # SentencePiece failed with a traceback
+        raise ValueError(f"--num_threads {num_threads} must be at least 1")
     lines, num_file_lines = sample_lines(train_file, input_sentence_size, seed)
     texts = [text for _, text in lines]
     rng = random.Random(seed)
@@ -181,6 +185,8 @@ def convert_tokenizer(
     inputs = [("--spm_model", spm_model), ("--text_file", text_file)]
     check_output_folder(output_dir, "convert_tokenizer", inputs, overwrite, legacy=LEGACY)
 
+    if parity_lines < 0:
+        raise ValueError(f"--parity_lines {parity_lines} must be >= 0 (0: every line)")
     proto = tokenizer_spm.read_model(spm_model)
     tokenizer_spm.check_model(proto, f"--spm_model {spm_model}")
     if text_file is not None:
@@ -197,19 +203,37 @@ def convert_tokenizer(
     print(f"converted {spm_model} ({len(proto.pieces)} pieces); {report.summary()} -> {output_dir}")
 
 
+# Any one of these makes a folder a tokenizer folder AutoTokenizer may load.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.model", "spiece.model",
+)  # fmt: skip
+
+
 def load_tokenizer(path: str):
     """Load a tokenizer folder with AutoTokenizer, checking the BERT special tokens and ids."""
     from transformers import AutoTokenizer
 
     folder = Path(path)
+    if folder.is_file():
+        raise ValueError(
+            f"tokenizer folder {path} is a file; give the folder that holds tokenizer.json"
+        )
     if not folder.is_dir():
         raise ValueError(f"tokenizer folder {path} does not exist")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"tokenizer folder {path} holds no tokenizer files (tokenizer.json, "
+            "tokenizer_config.json); give a folder train_tokenizer or export_model wrote"
+        )
     # A damaged file is named (AutoTokenizer's JSON errors name none).
     check_model_folder(folder, f"tokenizer folder {path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except Exception as error:  # transformers raises many types for a folder it cannot read
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = (lines or [type(error).__name__])[0]
+        if reason.endswith(":"):  # "...from one of:" and a list: keep the list, on one line
+            reason = " ".join(lines)[:300]
         raise ValueError(
             f"tokenizer folder {path} cannot be loaded by AutoTokenizer: {reason}"
         ) from None

@@ -172,6 +172,13 @@ def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> 
             return None
         log.info("--ckpt_path last: resuming from %s", found)
         return str(found)
+    if Path(ckpt_path).is_dir():
+        shown = next(iter(sorted(Path(ckpt_path).glob("*.ckpt"))), None)
+        hint = f" such as {shown}" if shown else ""
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} is a folder; give a checkpoint file{hint}, or "
+            "--ckpt_path last"
+        )
     if not Path(ckpt_path).is_file():
         raise ValueError(f"--ckpt_path {ckpt_path}: no such file")
     if not is_complete_checkpoint(ckpt_path):

@@ -148,6 +148,17 @@ class BertLabCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
                 "use --ckpt_path last to take the newest complete one"
             ) from None
+        step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+        max_steps = self.config[subcommand].trainer.get("max_steps")
+        if subcommand == "fit" and isinstance(step, int) and max_steps not in (None, -1):
+            if max_steps < step:  # Lightning would stop at once and exit 0, having done nothing
+                raise ValueError(
+                    f"--trainer.max_steps {max_steps} is below the step of --ckpt_path "
+                    f"{ckpt_path} ({step}): nothing to train; give more steps, or use "
+                    "bertlab validate/test"
+                )
+            if max_steps == step:
+                rank_zero_info(f"--ckpt_path {ckpt_path}: at trainer.max_steps, nothing to train")
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
         if hparams is not None and not isinstance(hparams, dict):
             raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
@@ -175,6 +186,14 @@ class BertLabCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         _refuse_zero_batches(self.subcommand, trainer)
+        # Scored all the same, but the figures are of random weights: said in one line.
+        trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
+        if self.subcommand in ("test", "validate") and not trained:
+            print(
+                f"warning: bertlab {self.subcommand} without a checkpoint scores weights "
+                "nobody trained; give --ckpt_path (a .ckpt file, or last)",
+                file=sys.stderr,
+            )
         facts = probe_device(str(trainer.accelerator))
         processes = count_processes(trainer.devices, trainer.num_nodes, facts)
         resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)
@@ -223,6 +242,9 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
                 else "would run no batch and report nothing"
             )
             raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
+        raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
 
 
 def _one_line(error: BaseException) -> str:
@@ -276,6 +298,9 @@ def _readable(message: str) -> str:
             return f"--{key} {value}: expected one of {', '.join(dict.fromkeys(choices))}"
         errors = [e.strip() for e in re.split(r"(?:^| )- ", union.group("errors")) if e.strip()]
         errors = [e for e in errors if e != f"Expected a {_NONE}"]
+        kinds = [m.group(1) for e in errors if (m := re.fullmatch(r"Expected a (<class '.+'>)", e))]
+        if errors and len(kinds) == len(errors):  # bool | int: name them all, not the first
+            return f"--{key} {value}: expected {' or '.join(_kind(k) for k in kinds)}"
         first = errors[0] if errors else "not a valid value"
         inner = _GOT.search(first)
         if inner and inner.group("key"):
@@ -316,7 +341,12 @@ def _check_config_files(args: list[str]) -> None:
             raise ValueError(f"--config {path}: not valid YAML{where}: {problem}") from None
         except UnicodeDecodeError:
             raise ValueError(f"--config {path}: not UTF-8 text") from None
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:  # jsonargparse's message would be "Unexpected config:" and nothing
+            raise ValueError(
+                f"--config {path} is empty (no settings); give a config such as "
+                "configs/tiny.yaml, or leave --config out"
+            )
+        if not isinstance(loaded, dict):
             raise ValueError(
                 f"--config {path}: a YAML {type(loaded).__name__}, not a mapping of sections "
                 "(model:, data:, trainer:, ...)"

@@ -232,6 +232,28 @@ def test_tokenizer_and_names(setup, tmp_path):
         DownstreamEvaluation(setup["train"], str(bad), max_seq_len=64).on_fit_start(trainer, module)
 
 
+def test_a_degenerate_validation_split_is_warned_in_one_line(setup, tmp_path, capsys):
+    """One example, or one label: the logged accuracy would mislead, so fit start says so."""
+    module = TinyPretraining(setup["tokenizer"], setup["vocab_size"])
+    trainer = SimpleNamespace(datamodule=None)
+    lines = Path(setup["valid"]).read_text(encoding="utf-8").splitlines()
+    one = tmp_path / "one.tsv"
+    one.write_text(lines[0] + "\n", encoding="utf-8")
+    label = lines[0].split("\t")[0]
+    same = tmp_path / "same.tsv"
+    same.write_text("".join(f"{x}\n" for x in lines if x.startswith(label + "\t")), "utf-8")
+    for valid, expected in ((one, "1 example"), (same, f"have label {label!r}")):
+        DownstreamEvaluation(setup["train"], str(valid), max_seq_len=64).on_fit_start(
+            trainer, module
+        )
+        warnings = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning:")]
+        assert len(warnings) == 1 and str(valid) in warnings[0] and expected in warnings[0]
+    DownstreamEvaluation(setup["train"], setup["valid"], max_seq_len=64).on_fit_start(
+        trainer, module
+    )
+    assert "warning:" not in capsys.readouterr().err
+
+
 def test_state_survives_a_checkpoint(setup):
     callback = DownstreamEvaluation(setup["train"], setup["valid"])
     callback.last_step, callback.evaluation_seconds = 300, 12.5

@@ -133,3 +133,22 @@ def test_a_fresh_run_never_replaces_an_earlier_runs_last_checkpoint(
     assert (folder / "last.ckpt").read_bytes() == last
     fit("second", 3, "--ckpt_path=last")
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_fewer_steps_than_the_checkpoint_is_refused_the_same_number_logged(
+    en_samples, tiny_ckpt, tmp_path
+):
+    """max_steps below the checkpoint's step would exit 0 having trained nothing."""
+    for steps, status in ((1, 2), (2, 0)):
+        root = tmp_path / f"run{steps}"
+        result = run_tool(
+            "bertlab", "fit", *small_run(en_samples, root, steps=steps), *MODEL,
+            "--model.num_hidden_layers=1", f"--ckpt_path={tiny_ckpt}", check=False,
+        )  # fmt: skip
+        assert result.returncode == status, result.stderr[-3000:]
+        if status == 2:
+            (line,) = error_lines(result)
+            assert "--trainer.max_steps 1 is below the step of --ckpt_path" in line
+            assert "(2): nothing to train" in line
+        else:
+            assert "at trainer.max_steps, nothing to train" in result.stdout + result.stderr

@@ -93,3 +93,20 @@ def test_bad_input_is_one_line_naming_the_flag(args, flag):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], result.stderr
+
+
+def test_a_flag_that_contradicts_the_samples_is_refused(tmp_path):
+    (tmp_path / "meta.json").write_text(
+        json.dumps({"format": "bertlab.samples", "num_samples": 1000, "max_seq_len": 128})
+    )
+    for flag, value, key in (("--seq_len", "512", "max_seq_len 128"),
+                             ("--num_samples", "5", "num_samples 1000")):  # fmt: skip
+        result = run_tool("plan_budget.py", "--batch_size", "8", "--samples", tmp_path, flag,
+                          value, check=False)  # fmt: skip
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"error: {flag} {value} contradicts --samples {tmp_path} ({key}); give one of them\n"
+        )
+    same = run_tool("plan_budget.py", "--batch_size", "8", "--samples", tmp_path, "--seq_len",
+                    "128", "--json")  # fmt: skip
+    assert json.loads(same.stdout)["seq_len"] == 128

@@ -188,6 +188,19 @@ def test_a_run_of_zero_batches_is_refused(subcommand, key, says, en_samples, tmp
     assert not root.exists()
 
 
+def test_accumulating_zero_batches_is_refused(en_samples, tmp_path, capsys):
+    # Lightning's training step divides by it: a ZeroDivisionError traceback.
+    root = tmp_path / "runs"
+    args = ["fit", *small_run(en_samples, root, steps=2), "--model.hidden_size=32",
+            "--model.warmup_steps=1", "--trainer.accumulate_grad_batches=0"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --trainer.accumulate_grad_batches 0 must be at least 1"]
+    assert not root.exists()
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
