@@ -98,3 +98,30 @@ def test_a_missing_bucket_is_one_line_naming_the_url(en_samples, s3_bucket, tmp_
         assert err.startswith("error: ") and "\n" not in err, err
         assert missing in err and "bucket" in err, err
         assert "Traceback" not in err
+
+
+def test_last_in_a_bucket_is_the_newest_complete_checkpoint(s3_bucket, tmp_path):
+    """A store's times count seconds: within one, the highest step wins; a truncated object and
+    a file without a global step are skipped; an explicit missing URL is one line."""
+    from bertlab.train.checkpointing import resolve_checkpoint
+
+    fs = fsspec.filesystem("s3")
+    folder = f"{s3_bucket}/runs/lightning_logs/version_0/checkpoints"
+    for name, state in (
+        ("step=8-val_loss=1.0.ckpt", {"global_step": 8}),
+        ("last.ckpt", {"global_step": 8}),
+        ("step=4-val_loss=2.0.ckpt", {"global_step": 4}),
+        ("weights.ckpt", {"state_dict": {}}),
+    ):
+        torch.save({**state, "w": torch.zeros(3)}, tmp_path / name)
+        fs.put_file(str(tmp_path / name), f"{folder}/{name}")
+    data = (tmp_path / "last.ckpt").read_bytes()
+    fs.pipe_file(f"{folder}/zz-truncated.ckpt", data[: len(data) // 2])
+    assert resolve_checkpoint("last", [None, f"{s3_bucket}/runs"]) == f"{folder}/last.ckpt"
+    assert resolve_checkpoint("last", [f"{s3_bucket}/elsewhere"]) is None  # from scratch
+    url = f"{folder}/step=4-val_loss=2.0.ckpt"
+    assert resolve_checkpoint(url, []) == url
+    with pytest.raises(ValueError, match=r"^--ckpt_path s3://\S+/nope.ckpt: no such file"):
+        resolve_checkpoint(f"{folder}/nope.ckpt", [])
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        resolve_checkpoint(f"{folder}/zz-truncated.ckpt", [])
