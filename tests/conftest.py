@@ -140,3 +140,55 @@ def en_samples(en_corpus: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
             seed=0,
         )
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 API server on 127.0.0.1 (a free port), for the whole session: its URL."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line a request otherwise
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch) -> str:
+    """A new, empty bucket on the local S3 server, as `s3://NAME`; AWS_* point at that server
+    (this process and the subprocesses it starts), as a user's environment would."""
+    import uuid
+
+    import fsspec
+    import s3fs
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    s3fs.S3FileSystem.clear_instance_cache()  # an instance made for other settings
+    bucket = f"bertlab-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(bucket)
+    yield f"s3://{bucket}"
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def upload(folder: Path, url: str) -> str:
+    """Copy a local folder's files to `url` (an s3:// folder); return the URL."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{url.removeprefix('s3://')}/{path.relative_to(folder)}")
+    return url

@@ -7,6 +7,9 @@ Decisions:
   recursively and globs expanded, in sorted order; hidden files, other extensions and
   multistream dumps' `*-multistream-index.txt.bz2` inside a directory are skipped, but a file
   named explicitly must have a known extension.
+- Inputs may be fsspec URLs (`s3://`, `gs://`, `hf://`, `https://`; files, folders and globs;
+  bertlab.files.remote): each file is streamed from the store through its decompressor, never
+  copied whole first. Credentials and endpoints come from the environment (AWS_ENDPOINT_URL, ...).
 - Tables are inputs too (bertlab.corpus.tables): Parquet (`*.parquet`, e.g. the
   `wikimedia/wikipedia` files `20231101.en/train-0000N-of-000MM.parquet`) and Arrow (`*.arrow`,
   e.g. a folder written by `datasets.Dataset.save_to_disk`), one document a row, its
@@ -67,6 +70,7 @@ from tqdm import tqdm
 from bertlab.corpus.download import download_dump
 from bertlab.corpus.sentences import split_sentences
 from bertlab.corpus.wikipedia import Page, iter_pages
+from bertlab.files import remote
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import Legacy, check_output_folder, write_marker
 
@@ -260,6 +264,8 @@ def _input_roots(items: list[str]) -> list[Path]:
     """What the --input items name, globs expanded: the paths the output must stay clear of."""
     roots = []
     for item in map(str, items):
+        if remote.is_remote(item):
+            continue  # a URL cannot hold the local output folder
         if _GLOB.search(item) and not Path(item).exists():
             roots.extend(Path(m) for m in sorted(glob.glob(item, recursive=True)))
         else:
@@ -267,14 +273,62 @@ def _input_roots(items: list[str]) -> list[Path]:
     return roots
 
 
-def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[Path]:
+def _known(name: str) -> bool:
+    return bool(_FORMAT.fullmatch(name) or _TABLE.fullmatch(name))
+
+
+def _expand_remote(item: str) -> list[str]:
+    """The files a URL --input names: the file, a folder's files (recursively), a glob's."""
+    if _GLOB.search(item):
+        found = [url for url in remote.glob(item) if _known(remote.name(url))]
+        if not found:
+            raise ValueError(f"--input {item}: no file matches this pattern")
+        return found
+    if remote.is_dir(item):
+        found = [
+            url
+            for url, _ in remote.files_under(item)
+            if _known(remote.name(url))
+            and "multistream-index" not in remote.name(url)
+            and not any(part.startswith(".") for part in url[len(item) :].split("/"))
+        ]
+        if not found:
+            raise ValueError(
+                f"--input {item}: no .xml, .txt, .jsonl, .parquet or .arrow files in it"
+            )
+        return found
+    if remote.is_file(item):
+        if not _known(remote.name(item)):
+            raise ValueError(
+                f"--input {item}: unknown format; expected .xml (a Wikipedia dump), "
+                ".txt or .jsonl, optionally .gz, .bz2 or .xz, or .parquet"
+            )
+        return [item]
+    raise ValueError(f"--input {item}: {remote.missing(item)}")
+
+
+def _name(path: Path | str) -> str:
+    return remote.name(path) if remote.is_remote(path) else path.name
+
+
+def _size(path: Path | str) -> int:
+    return remote.size(str(path)) if remote.is_remote(path) else os.path.getsize(path)
+
+
+def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[Path | str]:
     """Files named by `inputs` (files, directories read recursively, globs), in a stable order.
+
+    A URL (bertlab.files.remote) stays a URL string; everything else is a Path.
 
     A file named twice is read once. `outputs` (resolved paths) are skipped inside directories
     and globs and are an error when named outright: a corpus folder may sit inside an input one.
     """
-    paths: dict[Path, Path] = {}
+    paths: dict[Path | str, Path | str] = {}
     for item in map(str, inputs):
+        if remote.is_remote(item):
+            for url in _expand_remote(item):
+                paths.setdefault(url, url)
+            continue
         if _GLOB.search(item) and not Path(item).exists():
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
@@ -314,26 +368,27 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
 
 
 def read_documents(
-    path: Path,
+    path: Path | str,
     progress: tqdm | None = None,
     text_column: str = "text",
     title_column: str | None = None,
 ) -> Iterator[list[str] | Page]:
     """Yield each document of one input file: its paragraphs, or a dump's page to be cleaned.
 
-    The columns name a Parquet or Arrow file's text and (optional) title.
+    The columns name a Parquet or Arrow file's text and (optional) title. `path` may be a URL.
     """
-    if _TABLE.fullmatch(path.name):
+    if _TABLE.fullmatch(_name(path)):
         # Imported here: pyarrow is needed for tables only, and the GPU check's image (make
         # gpu-check), which reads no tables, may lack it.
         from bertlab.corpus.tables import table_documents
 
         yield from table_documents(path, text_column, title_column, progress)
         return
-    match = _FORMAT.fullmatch(path.name)
+    match = _FORMAT.fullmatch(_name(path))
     assert match is not None, path
     kind, compression = match.group(1).lower(), (match.group(2) or "").lower()
-    with open(path, "rb") as raw:
+    url = remote.is_remote(path)
+    with remote.open_read(str(path)) if url else open(path, "rb") as raw:
         stream: IO[bytes] = _OPENERS[compression](raw) if compression else raw
         done = 0
         try:
@@ -356,12 +411,12 @@ def read_documents(
                 f"{raw.tell()} ({error})"
             ) from None
         if progress is not None:
-            progress.update(os.path.getsize(path) - done)
+            progress.update(_size(path) - done)
 
 
-def _decoded_lines(stream: IO[bytes], path: Path) -> Iterator[tuple[int, str]]:
+def _decoded_lines(stream: IO[bytes], path: Path | str) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line; invalid UTF-8 is a ValueError with its byte offset."""
-    match = _FORMAT.fullmatch(path.name)
+    match = _FORMAT.fullmatch(_name(path))
     compressed = match is not None and match.group(2) is not None
     offset = 0
     for number, data in enumerate(stream, start=1):
@@ -378,7 +433,7 @@ def _decoded_lines(stream: IO[bytes], path: Path) -> Iterator[tuple[int, str]]:
         yield number, line.rstrip("\r\n")
 
 
-def _text_documents(stream: IO[bytes], path: Path) -> Iterator[list[str]]:
+def _text_documents(stream: IO[bytes], path: Path | str) -> Iterator[list[str]]:
     paragraphs: list[str] = []
     for _, line in _decoded_lines(stream, path):
         if line.strip():
@@ -390,7 +445,7 @@ def _text_documents(stream: IO[bytes], path: Path) -> Iterator[list[str]]:
         yield paragraphs
 
 
-def _jsonl_documents(stream: IO[bytes], path: Path) -> Iterator[list[str]]:
+def _jsonl_documents(stream: IO[bytes], path: Path | str) -> Iterator[list[str]]:
     for number, line in _decoded_lines(stream, path):
         if not line.strip():
             continue
@@ -424,7 +479,7 @@ def document_hash(sentences: list[str], seed: int) -> int:
 
 
 def _spool_documents(
-    paths: list[Path],
+    paths: list[Path | str],
     rows: Iterator[list[str]],
     columns: dict[str, str | None],
     spool: Path,
@@ -435,7 +490,7 @@ def _spool_documents(
 ) -> array:
     """Spool the documents of `paths`, then of `rows` (a --dataset's), and return their hashes."""
     hashes = array("Q")
-    total = sum(os.path.getsize(p) for p in paths)
+    total = sum(_size(p) for p in paths)
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="reading", disable=None)
     documents = itertools.chain(
         (document for path in paths for document in read_documents(path, progress, **columns)),

@@ -28,6 +28,9 @@ Decisions:
   Hub name; a packaged builder on local files (`--dataset parquet --dataset_files
   'dir/*.parquet'`) does not, which is how its code path is tested. `streaming=True`: nothing is
   downloaded or converted to Arrow in the cache first, the rows are read as they are consumed.
+- A Parquet file may be an fsspec URL (`s3://...`, `hf://datasets/...`, bertlab.files.remote):
+  pyarrow reads it through the streamed file object, by ranges (the footer, then the row groups
+  of the two columns), never a local copy. Arrow files are memory-mapped, so they must be local.
 - Bad input is a one-line ValueError naming the file (or the --dataset) and the column: a missing
   column lists the columns there are; a column of another type than text names its type; a null
   value names its row, counted from 0 within the file (or the --dataset) as `datasets` indexes
@@ -46,17 +49,25 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 
+from bertlab.files import remote
+
 BATCH_ROWS = 1000  # rows turned into Python strings at a time: a few MB of Wikipedia text
 
 
 def table_documents(
-    path: Path,
+    path: Path | str,
     text_column: str = "text",
     title_column: str | None = None,
     progress: Any = None,
 ) -> Iterator[list[str]]:
-    """Yield the documents of one `.parquet` or `.arrow` file; `progress` (tqdm) counts bytes."""
-    reader = _parquet_batches if path.name.lower().endswith(".parquet") else _arrow_batches
+    """Yield the documents of one `.parquet` or `.arrow` file; `progress` (tqdm) counts bytes.
+
+    `path` may be a URL of a Parquet file (bertlab.files.remote)."""
+    url = remote.is_remote(path)
+    name = remote.name(path) if url else path.name
+    if url and not name.lower().endswith(".parquet"):
+        raise ValueError(f"{path}: Arrow files are memory-mapped and must be local; copy it here")
+    reader = _parquet_batches if name.lower().endswith(".parquet") else _arrow_batches
     done = start = 0
     batches = reader(path, _columns(text_column, title_column))
     try:
@@ -70,7 +81,8 @@ def table_documents(
     finally:
         batches.close()
     if progress is not None:
-        progress.update(path.stat().st_size - done)  # the footer, after the last batch
+        total = remote.size(str(path)) if url else path.stat().st_size
+        progress.update(total - done)  # the footer, after the last batch
 
 
 def dataset_documents(
@@ -124,15 +136,20 @@ def _columns(text_column: str, title_column: str | None) -> list[str]:
     return [title_column, text_column] if title_column else [text_column]
 
 
-def _parquet_batches(path: Path, columns: list[str]) -> Iterator[tuple[pa.RecordBatch, int]]:
+def _parquet_batches(path: Path | str, columns: list[str]) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Record batches of the columns, each with how many of the file's bytes it stands for."""
+    url = remote.is_remote(path)
+    stream = remote.open_read(str(path)) if url else None
     try:
-        source = pq.ParquetFile(path)
+        source = pq.ParquetFile(stream if url else path)
     except (pa.ArrowException, OSError) as error:
+        if stream is not None:
+            stream.close()
         raise _damaged(path, "Parquet", error) from None
-    with contextlib.closing(source):
+    with contextlib.closing(source), stream if url else contextlib.nullcontext():
         _check_schema(source.schema_arrow, path, columns)
-        size, rows, done = path.stat().st_size, max(source.metadata.num_rows, 1), 0
+        size = remote.size(str(path)) if url else path.stat().st_size
+        rows, done = max(source.metadata.num_rows, 1), 0
         batches = source.iter_batches(batch_size=BATCH_ROWS, columns=columns)
         while True:
             try:

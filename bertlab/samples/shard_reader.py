@@ -9,6 +9,9 @@ Decisions:
   mixing them is a user's mistake, reported naming both folders.
 - Lines are streamed as bytes and parsed only when a sample is really used; a reader that skips
   (another process's line, a batch already trained on before a resume) pays for reading only.
+- A split may also be fsspec URLs (`s3://bucket/samples/train`, globs too: bertlab.files.remote):
+  meta.json is read and the shards are streamed from the store by ranges (gzip over the streamed
+  file object), never copied whole; the folder is listed once, not asked once per shard.
 - Every user-visible problem in a shard is a one-line ValueError naming the file and line:
   malformed JSON, missing fields, a sample longer than max_seq_len, a token id outside the
   vocabulary, a truncated or corrupt gzip, a shard whose line count differs from meta.json.
@@ -25,9 +28,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertlab.files import remote
+
 SAMPLES_FORMAT = "bertlab.samples"
 SAMPLES_FORMAT_VERSION = 1
 SHARD_SUFFIXES = (".jsonl.gz", ".jsonl")
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,22 @@ class SampleSet:
 
 def read_meta(folder: str | Path) -> dict:
     """Load and check folder/meta.json (ValueError naming the file when absent or wrong)."""
-    path = Path(folder) / "meta.json"
-    if not path.is_file():
-        raise ValueError(f"{folder} has no meta.json: not a samples folder made by prepare_samples")
+    if remote.is_remote(folder):
+        path = remote.join(folder, "meta.json")
+        if not remote.is_file(path):
+            raise ValueError(
+                f"{folder} has no meta.json: not a samples folder made by prepare_samples"
+            )
+        text = remote.read_text(path)
+    else:
+        path = Path(folder) / "meta.json"
+        if not path.is_file():
+            raise ValueError(
+                f"{folder} has no meta.json: not a samples folder made by prepare_samples"
+            )
+        text = None
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(text if text is not None else path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != SAMPLES_FORMAT:
@@ -87,6 +104,54 @@ def _expand(entry: str, flag: str) -> list[Path]:
     return [Path(m) for m in matches]
 
 
+def _expand_remote(entry: str, flag: str) -> list[tuple[str, bool]]:
+    """(URL, is a folder) for a URL, a folder URL or a glob of them."""
+    if remote.has_glob(entry):
+        matches = remote.glob(entry)
+        if not matches:
+            raise ValueError(f"{flag} {entry}: no object or folder matches this glob")
+        return [(m, remote.is_dir(m)) for m in matches]
+    if remote.is_dir(entry):
+        return [(entry.rstrip("/"), True)]
+    if remote.is_file(entry):
+        return [(entry, False)]
+    raise ValueError(f"{flag} {entry}: {remote.missing(entry)}")
+
+
+def _resolve_remote(
+    entry: str, flag: str, metas: dict[str, dict], chosen: dict[str, Shard]
+) -> None:
+    listings: dict[str, set[str]] = {}
+    for url, folder_given in _expand_remote(entry, flag):
+        folder = url if folder_given else remote.parent(url)
+        if folder not in metas:
+            metas[folder] = read_meta(folder)
+        meta = metas[folder]
+        listed = {s["file"]: s for s in meta["shards"]}
+        if folder_given:
+            names = [s["file"] for s in meta["shards"]]
+        elif remote.name(url).endswith(SHARD_SUFFIXES):
+            names = [remote.name(url)]
+        else:
+            continue  # a glob also matched meta.json or another file: not a shard
+        if folder not in listings:
+            listings[folder] = remote.names_in(folder)
+        for shard_name in names:
+            if shard_name not in listed:
+                raise ValueError(
+                    f"{flag}: {remote.join(folder, shard_name)} is not listed in its meta.json"
+                )
+            if shard_name not in listings[folder]:
+                raise ValueError(
+                    f"{flag}: {folder}/meta.json lists {shard_name}, but the object is missing"
+                )
+            shard_url = remote.join(folder, shard_name)
+            chosen.setdefault(
+                shard_url,
+                Shard(shard_url, int(listed[shard_name]["num_samples"]), meta["max_seq_len"]),
+            )
+
+
 def resolve_samples(spec: str | os.PathLike | list, flag: str) -> SampleSet:
     """Resolve paths / directories / globs to shards, checking the meta.json of every folder."""
     entries = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
@@ -95,6 +160,9 @@ def resolve_samples(spec: str | os.PathLike | list, flag: str) -> SampleSet:
     metas: dict[str, dict] = {}
     chosen: dict[str, Shard] = {}  # absolute path -> shard, in the user's order
     for entry in entries:
+        if remote.is_remote(entry):
+            _resolve_remote(str(entry), flag, metas, chosen)
+            continue
         for path in _expand(str(entry), flag):
             folder = path if path.is_dir() else path.parent
             key = str(folder.resolve())
@@ -163,10 +231,16 @@ def read_lines(path: str, expected: int | None = None) -> Iterator[tuple[int, by
     number = 0
     opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            for number, line in enumerate(f, start=1):  # noqa: B007 (used after the loop)
-                yield number, line
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        if remote.is_remote(path):
+            with remote.open_read(path) as raw, remote.errors(path, "reading", _GZIP_ERRORS):
+                f = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+                for number, line in enumerate(f, start=1):  # noqa: B007 (used after the loop)
+                    yield number, line
+        else:
+            with opener(path, "rb") as f:
+                for number, line in enumerate(f, start=1):  # noqa: B007 (used after the loop)
+                    yield number, line
+    except _GZIP_ERRORS as e:
         raise ValueError(
             f"{path}: truncated or corrupt gzip after line {number} ({e}); remake this shard"
         ) from None

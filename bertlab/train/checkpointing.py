@@ -15,7 +15,9 @@ Decisions:
   and are removed: from the folder a run is about to write to, at its start
   (bertlab.train.preflight), and from every folder `--ckpt_path last` searches once they are an hour
   old (a live writer, say another run sharing the folder, keeps touching its file).
-- Remote paths (`s3://...`) go to Lightning's writer unchanged: rename is not atomic there anyway.
+- Remote paths (`s3://...`, any fsspec URL but file://) go to Lightning's writer unchanged: an
+  object store's put is atomic on close (the object appears whole or not at all), so the temporary
+  file and rename are for local folders only.
 - `resolve_checkpoint("last", ...)`: Lightning looks for last.ckpt only in the new run's
   `version_N/checkpoints`, which is empty after a restart, and silently starts from scratch. bertlab
   resolves `last` itself: the most recently written complete checkpoint under the checkpoint
@@ -26,10 +28,15 @@ Decisions:
   means a readable zip archive with its end record (torch.save's format) that loads with
   `weights_only=True` (the tensors memory-mapped, not read) and holds a global step, so a
   truncated file left by some other writer, or an exported weights-only file, is skipped with
-  a warning. With no checkpoint at all, `last` starts from scratch (as in Lightning), so a
-  preemptible job can always pass `--ckpt_path last`.
-- An explicit `--ckpt_path FILE` that is missing or truncated is a one-line ValueError before
-  anything is built, not a traceback from torch.load.
+  a warning. In an object store (`trainer.default_root_dir s3://bucket/runs`) `last` is found the
+  same way, through bertlab.files.remote: a fresh listing (s3fs caches them) of every `*.ckpt`
+  under the folder, newest by the store's modification time; the store counts whole seconds, so
+  among checkpoints of the same second the highest global step wins, last.ckpt on a tie. Only the
+  zip directory and the pickle of a candidate are read (its tensors are loaded on the `meta`
+  device), not the whole object. With no checkpoint at all, `last` starts from scratch (as in
+  Lightning), so a preemptible job can always pass `--ckpt_path last`.
+- An explicit `--ckpt_path FILE` (or URL) that is missing or truncated is a one-line ValueError
+  before anything is built, not a traceback from torch.load.
 - `Checkpoint` is Lightning's ModelCheckpoint plus one thing: when fit ends between two
   validations, the final weights are still written as last.ckpt (export reads that).
 """
@@ -51,6 +58,7 @@ from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.callbacks import ModelCheckpoint
 from typing_extensions import override
 
+from bertlab.files import remote
 from bertlab.files.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -59,7 +67,7 @@ STALE_SECONDS = 3600.0
 
 
 def _is_local(path: _PATH) -> bool:
-    return "://" not in str(path) or str(path).startswith("file://")
+    return not remote.is_remote(path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -118,6 +126,12 @@ def remove_temporary_files(
 
 def is_complete_checkpoint(path: str | Path) -> bool:
     """Whether `path` is a whole torch.save archive (a truncated one has no zip end record)."""
+    if not _is_local(path):
+        try:
+            with remote.open_read(str(path)) as f, zipfile.ZipFile(f) as archive:
+                return bool(archive.namelist())
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return False
     try:
         with zipfile.ZipFile(path) as archive:
             return bool(archive.namelist())
@@ -128,25 +142,40 @@ def is_complete_checkpoint(path: str | Path) -> bool:
 def checkpoint_step(path: str | Path) -> int | None:
     """The global step a training checkpoint holds; None when it is incomplete or not one.
 
-    The file is memory-mapped, so only its small pickle is read, not the tensors.
+    The file is memory-mapped, so only its small pickle is read, not the tensors (a remote one is
+    read onto the `meta` device: its zip directory and pickle only).
     """
     if not is_complete_checkpoint(path):
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if _is_local(path):
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            state = read_remote_checkpoint(str(path))
     except Exception:  # any file torch cannot read safely is simply not a candidate
         return None
     step = state.get("global_step") if isinstance(state, dict) else None
     return step if isinstance(step, int) else None
 
 
-def newest_checkpoint(folders: Iterable[str | Path]) -> Path | None:
+def read_remote_checkpoint(url: str) -> dict[str, Any]:
+    """A remote checkpoint's contents with its tensors on the `meta` device (not downloaded)."""
+    with remote.open_read(url) as f, remote.errors(url, "reading the checkpoint"):
+        state = torch.load(f, map_location="meta", weights_only=True)
+    return state if isinstance(state, dict) else {}
+
+
+def newest_checkpoint(folders: Iterable[str | Path]) -> Path | str | None:
     """The most recently written complete training checkpoint (`*.ckpt`) under `folders`,
-    recursively; None when there is none."""
+    recursively; None when there is none. A URL folder gives a URL."""
+    folders = [f for f in folders if f]
+    urls = [str(f) for f in folders if not _is_local(f)]
     found: set[Path] = set()
-    for folder in (Path(f) for f in folders if f):
+    for folder in (Path(f) for f in folders if _is_local(f)):
         if folder.is_dir():
             found.update(p for p in folder.rglob("*.ckpt") if p.is_file())
+    if urls:
+        return _newest_remote(urls, found)
     for path in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
         if checkpoint_step(path) is not None:
             return path
@@ -154,17 +183,41 @@ def newest_checkpoint(folders: Iterable[str | Path]) -> Path | None:
     return None
 
 
+def _newest_remote(urls: list[str], local: set[Path]) -> Path | str | None:
+    """newest_checkpoint over URL folders (and local files): newest second first, then within
+    it the highest step, last.ckpt on a tie (a store's times count whole seconds)."""
+    seconds: dict[int, list[Path | str]] = {}
+    for path in local:
+        seconds.setdefault(int(path.stat().st_mtime), []).append(path)
+    for url in urls:
+        for found, info in remote.files_under(url, "*.ckpt"):
+            seconds.setdefault(int(info["mtime"]), []).append(found)
+    for second in sorted(seconds, reverse=True):
+        steps = []
+        for path in seconds[second]:
+            step = checkpoint_step(path)
+            if step is None:
+                log.warning("skipping %s: not a complete training checkpoint", path)
+                continue
+            name = path.name if isinstance(path, Path) else remote.name(path)
+            steps.append((step, name == "last.ckpt", str(path), path))
+        if steps:
+            return max(steps, key=lambda item: item[:3])[3]
+    return None
+
+
 def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> str | None:
     """`--ckpt_path` as fit should get it: `last` resolved in `folders`, a file checked.
 
-    Other Lightning keywords (`best`, `hpc`, registry names) and remote paths pass unchanged.
+    Other Lightning keywords (`best`, `hpc`) pass unchanged; a URL is checked like a file.
     """
-    if ckpt_path is None or ckpt_path in ("best", "hpc") or not _is_local(ckpt_path):
+    if ckpt_path is None or ckpt_path in ("best", "hpc"):
         return ckpt_path
     if ckpt_path == "last":
-        folders = [Path(f) for f in folders if f]
+        folders = [Path(f) if _is_local(f) else str(f) for f in folders if f]
         for folder in folders:
-            remove_temporary_files(folder, older_than=STALE_SECONDS, recursive=True)
+            if isinstance(folder, Path):
+                remove_temporary_files(folder, older_than=STALE_SECONDS, recursive=True)
         found = newest_checkpoint(folders)
         if found is None:
             where = ", ".join(str(f) for f in folders)
@@ -172,14 +225,17 @@ def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> 
             return None
         log.info("--ckpt_path last: resuming from %s", found)
         return str(found)
-    if Path(ckpt_path).is_dir():
+    if not _is_local(ckpt_path):
+        if not remote.is_file(ckpt_path):
+            raise ValueError(f"--ckpt_path {ckpt_path}: {remote.missing(ckpt_path)}")
+    elif Path(ckpt_path).is_dir():
         shown = next(iter(sorted(Path(ckpt_path).glob("*.ckpt"))), None)
         hint = f" such as {shown}" if shown else ""
         raise ValueError(
             f"--ckpt_path {ckpt_path} is a folder; give a checkpoint file{hint}, or "
             "--ckpt_path last"
         )
-    if not Path(ckpt_path).is_file():
+    elif not Path(ckpt_path).is_file():
         raise ValueError(f"--ckpt_path {ckpt_path}: no such file")
     if not is_complete_checkpoint(ckpt_path):
         raise ValueError(

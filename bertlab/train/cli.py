@@ -20,6 +20,9 @@ Decisions:
   (writable checkpoint folders with room, a precision the device runs), AtomicCheckpointIO
   (never a half-written checkpoint) and `--ckpt_path last` resolved across earlier runs
   (bertlab.train.checkpointing); seed 0.
+- A run folder in an object store (`trainer.default_root_dir s3://bucket/runs`) gets a probe
+  object written and deleted before anything is built: a missing bucket or no write access is
+  one line naming the URL (Lightning's logger would create the bucket, or fail mid-setup).
 - A run of 0 batches (`trainer.limit_test_batches: 0` for test, `limit_val_batches` for
   validate, `limit_train_batches` or `max_steps` 0 for fit) is refused: it would exit 0 having
   reported nothing, or saved weights nobody trained.
@@ -58,6 +61,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from bertlab.command import USER_ERRORS as COMMAND_USER_ERRORS
 from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
+from bertlab.files import remote
 from bertlab.files.artefacts import torch_load_reason
 from bertlab.model.module import BertPretraining
 from bertlab.model.resume import check_resume
@@ -70,7 +74,12 @@ from bertlab.speed.settings import (
     resolve,
     strip_legacy,
 )
-from bertlab.train.checkpointing import AtomicCheckpointIO, Checkpoint, resolve_checkpoint
+from bertlab.train.checkpointing import (
+    AtomicCheckpointIO,
+    Checkpoint,
+    read_remote_checkpoint,
+    resolve_checkpoint,
+)
 from bertlab.train.guards import NonFiniteLossGuard
 from bertlab.train.interrupt import GracefulInterrupt, exit_status
 from bertlab.train.preflight import Preflight, check_precision
@@ -138,10 +147,15 @@ class BertLabCLI(LightningCLI):
         # the speed switches there, which are no longer model arguments.
         subcommand = self.config.get("subcommand")
         ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
-        if not ckpt_path or not os.path.isfile(ckpt_path):
+        if not ckpt_path:
             return
         try:
-            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            if remote.is_remote(ckpt_path):  # its pickle only: the tensors stay in the store
+                checkpoint = read_remote_checkpoint(ckpt_path)
+            elif os.path.isfile(ckpt_path):
+                checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            else:
+                return
         except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
             reason = torch_load_reason(error)
             raise ValueError(
@@ -194,6 +208,7 @@ class BertLabCLI(LightningCLI):
                 "nobody trained; give --ckpt_path (a .ckpt file, or last)",
                 file=sys.stderr,
             )
+        _check_remote_folders(trainer.default_root_dir, config.get("checkpoint"))
         facts = probe_device(str(trainer.accelerator))
         processes = count_processes(trainer.devices, trainer.num_nodes, facts)
         resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)
@@ -245,6 +260,18 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
     accumulate = trainer.get("accumulate_grad_batches")
     if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
         raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
+
+
+def _check_remote_folders(root: str | None, checkpoint: Any) -> None:
+    """A run folder in an object store must be writable before anything is built: Lightning's
+    logger would otherwise create a missing bucket (s3fs's makedirs does) or fail mid-setup."""
+    dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
+    for flag, folder in (("trainer.default_root_dir", root), ("checkpoint.dirpath", dirpath)):
+        if folder and remote.is_remote(folder):
+            try:
+                remote.check_writable(str(folder))
+            except ValueError as error:
+                raise ValueError(f"--{flag} {error}") from None
 
 
 def _one_line(error: BaseException) -> str:

@@ -35,13 +35,14 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
+
+from bertlab.files import remote
 
 log = logging.getLogger(__name__)
 ACTIONS = ("skip", "stop")
@@ -224,7 +225,7 @@ class NonFiniteLossGuard(Callback):
     def _save(self, trainer: pl.Trainer, step: int) -> str:
         callback = trainer.checkpoint_callback
         folder = getattr(callback, "dirpath", None) or trainer.default_root_dir
-        path = str(Path(folder) / f"nonfinite-step={step}.ckpt")
+        path = remote.join(folder, f"nonfinite-step={step}.ckpt")
         trainer.save_checkpoint(path, weights_only=False)
         return path
 

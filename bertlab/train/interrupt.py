@@ -41,7 +41,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -49,6 +48,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_warn
 
+from bertlab.files import remote
 from bertlab.signals import Interrupted, stop_now, stopping
 
 SIGNALS = ("SIGINT", "SIGTERM")
@@ -165,7 +165,7 @@ class GracefulInterrupt(Callback):
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
             return callback.last_model_path
         folder = getattr(callback, "dirpath", None) or trainer.default_root_dir
-        path = str(Path(folder) / "interrupted.ckpt")
+        path = remote.join(folder, "interrupted.ckpt")
         trainer.save_checkpoint(path, weights_only=False)
         return path
 

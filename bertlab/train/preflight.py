@@ -15,6 +15,9 @@ Decisions:
   with `--ckpt_path last` or chooses another folder.
 - A failure is an OSError whose one line names the folder, the free and needed space, and the
   keys that change them; it is raised before any step, so no checkpoint of this run exists yet.
+- A checkpoint folder in an object store (`s3://...`, bertlab.files.remote) is checked by writing
+  and deleting a probe object (a missing bucket, missing credentials or no write access fail
+  here, in one line naming the folder); a store has no free space to measure.
 - Free space can still run out later (other writers); then the atomic checkpoint writer fails
   that save alone and keeps the previous checkpoint (bertlab.train.checkpointing).
 - `check_precision` refuses precisions the device cannot run, before the Trainer exists
@@ -32,6 +35,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from bertlab.files import remote
 from bertlab.files.atomic import atomic_write
 from bertlab.train.checkpointing import checkpoint_size_estimate, remove_temporary_files
 
@@ -71,17 +75,25 @@ class Preflight(Callback):
 
 def earlier_run(folder: str | Path) -> str | None:
     """Why a fresh run must not write into `folder` (None when it may)."""
-    last = Path(folder) / "last.ckpt"
-    if not last.exists():
+    if remote.is_remote(folder):
+        if not remote.exists(remote.join(folder, "last.ckpt")):
+            return None
+    elif not (Path(folder) / "last.ckpt").exists():
         return None
     return (
-        f"checkpoint folder {folder} holds {last.name} of an earlier run, which this run would "
+        f"checkpoint folder {folder} holds last.ckpt of an earlier run, which this run would "
         "replace; resume that run with --ckpt_path last, or set checkpoint.dirpath to a new folder"
     )
 
 
 def check_folder(folder: str | Path, needed_bytes: float) -> str | None:
     """Why checkpoints cannot be written to `folder` (None when they can)."""
+    if remote.is_remote(folder):
+        try:
+            remote.check_writable(str(folder))
+        except ValueError as error:
+            return f"checkpoint folder {error}; set checkpoint.dirpath or trainer.default_root_dir"
+        return None
     folder = Path(folder)
     hint = "set checkpoint.dirpath or trainer.default_root_dir to a writable folder"
     try:
