@@ -192,3 +192,17 @@ def upload(folder: Path, url: str) -> str:
         if path.is_file():
             fs.put_file(str(path), f"{url.removeprefix('s3://')}/{path.relative_to(folder)}")
     return url
+
+
+@pytest.fixture(scope="session")
+def mlm_samples(en_corpus: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
+    """MLM-only samples (64 tokens) of the English corpus: train, valid, test."""
+    from bertlab.samples.prepare import prepare_samples
+
+    out = tmp_path_factory.mktemp("mlm_samples")
+    for split in ("train", "valid", "test"):
+        prepare_samples(
+            str(en_corpus / f"{split}.txt"), str(en_wordpiece), str(out / split),
+            max_seq_len=64, dupe_factor=1, num_shards=1, nsp=False,
+        )  # fmt: skip
+    return out

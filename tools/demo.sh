@@ -34,14 +34,18 @@ step "prepare_samples"
 for split in train valid test; do
   "$PYTHON" tools/prepare_samples.py --input "$DEMO_DIR/corpus/$split.txt" \
     --tokenizer "$DEMO_DIR/tokenizer" --output_dir "$DEMO_DIR/samples/$split" \
-    --max_seq_len 128 --num_shards 2 --overwrite
+    --max_seq_len 128 --num_shards 2 --nsp false --overwrite
 done
 
 step "bertlab fit (configs/tiny.yaml)"
 rm -rf "$DEMO_DIR/runs"
 RUN_ARGS=(--config configs/tiny.yaml
   --data.train_files "$DEMO_DIR/samples/train" --data.val_files "$DEMO_DIR/samples/valid"
-  --data.test_files "$DEMO_DIR/samples/test" --trainer.default_root_dir "$DEMO_DIR/runs/tiny")
+  --data.test_files "$DEMO_DIR/samples/test" --trainer.default_root_dir "$DEMO_DIR/runs/tiny"
+  --model.objective mlm --model.position_embedding rotary --data.mlm_probability 0.4)
+# Masked LM with rotary positions and 40% masking: what learned context soonest in the
+# short-budget study (BENCHMARKS.md, "Time to quality"); BERT's absolute positions stay at word
+# frequencies for far longer than a demo runs.
 # Two minutes of training on any machine: a time budget (the schedule decays over it), not a
 # step count tuned to one CPU's speed.
 "$PYTHON" -m bertlab fit "${RUN_ARGS[@]}" --trainer.max_steps -1 \

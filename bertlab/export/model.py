@@ -62,8 +62,9 @@ from bertlab.export.model_card import (
 from bertlab.export.run_facts import RunFacts, collect_run_facts
 from bertlab.files.artefacts import check_model_folder, torch_load_reason
 from bertlab.files.output_folder import Legacy, check_inputs, check_output_folder, output_folder
-from bertlab.model.prenorm import MARKER as PRE_LN_MARKER
-from bertlab.model.prenorm import is_pre_layer_norm, transformers_model, use_pre_layer_norm
+from bertlab.model.network import like_saved
+from bertlab.model.prenorm import is_pre_layer_norm, transformers_model
+from bertlab.model.rotary import is_rotary
 from bertlab.tokenizer.export import (
     TOKENIZER_FILES,
     check_texts,
@@ -133,9 +134,7 @@ def rebuild_model(checkpoint: dict[str, Any], tokenizer: str | None):
     }
     if checkpoint.get("bert_config"):
         config = BertConfig.from_dict(dict(checkpoint["bert_config"]))
-        model = BertForPreTraining(config)
-        if getattr(config, PRE_LN_MARKER, "post") == "pre":
-            use_pre_layer_norm(model)
+        model = like_saved(BertForPreTraining(config))
     else:
         from bertlab.model.module import BertPretraining
 
@@ -206,14 +205,13 @@ def verify_model_folder(
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     meant = reference
     if dtype != "float32":
-        meant = type(reference)(reference.config)
-        if is_pre_layer_norm(reference):
-            use_pre_layer_norm(meant)
+        meant = like_saved(type(reference)(reference.config))
         rounded = {k: v.to(DTYPES[dtype]).float() for k, v in reference.state_dict().items()}
         meant.load_state_dict(rounded)
         meant.eval()
-    # transformers has no pre-LN class with a next-sentence head: a pre-LN model is a masked LM.
-    with_nsp = not is_pre_layer_norm(reference)
+    # transformers has no pre-LN or RoFormer class with a next-sentence head: those models are
+    # masked LMs.
+    with_nsp = not (is_pre_layer_norm(reference) or is_rotary(reference))
     classes = [AutoModelForPreTraining] if with_nsp else []
     reloaded = [c.from_pretrained(folder, dtype=torch.float32).eval() for c in classes]
     mlm = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32).eval()

@@ -28,6 +28,7 @@ import yaml
 
 from bertlab.export.run_facts import RunFacts
 from bertlab.model.prenorm import MARKER as PRE_LN_MARKER
+from bertlab.model.rotary import MARKER as ROTARY_MARKER
 
 WIDGET_BY_LANGUAGE = {
     "en": "Paris is the [MASK] of France.",
@@ -157,10 +158,13 @@ def render_model_card(
 ) -> str:
     """The README.md of a full model export: front matter, then what the run was."""
     objective = facts.hparams.get("objective", "not recorded")
-    pre_ln = bert_config.get(PRE_LN_MARKER) == "pre"
+    rotary = bert_config.get(ROTARY_MARKER) == "rotary"
+    mlm_only = bert_config.get(PRE_LN_MARKER) == "pre" or rotary  # no pre-training class
     architecture = (
-        "RobertaPreLayerNormForMaskedLM (pre-LayerNorm BERT, MLM head)"
-        if pre_ln
+        "RoFormerForMaskedLM (BERT with rotary positions, MLM head)"
+        if rotary
+        else "RobertaPreLayerNormForMaskedLM (pre-LayerNorm BERT, MLM head)"
+        if bert_config.get(PRE_LN_MARKER) == "pre"
         else "BertForPreTraining (MLM + NSP heads)"
     )
     model_rows = [
@@ -184,7 +188,7 @@ def render_model_card(
     ]
     sections = [
         "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---",
-        *_introduction(name, facts, objective, pre_ln, meta["widget"][0]["text"]),
+        *_introduction(name, facts, objective, mlm_only, meta["widget"][0]["text"]),
         "## Model",
         _rows(model_rows),
         "## Tokenizer",
@@ -209,7 +213,7 @@ def render_model_card(
     return "\n\n".join(sections) + "\n"
 
 
-def _introduction(name: str, facts: RunFacts, objective: str, pre_ln: bool, widget: str) -> list:
+def _introduction(name: str, facts: RunFacts, objective: str, mlm_only: bool, widget: str) -> list:
     """The title, what the model is and how it loads, and a usage snippet."""
     started = "from scratch"
     if facts.hparams.get("from_pretrained"):
@@ -220,7 +224,7 @@ def _introduction(name: str, facts: RunFacts, objective: str, pre_ln: bool, widg
         f"(objective: `{objective}`: masked language modelling"
         + (" and next-sentence prediction" if objective == "mlm_nsp" else "")
         + "). It loads with plain `transformers`: `AutoModelForMaskedLM`, "
-        + ("" if pre_ln else "`AutoModelForPreTraining`, ")
+        + ("" if mlm_only else "`AutoModelForPreTraining`, ")
         + '`AutoTokenizer` and `pipeline("fill-mask")`.',
         "## Usage",
         "```python\nfrom transformers import pipeline\n\n"

@@ -12,7 +12,8 @@ Decisions:
   wrong tokenizer is an error, not a silently scrambled model.
 - `layer_norm: pre` switches a new network to pre-LN (bertlab.model.prenorm) after it is built;
   `position_init: sinusoidal` draws its position table as sinusoids (the architecture, and what
-  transformers loads, are unchanged: the positions are still learned).
+  transformers loads, are unchanged: the positions are still learned); `position_embedding:
+  rotary` switches its attention to rotary positions (bertlab.model.rotary).
 - The tokenizer is read with AutoTokenizer, not bertlab.tokenizer.training.load_tokenizer: a
   pretrained BERT's own tokenizer (continue-mlm) has special ids other than bertlab's fixed ones.
 - The weights are fp32 whatever the folder stored: precision is the trainer's business.
@@ -28,7 +29,10 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForPreTraining
 
+from bertlab.model.prenorm import MARKER as PRE_LN
 from bertlab.model.prenorm import use_pre_layer_norm
+from bertlab.model.rotary import MARKER as ROTARY
+from bertlab.model.rotary import use_rotary
 
 
 def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
@@ -80,6 +84,11 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
                 "model.layer_norm pre builds a new pre-LN network; model.from_pretrained "
                 "continues a post-LN BERT: set one of them"
             )
+        if hp.get("position_embedding", "absolute") == "rotary":
+            raise ValueError(
+                "model.position_embedding rotary builds a new network; model.from_pretrained "
+                "continues a BERT with absolute positions: set one of them"
+            )
         return _load_pretrained(hp, vocab_size, pad_id, attn_implementation)
     if vocab_size is None:
         raise ValueError("model.tokenizer is required (or model.vocab_size, or from_pretrained)")
@@ -106,6 +115,18 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
         sinusoidal_positions(model)
     if hp.get("layer_norm", "post") == "pre":
         use_pre_layer_norm(model)
+    if hp.get("position_embedding", "absolute") == "rotary":
+        use_rotary(model)
+    return model
+
+
+def like_saved(model: BertForPreTraining) -> BertForPreTraining:
+    """Apply to a freshly built BertForPreTraining the switches its config records (pre-LN,
+    rotary positions), as a checkpoint's network had them; return it."""
+    if getattr(model.config, PRE_LN, "post") == "pre":
+        use_pre_layer_norm(model)
+    if getattr(model.config, ROTARY, "absolute") == "rotary":
+        use_rotary(model)
     return model
 
 

@@ -145,12 +145,17 @@ def to_roberta_prelayernorm(model: BertForPreTraining):
 
 
 def transformers_model(model: BertForPreTraining):
-    """What transformers users load for `model`: itself (post-LN) or its pre-LN conversion."""
+    """What transformers users load for `model`: itself (post-LN, absolute positions), or its
+    conversion (pre-LN: RobertaPreLayerNorm; rotary positions: RoFormer)."""
+    from bertlab.model.rotary import is_rotary, to_roformer
+
+    if is_rotary(model):
+        return to_roformer(model)
     return to_roberta_prelayernorm(model) if is_pre_layer_norm(model) else model
 
 
 def encoder_config_and_state(model: BertForPreTraining) -> tuple:
     """(config, state dict) of the encoder a downstream classifier is built on, as transformers
-    names it: BERT's, or RobertaPreLayerNorm's for a pre-LN network."""
+    names it: BERT's, RobertaPreLayerNorm's for a pre-LN network, RoFormer's for rotary."""
     exported = transformers_model(model)
     return exported.config, exported.base_model.state_dict()

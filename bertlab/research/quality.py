@@ -56,7 +56,8 @@ ABLATIONS = {
 RECIPE_MODEL = [
     "--model.layer_norm=post", "--model.hidden_dropout_prob=0.1",
     "--model.attention_probs_dropout_prob=0.1", "--model.initializer_range=0.02",
-    "--model.position_init=random", "--data.mlm_probability=0.15",
+    "--model.position_init=random", "--model.position_embedding=absolute",
+    "--data.mlm_probability=0.15",
 ]  # fmt: skip
 GOALS = {"equal_steps_loss_gap": 0.05, "time_ratio": 1 / 3, "budget_below_unigram": 1.0}
 

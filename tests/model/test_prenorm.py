@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import run_tool
 from tiny import fit_args
@@ -48,19 +47,6 @@ def test_pre_ln_is_roberta_prelayernorm_exactly_and_not_post_ln():
     # One parameter pair more than BERT: the LayerNorm after the last layer.
     extra = set(pre.state_dict()) - set(_network(pre=False).state_dict())
     assert extra == {"bert.encoder.LayerNorm.weight", "bert.encoder.LayerNorm.bias"}
-
-
-@pytest.fixture(scope="module")
-def mlm_samples(en_corpus: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
-    from bertlab.samples.prepare import prepare_samples
-
-    out = tmp_path_factory.mktemp("mlm_samples")
-    for split in ("train", "valid", "test"):
-        prepare_samples(
-            str(en_corpus / f"{split}.txt"), str(en_wordpiece), str(out / split),
-            max_seq_len=64, dupe_factor=1, num_shards=1, nsp=False,
-        )  # fmt: skip
-    return out
 
 
 def test_pre_ln_fit_exports_a_model_transformers_loads(
