@@ -185,7 +185,7 @@ def prepare_corpus(
         raise ValueError(
             "--input is required (or --download LANG --date YYYYMMDD, or --dataset NAME)"
         )
-    if dataset is None and not any(_TABLE.fullmatch(p.name) for p in paths):
+    if dataset is None and not any(_TABLE.fullmatch(os.path.basename(str(p))) for p in paths):
         for flag, value, default in (("text_column", text_column, "text"),
                                      ("title_column", title_column, None)):  # fmt: skip
             if value != default:
