@@ -10,8 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from conftest import run_tool
+from tiny import handmade_checkpoint
 
 import bertlab.export.hub
 from bertlab.export.hub import push_to_hub
@@ -21,24 +21,8 @@ from bertlab.export.model import export_model
 @pytest.fixture(scope="module")
 def model_dir(en_wordpiece: Path, tmp_path_factory) -> Path:
     """A real export of a tiny untrained BertPretraining, plus a hidden file not to upload."""
-    import pytorch_lightning as pl
-
-    from bertlab.model.module import BertPretraining
-
     tmp = tmp_path_factory.mktemp("hub")
-    module = BertPretraining(
-        tokenizer=str(en_wordpiece), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    checkpoint = {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": pl.__version__,
-        "state_dict": module.state_dict(),
-        "hyper_parameters": dict(module.hparams),
-    }
-    module.on_save_checkpoint(checkpoint)
-    torch.save(checkpoint, tmp / "tiny.ckpt")
+    handmade_checkpoint(en_wordpiece, tmp / "tiny.ckpt")
     out = tmp / "tiny-bert"
     export_model(str(tmp / "tiny.ckpt"), str(out), language="en", datasets=["wikipedia"])
     (out / ".DS_Store").write_text("editor litter")
