@@ -30,7 +30,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import BertForPreTraining
-from transformers.models.bert.modeling_bert import BertEmbeddings, BertSelfAttention
+from transformers.models.bert.modeling_bert import (
+    ALL_ATTENTION_FUNCTIONS,
+    BertEmbeddings,
+    BertSelfAttention,
+    eager_attention_forward,
+)
 from transformers.models.roformer.modeling_roformer import (
     RoFormerSelfAttention,
     RoFormerSinusoidalPositionalEmbedding,
@@ -46,11 +51,6 @@ def sinusoid_table(positions: int, head_size: int) -> torch.Tensor:
 
 class _RotarySelfAttention(BertSelfAttention):
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None, **kwargs):
-        from transformers.models.bert.modeling_bert import (
-            ALL_ATTENTION_FUNCTIONS,
-            eager_attention_forward,
-        )
-
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.attention_head_size)
         query = self.query(hidden_states).view(*hidden_shape).transpose(1, 2)
