@@ -60,7 +60,9 @@ def make_plan(device: str, smoke: bool) -> Plan:
             "--model.max_position_embeddings=64", "--data.batch_size=8",
         ]  # fmt: skip
         quick = ["--quick", "--steps=3", "--warmup_steps=1", "--systems", "hf_trainer", "bertlab"]
-        return Plan(device, True, 1000, 8, 4, tiny, [quick], 300)
+        # 16 steps, a checkpoint every 4: a kill that lands late on a slow CPU still leaves steps
+        # to resume.
+        return Plan(device, True, 1000, 16, 4, tiny, [quick], 300)
     runs = [
         ["--systems", "hf_trainer", "bertlab", "--steps=30", "--warmup_steps=10", f"--seq_len={n}"]
         for n in (128, 512)
@@ -206,7 +208,7 @@ def check_resume(plan: Plan, samples: Path, runs: Path) -> Check:
         while process.poll() is None and time.monotonic() < deadline:
             if list(root.rglob("last.ckpt")):
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
         finished = process.poll() is not None
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
