@@ -3,5 +3,5 @@
 `tools/finetune.py`, `tools/evaluate_mlm.py` (the independent held-out evaluator) and the
 `downstream:` and `heldout:` sections of `bertlab fit`.
 
-May import: model, export, samples, files.
+May import: model, export, samples, tokenizer, speed, files.
 """

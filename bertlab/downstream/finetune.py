@@ -47,6 +47,8 @@ from bertlab.files.artefacts import check_model_folder
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_file
 from bertlab.model.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
+from bertlab.speed.settings import check_precision
+from bertlab.tokenizer.export import check_tokenizer
 
 
 def classifier_from_encoder(config, encoder_state: dict[str, Tensor], num_labels: int, seed: int):
@@ -86,6 +88,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
 
     transformers.logging.set_verbosity_error()
     path = Path(model)
+    chosen = tokenizer
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"--model {model}: not a model folder (no config.json)")
@@ -103,17 +106,43 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
             checkpoint = load_checkpoint(model)
         except ValueError as error:
             raise ValueError(str(error).replace("--ckpt_path", "--model", 1)) from None
-        tokenizer = str(resolve_tokenizer(tokenizer, collect_run_facts(checkpoint, path)))
+        facts = collect_run_facts(checkpoint, path)
+        tokenizer = str(resolve_tokenizer(tokenizer, facts))
         pretraining = rebuild_model(checkpoint, tokenizer)
+        # The vocabulary size and the samples' tokenizer fingerprint, as export checks them.
+        check_tokenizer(Path(tokenizer), pretraining.config.vocab_size, facts.samples_meta)
         config, state = encoder_config_and_state(pretraining)
     else:
         raise ValueError(f"--model {model}: no such folder or checkpoint file")
     if not Path(tokenizer).is_dir():
         raise ValueError(f"--tokenizer {tokenizer}: no such tokenizer folder")
     check_model_folder(Path(tokenizer), f"--tokenizer {tokenizer}")
-    return classifier_from_encoder(config, state, num_labels, seed), AutoTokenizer.from_pretrained(
-        tokenizer
-    )
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    if path.is_dir() and chosen is not None:
+        _check_folder_tokenizer(tok, chosen, path, config.vocab_size)
+    return classifier_from_encoder(config, state, num_labels, seed), tok
+
+
+def _check_folder_tokenizer(tok, chosen: str, folder: Path, vocab_size: int) -> None:
+    """A --tokenizer given with a model folder must be the folder's own vocabulary: ids of
+    another one index the wrong embeddings (silently) or beyond them."""
+    from transformers import AutoTokenizer
+
+    if len(tok) > vocab_size:
+        raise ValueError(
+            f"--tokenizer {chosen} has {len(tok)} tokens but --model {folder} embeds "
+            f"{vocab_size}; give the tokenizer the model was trained with"
+        )
+    if Path(chosen).resolve() == folder.resolve() or not any(
+        (folder / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")
+    ):
+        return  # nothing of its own to compare with
+    own = AutoTokenizer.from_pretrained(folder)
+    if own.get_vocab() != tok.get_vocab():
+        raise ValueError(
+            f"--tokenizer {chosen} is another vocabulary than --model {folder}'s own tokenizer "
+            f"({len(tok)} and {len(own)} tokens); leave --tokenizer out to use the model's"
+        )
 
 
 def _is_result(path: Path) -> bool:
@@ -209,6 +238,90 @@ def _loader(features: list[dict], pad_id: int, args: dict, shuffle: bool, seed: 
     )
 
 
+def _check_settings(
+    *, batch_size: int, max_seq_len: int, lr: float, weight_decay: float, warmup_ratio: float,
+    max_epochs: int, patience: int | None,
+) -> None:  # fmt: skip
+    """The numeric flags, refused before any file is read when they mean nothing."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be positive, got {batch_size}")
+    if max_seq_len < 8:
+        raise ValueError(f"--max_seq_len {max_seq_len} is too small (needs >= 8)")
+    if max_epochs < 1 or (patience is not None and patience < 0):
+        raise ValueError("--max_epochs must be >= 1 and --patience >= 0")
+    if not lr > 0:
+        raise ValueError(f"--lr {lr} must be positive")
+    if not weight_decay >= 0:
+        raise ValueError(f"--weight_decay {weight_decay} must be >= 0 (0: no decay)")
+    if not 0 <= warmup_ratio <= 1:  # a share of the steps: 2 would warm up past the end
+        raise ValueError(f"--warmup_ratio {warmup_ratio} must be in [0, 1]")
+
+
+def read_splits(
+    files: dict[str, str | None], label_column: str, text_columns: list[str] | None
+) -> tuple[dict[str, list], dict[str, int]]:
+    """The examples of each given split and the label mapping of the training file.
+
+    The splits must be distinct files: validating on the training file measures memorisation,
+    and a test file that is the validation file (on which the best epoch is chosen) is no test.
+    """
+    named = {name: path for name, path in files.items() if path is not None}
+    seen: dict[Path, str] = {}
+    for name, path in named.items():
+        key = Path(path).resolve()
+        if key in seen:
+            other = seen[key]
+            why = (
+                "the best epoch is chosen on it, so its score is no test score"
+                if other == "valid"
+                else "scores on training examples measure memorisation"
+            )
+            raise ValueError(
+                f"--{name}_file {path} is also the --{other}_file: {why}; give held-out examples"
+            )
+        seen[key] = name
+    train = read_examples(named["train"], label_column, text_columns)
+    mapping = label_mapping(train, named["train"])
+    splits = {"train": train}
+    for name in ("valid", "test"):
+        if name not in named:
+            continue
+        splits[name] = read_examples(named[name], label_column, text_columns)
+        check_compatible(splits[name], train, mapping)
+        # Scored all the same (the file is valid), but said once, before the slow part.
+        if reason := degenerate_split(splits[name], mapping, f"--{name}_file {named[name]}"):
+            print(f"warning: {reason}", file=sys.stderr)
+    return splits, mapping
+
+
+def _trainer(accelerator: str, precision: str, max_epochs: int, patience: int | None):
+    """One device, no checkpoint files or logger, early stopping on validation accuracy."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    callbacks = []
+    if patience is not None:
+        callbacks.append(
+            pl.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience)
+        )
+    try:
+        return pl.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            precision=precision,
+            max_epochs=max_epochs,
+            gradient_clip_val=1.0,
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+    except MisconfigurationException as error:  # an accelerator or precision Lightning lacks
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"--accelerator {accelerator} --precision {precision}: {first}") from None
+
+
 def finetune(
     model: str,
     train_file: str,
@@ -255,7 +368,8 @@ def finetune(
         weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
         warmup_ratio: Fraction of the training steps spent warming up.
         max_epochs: Most epochs to train.
-        patience: Stop after this many epochs without a better validation accuracy (None: never).
+        patience: Stop after this many epochs without a better validation accuracy (0: at the
+            first epoch that is not better; None: never).
         seed: Seed of the classification head, the data order and dropout.
         accelerator: Lightning accelerator (auto, cpu, gpu, ...); one device is used.
         precision: Lightning precision (32-true, bf16-mixed, 16-mixed).
@@ -264,33 +378,20 @@ def finetune(
         overwrite: Replace an earlier finetune result at output_json.
     """
     began = time.perf_counter()
+    files = {"train": train_file, "valid": valid_file, "test": test_file}
     if output_json:
-        inputs = [
-            ("--model", model), ("--train_file", train_file), ("--valid_file", valid_file),
-            ("--test_file", test_file), ("--tokenizer", tokenizer),
-        ]  # fmt: skip
+        inputs = [(f"--{name}_file", path) for name, path in files.items()]
+        inputs += [("--model", model), ("--tokenizer", tokenizer)]
         check_output_file(
             output_json, "finetune", inputs, overwrite, flag="--output_json",
             recognise=_is_result,
         )  # fmt: skip
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be positive, got {batch_size}")
-    if max_seq_len < 8:
-        raise ValueError(f"--max_seq_len {max_seq_len} is too small (needs >= 8)")
-    if max_epochs < 1 or (patience is not None and patience < 0):
-        raise ValueError("--max_epochs must be >= 1 and --patience >= 0")
-    train = read_examples(train_file, label_column, text_columns)
-    mapping = label_mapping(train, train_file)
-    splits = {"train": train, "valid": read_examples(valid_file, label_column, text_columns)}
-    if test_file is not None:
-        splits["test"] = read_examples(test_file, label_column, text_columns)
-    for name in ("valid", "test"):
-        if name in splits:
-            check_compatible(splits[name], train, mapping)
-            # Scored all the same (the file is valid), but said once, before the slow part.
-            flag = f"--{name}_file {valid_file if name == 'valid' else test_file}"
-            if reason := degenerate_split(splits[name], mapping, flag):
-                print(f"warning: {reason}", file=sys.stderr)
+    _check_settings(
+        batch_size=batch_size, max_seq_len=max_seq_len, lr=lr, weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio, max_epochs=max_epochs, patience=patience,
+    )  # fmt: skip
+    check_precision(precision, accelerator, flag="")
+    splits, mapping = read_splits(files, label_column, text_columns)
 
     # Seeded before loading (weights a folder lacks, e.g. a masked-LM export's pooler, are drawn)
     # and again after: building a model from a checkpoint draws weights it then overwrites,
@@ -310,24 +411,7 @@ def finetune(
     }
     module = SequenceClassifier(classifier, len(mapping), lr, weight_decay, warmup_ratio)
     pl.seed_everything(seed, workers=True, verbose=False)
-    callbacks = []
-    if patience is not None:
-        callbacks.append(
-            pl.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience)
-        )
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=precision,
-        max_epochs=max_epochs,
-        gradient_clip_val=1.0,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = _trainer(accelerator, precision, max_epochs, patience)
     with contextlib.redirect_stdout(sys.stderr):
         trainer.fit(module, loaders["train"], loaders["valid"])
         assert module.best is not None and module.best_state is not None
@@ -345,10 +429,8 @@ def finetune(
         "num_labels": len(mapping),
         "labels": mapping,
         "positive_label": labels[1] if len(labels) == 2 else None,
-        "train_size": len(train),
-        "valid_size": len(splits["valid"]),
-        "test_size": len(splits["test"]) if test_file is not None else None,
-        "pairs": train[0].text_pair is not None,
+        **{f"{name}_size": len(splits[name]) if name in splits else None for name in files},
+        "pairs": splits["train"][0].text_pair is not None,
         "best_epoch": module.best["epoch"],
         "epochs_run": len(module.history),
         "valid": {k: v for k, v in module.best.items() if k != "epoch"},

@@ -53,6 +53,7 @@ import torch
 from bertlab.export.model_card import (
     EMBEDDINGS_FILE,
     EMBEDDINGS_KEY,
+    check_license,
     front_matter,
     render_changelog,
     render_embeddings_card,
@@ -323,7 +324,8 @@ def export_model(
         tokenizer: The tokenizer folder (default: the one the run recorded).
         language: The model's language code for the model card (e.g. en, ja); also picks the
             default widget sentence.
-        license: License identifier for the model card.
+        license: The Hub's license identifier for the model card (apache-2.0, mit, cc-by-4.0,
+            ...; other for a license of your own).
         datasets: Hub dataset ids for the model card (e.g. wikipedia).
         widget_text: The Hub widget's example; [MASK] is replaced by the tokenizer's mask token.
         embeddings_only: Write only the word embeddings (safetensors) and the tokenizer.
@@ -338,6 +340,7 @@ def export_model(
     if language is not None and not re.fullmatch(rf"{code}(,{code})*", language):
         # The card's `language:` is an ISO 639 code for the Hub; a name or a phrase is not one.
         raise ValueError(f"--language {language!r} is not a language code such as en, ja, pt-BR")
+    check_license(license)
     inputs = [("--ckpt_path", ckpt_path), ("--config", config), ("--tokenizer", tokenizer)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
     _quiet_transformers()

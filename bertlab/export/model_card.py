@@ -13,6 +13,9 @@ Decisions:
   sentence); otherwise the first corpus line with a masked word; otherwise English.
 - An embeddings-only export gets its own card: no fill-mask widget (it is not a model a pipeline
   can run), the safetensors key and how to load it.
+- The license must be one of the Hub's license identifiers (HUB_LICENSES, from the Hub's
+  documentation of repository licenses): the Hub refuses a card whose `license:` is not, so a
+  typo is caught at export, not at upload; a license of one's own is `other`.
 - `check_card` is what push_to_hub --dry_run runs: the front matter parses (huggingface_hub's
   ModelCard parser, offline), the required fields are there, and a fill-mask widget uses the
   tokenizer's mask token. It returns problems as strings; the caller decides they are errors.
@@ -38,9 +41,38 @@ WIDGET_BY_LANGUAGE = {
     "es": "Madrid es la [MASK] de España.",
     "zh": "北京是中国的[MASK]。",
 }
+# https://huggingface.co/docs/hub/repositories-licenses (the `license:` values the Hub accepts).
+HUB_LICENSES = frozenset(
+    [
+        "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+        "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0",
+        "bsd", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0",
+        "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0",
+        "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0",
+        "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+        "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0",
+        "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl",
+        "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "h-research", "intel-research",
+        "lppl-1.3c", "ms-pl", "apple-ascl", "apple-amlr", "mpl-2.0", "odc-by", "odbl", "openrail++",
+        "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl", "lgpl-lr",
+        "deepfloyd-if-license", "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "llama4",
+        "gemma", "unknown", "other",
+    ]
+)  # fmt: skip
 REQUIRED_FIELDS = ("license", "library_name", "pipeline_tag", "widget")
 EMBEDDINGS_FILE = "word_embeddings.safetensors"
 EMBEDDINGS_KEY = "bert.embeddings.word_embeddings.weight"
+
+
+def check_license(license: str) -> None:
+    """Refuse a license the Hub would refuse in the card's front matter."""
+    if license not in HUB_LICENSES:
+        close = sorted(x for x in HUB_LICENSES if x.split("-")[0] == license.lower().split("-")[0])
+        hint = f" (did you mean {', '.join(close[:4])}?)" if close else ""
+        raise ValueError(
+            f"--license {license!r} is not a Hub license identifier{hint}; give one such as "
+            "apache-2.0, mit, cc-by-4.0, or other for a license of your own"
+        )
 
 
 def widget_sentence(

@@ -22,6 +22,10 @@ Decisions:
 - Inputs are compared after resolving symlinks and `..`: an output equal to an input, one that
   holds an input at any depth (the input's folder, its parent, ...), or one inside an input folder
   is refused before anything is read or written.
+- A run refused after it began (`bertlab fit`'s refusals from inside Lightning: a damaged
+  held-out text, a resume mismatch) removes the run folder it made for itself (`new_folders`
+  before, `remove_unused` after) when that holds no checkpoint, so a refusal leaves nothing
+  behind; a folder that was there before, or that holds a checkpoint, stays as it is.
 - Every refusal is a ValueError naming the output flag and path, which bertlab.command turns
   into one `error:` line and exit status 2.
 """
@@ -32,6 +36,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,3 +229,26 @@ def check_output_file(
             f"{flag} {output} holds an earlier result of {command}; pass --overwrite to "
             "replace it, or choose another file name"
         )
+
+
+def new_folders(folder: str | os.PathLike) -> list[Path]:
+    """`folder` and each of its parents that does not exist yet, deepest first."""
+    path, made = Path(folder).absolute(), []
+    while not path.exists() and path != path.parent:
+        made.append(path)
+        path = path.parent
+    return made
+
+
+def remove_unused(folders: list[Path]) -> None:
+    """Remove the folders `new_folders` found missing, now made by a refused run: the deepest
+    with what the run wrote in it (its logs and config) unless a checkpoint is among it, each
+    parent only when it is empty."""
+    if not folders or not folders[0].is_dir():
+        return
+    if any(folders[0].rglob("*.ckpt")):
+        return
+    shutil.rmtree(folders[0], ignore_errors=True)
+    for parent in folders[1:]:
+        with contextlib.suppress(OSError):  # not empty: something else is in it now
+            parent.rmdir()

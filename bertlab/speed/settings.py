@@ -30,6 +30,10 @@ Decisions:
     fused AdamW is within noise of foreach there and one kernel on a GPU.
   - torch.compile: off (0.36-0.83x of eager on every CPU measured).
   - TF32 for fp32 products on a GPU (`high`); `highest` on a CPU, where it means nothing.
+  - `check_precision` refuses, before the Trainer exists, a precision the device cannot run
+    (Lightning would silently train `16-mixed` on a CPU as `bf16-mixed`, with other numerics) and
+    a GPU accelerator on a machine without one: fp16 AMP needs CUDA, bf16 on CUDA a GPU that has
+    it, Transformer Engine its package.
   - The GPU column follows torch's and Lightning's guidance and is not yet measured: no GPU has
     been lent to this project's sessions so far (BENCHMARKS.md says when one is).
 """
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
 import platform
 from dataclasses import dataclass, field
@@ -351,3 +356,48 @@ def resolve(
 def strip_legacy(hparams: dict) -> dict:
     """Model hyperparameters without the speed switches older checkpoints kept there."""
     return {k: v for k, v in hparams.items() if k not in LEGACY_MODEL_KEYS}
+
+
+def _resolve_accelerator(accelerator: str | object) -> str:
+    name = str(accelerator).lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name in ("gpu", "cuda") else name
+
+
+def check_precision(
+    precision: str | int | None, accelerator: str | object = "auto", flag: str = "--trainer"
+) -> None:
+    """Raise a ValueError when the precision cannot run on the accelerator (or it has no GPU).
+
+    `flag` is the prefix of the flags named: `--trainer` for `--trainer.precision`, `` for a
+    command whose flags are `--precision` and `--accelerator` (finetune).
+    """
+    name = f"{flag}." if flag else "--"
+    device = _resolve_accelerator(accelerator)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{name}accelerator {accelerator}: torch sees no CUDA GPU on this machine; use cpu "
+            "or auto"
+        )
+    if precision is None:
+        return
+    value = str(precision)
+    if value in ("16-mixed", "16") and device == "cpu":
+        raise ValueError(
+            f"{name}precision {value} (fp16 mixed precision) needs a CUDA GPU; on the CPU use "
+            "bf16-mixed or 32-true"
+        )
+    if value.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"{name}precision {value}: this GPU ({torch.cuda.get_device_name()}) has no "
+            "bfloat16; use 16-mixed or 32-true"
+        )
+    if value.startswith("transformer-engine"):
+        if importlib.util.find_spec("transformer_engine") is None:
+            raise ValueError(
+                f"{name}precision {value} needs the transformer_engine package, which is not "
+                "installed; use bf16-mixed"
+            )
+        if device != "cuda":
+            raise ValueError(f"{name}precision {value} needs a CUDA GPU")

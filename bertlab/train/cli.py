@@ -48,6 +48,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,12 +64,14 @@ from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files import remote
 from bertlab.files.artefacts import torch_load_reason
+from bertlab.files.output_folder import new_folders, remove_unused
 from bertlab.model.module import BertPretraining
 from bertlab.model.resume import check_resume
 from bertlab.signals import Interrupted, stop_on_signals
 from bertlab.speed.settings import (
     LEGACY_MODEL_KEYS,
     Speed,
+    check_precision,
     count_processes,
     probe_device,
     resolve,
@@ -82,7 +85,7 @@ from bertlab.train.checkpointing import (
 )
 from bertlab.train.guards import NonFiniteLossGuard
 from bertlab.train.interrupt import GracefulInterrupt, exit_status
-from bertlab.train.preflight import Preflight, check_precision
+from bertlab.train.preflight import Preflight
 from bertlab.train.throughput import ThroughputMonitor
 
 USER_ERRORS = (*COMMAND_USER_ERRORS, ArgumentError, MisconfigurationException)
@@ -200,6 +203,8 @@ class BertLabCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         _refuse_zero_batches(self.subcommand, trainer)
+        if self.subcommand == "fit" and (config.get("data") or {}).get("val_files"):
+            _warn_unreached_validation(trainer)
         # Scored all the same, but the figures are of random weights: said in one line.
         trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
         if self.subcommand in ("test", "validate") and not trained:
@@ -225,7 +230,27 @@ class BertLabCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # The logger's root, not its log_dir: asking for log_dir would fix the version early.
+        root = getattr(trainer.logger, "root_dir", None)
+        self._log_root = None
+        if root is not None and not remote.is_remote(str(root)):
+            before = {p.name for p in Path(root).iterdir()} if Path(root).is_dir() else set()
+            self._log_root = (Path(root), new_folders(root), before)
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except USER_ERRORS:
+            # A refusal from inside the run: the log folder it made for itself goes with it.
+            run_root = getattr(self, "_log_root", None)
+            if run_root is not None and self.trainer.is_global_zero:
+                root, parents, before = run_root
+                log_dir = Path(self.trainer.logger.log_dir)
+                if log_dir.parent == root and log_dir.name not in before:
+                    remove_unused([log_dir, *parents])
+            raise
 
     def after_instantiate_classes(self) -> None:
         # Lightning merges the model's and the data's hparams for the logger and refuses a key
@@ -260,6 +285,28 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
     accumulate = trainer.get("accumulate_grad_batches")
     if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
         raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
+
+
+def _warn_unreached_validation(trainer: Any) -> None:
+    """A validation interval beyond the run's last batch means no validation at all and no
+    val_loss for the checkpoint to monitor: said in one line (a short smoke run of a long
+    recipe's config meets this, so it is not refused)."""
+    interval, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps")
+    accumulate = trainer.get("accumulate_grad_batches") or 1
+    if (
+        not isinstance(interval, int)
+        or isinstance(interval, bool)
+        or not isinstance(max_steps, int)
+    ):
+        return
+    if max_steps > 0 and isinstance(accumulate, int) and interval > max_steps * accumulate:
+        batches = max_steps * accumulate
+        print(
+            f"warning: --trainer.val_check_interval {interval} is beyond the run's last batch "
+            f"(--trainer.max_steps {max_steps} x accumulate_grad_batches {accumulate} = "
+            f"{batches}): no validation will run; give at most {batches} to validate",
+            file=sys.stderr,
+        )
 
 
 def _check_remote_folders(root: str | None, checkpoint: Any) -> None:

@@ -20,19 +20,14 @@ Decisions:
   here, in one line naming the folder); a store has no free space to measure.
 - Free space can still run out later (other writers); then the atomic checkpoint writer fails
   that save alone and keeps the previous checkpoint (bertlab.train.checkpointing).
-- `check_precision` refuses precisions the device cannot run, before the Trainer exists
-  (Lightning would silently train `16-mixed` on a CPU as `bf16-mixed`, with other numerics):
-  fp16 AMP needs CUDA, bf16 on CUDA needs a GPU that has it, Transformer Engine needs its package.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 
 from bertlab.files import remote
@@ -112,36 +107,3 @@ def check_folder(folder: str | Path, needed_bytes: float) -> str | None:
             f"preflight.min_free_mb); free some space or {hint}"
         )
     return None
-
-
-def _resolve_accelerator(accelerator: str | object) -> str:
-    name = str(accelerator).lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if name in ("gpu", "cuda") else name
-
-
-def check_precision(precision: str | int | None, accelerator: str | object = "auto") -> None:
-    """Raise a ValueError when `trainer.precision` cannot run on `trainer.accelerator`."""
-    if precision is None:
-        return
-    value = str(precision)
-    device = _resolve_accelerator(accelerator)
-    if value in ("16-mixed", "16") and device == "cpu":
-        raise ValueError(
-            f"--trainer.precision {value} (fp16 mixed precision) needs a CUDA GPU; on the CPU use "
-            "bf16-mixed or 32-true"
-        )
-    if value.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(
-            f"--trainer.precision {value}: this GPU ({torch.cuda.get_device_name()}) has no "
-            "bfloat16; use 16-mixed or 32-true"
-        )
-    if value.startswith("transformer-engine"):
-        if importlib.util.find_spec("transformer_engine") is None:
-            raise ValueError(
-                f"--trainer.precision {value} needs the transformer_engine package, which is not "
-                "installed; use bf16-mixed"
-            )
-        if device != "cuda":
-            raise ValueError(f"--trainer.precision {value} needs a CUDA GPU")

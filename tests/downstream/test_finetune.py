@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -461,4 +462,43 @@ def test_task_errors_before_loading_the_model(tmp_path):
     with pytest.raises(ValueError, match="one.tsv: needs at least two different labels"):
         finetune(model="m", train_file=write(tmp_path / "one.tsv", "a\tx\n"), valid_file=train)
     with pytest.raises(ValueError, match="--model .*no-model: no such folder"):
-        finetune(valid_file=train, **single)
+        finetune(valid_file=write(tmp_path / "valid.tsv", "b\tz\na\tw\n"), **single)
+
+
+def test_meaningless_settings_are_refused_in_one_line(tmp_path, capsys):
+    """Settings that would train nonsense, or not run, exit 2 with one line naming the flag,
+    before any file is read or model loaded (the model here does not even exist)."""
+    from bertlab.command import run
+
+    train = write(tmp_path / "train.tsv", "a\tx\nb\ty\n")
+    valid = write(tmp_path / "valid.tsv", "b\tz\na\tw\n")
+    common = ["--model", str(tmp_path / "no-model"), "--train_file", train]
+    cases = [
+        (["--valid_file", train], "--valid_file .*train.tsv is also the --train_file: scores on"),
+        (["--valid_file", valid, "--test_file", valid], "--test_file .* is also the --valid_file"),
+        (["--valid_file", valid, "--warmup_ratio", "2"], r"--warmup_ratio 2.0 must be in \[0, 1\]"),
+        (["--valid_file", valid, "--weight_decay", "-1"], "--weight_decay -1.0 must be >= 0"),
+        (["--valid_file", valid, "--lr", "0"], "--lr 0.0 must be positive"),
+        (["--valid_file", valid, "--precision", "16-mixed", "--accelerator", "cpu"],
+         "--precision 16-mixed .* needs a CUDA GPU"),
+    ]  # fmt: skip
+    if not torch.cuda.is_available():
+        cases.append((["--valid_file", valid, "--accelerator", "gpu"], "--accelerator gpu: torch"))
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            run(finetune, [*common, *extra])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert re.match(f"error: {message}", err), (message, err)
+
+
+def test_another_tokenizer_than_the_models_is_refused(task, tmp_path, shared_data):
+    """A --tokenizer whose vocabulary is not the model folder's own would feed its ids to the
+    wrong embeddings: refused, naming both, whatever its size."""
+    other = build_wordpiece(english_sentences(shared_data, 50), tmp_path / "other", num_words=50)
+    files = task["files"]
+    with pytest.raises(ValueError, match="--tokenizer .*other is another vocabulary than --model"):
+        finetune(
+            model=str(task["model"]), train_file=str(files["train"]["tsv"]),
+            valid_file=str(files["valid"]["tsv"]), tokenizer=str(other), **FAST,
+        )  # fmt: skip

@@ -290,6 +290,16 @@ def test_missing_tokenizer_is_a_one_line_error(trained_ckpt: Path, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["moved.ckpt"]
 
 
+def test_a_license_the_hub_would_refuse_is_refused_at_export(trained_ckpt, tmp_path, capsys):
+    out = tmp_path / "model"
+    args = ["--ckpt_path", str(trained_ckpt), "--output_dir", str(out)]
+    error = user_error(capsys, [*args, "--license", "apache"])
+    assert error.startswith("error: --license 'apache' is not a Hub license identifier (did")
+    assert "apache-2.0" in error and "other for a license of your own" in error
+    assert "did you mean" not in user_error(capsys, [*args, "--license", "my-own-licence"])
+    assert not out.exists()
+
+
 def test_non_empty_output_dir_needs_overwrite(trained_ckpt: Path, tmp_path: Path, capsys):
     out = tmp_path / "model"
     out.mkdir()

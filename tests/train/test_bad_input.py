@@ -85,7 +85,8 @@ def assert_one_line_error(status: int, output: str, *fragments: str) -> str:
 
 
 def assert_nothing_complete(root: Path) -> None:
-    assert not list(root.rglob("*.ckpt")), list(root.rglob("*.ckpt"))
+    """No checkpoint, and no run folder: a refused run removes the one it made."""
+    assert not root.exists(), sorted(root.rglob("*"))
 
 
 def broken(line: bytes, **changes) -> bytes:
@@ -199,6 +200,23 @@ def test_bad_config_file(en_samples, valid, tmp_path, yaml_text, fragments):
     status, output = fit(train, valid, tmp_path / "run", f"--config={config}")
     assert_one_line_error(status, output, *fragments)
     assert_nothing_complete(tmp_path / "run")
+
+
+def test_a_refusal_inside_the_run_removes_only_the_folder_it_made(en_samples, valid, tmp_path):
+    """Refused after Lightning began (a held-out text that is not UTF-8): its version_N goes, an
+    earlier run's folder beside it stays; an unreachable validation interval is said first."""
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait, s'il vous pla\xeet\n".encode("latin-1"))
+    train = copy_samples(en_samples / "train", tmp_path / "train")
+    earlier = tmp_path / "run" / "lightning_logs" / "version_0"
+    earlier.mkdir(parents=True)
+    (earlier / "notes.txt").write_text("an earlier run's")
+    heldout = f"--heldout.texts=[{latin1}]"
+    status, output = fit(train, valid, tmp_path / "run", heldout, "--trainer.val_check_interval=9")
+    assert_one_line_error(status, output, str(latin1), "not UTF-8")
+    assert "warning: --trainer.val_check_interval 9 is beyond the run's last batch" in output
+    assert sorted(p.name for p in (tmp_path / "run" / "lightning_logs").iterdir()) == ["version_0"]
+    assert [p.name for p in earlier.iterdir()] == ["notes.txt"]
 
 
 def test_precision_the_device_cannot_do(en_samples, valid, tmp_path):
