@@ -1,6 +1,6 @@
 """Tables of documents -> documents: Parquet files, Arrow files, and `datasets.load_dataset`.
 
-The readers behind prepare_corpus's `.parquet` and `.arrow` inputs (bertlab.corpus.prepare) and its
+The readers behind prepare_corpus's `.parquet` and `.arrow` inputs (bertlab.corpus.inputs) and its
 `--dataset` flag. Each row of a table is one document; its text column is split into paragraphs
 on newlines, exactly as a JSON Lines document's "text" field is, so the same texts give the same
 corpus from Parquet, Arrow, `datasets` or JSON Lines.
@@ -21,7 +21,7 @@ Decisions:
   headings out of a dump's articles too (a title is not a sentence, and a document opening with
   it makes next-sentence pairs easy to guess). With `--title_column`, the title becomes the
   document's first line, a sentence of its own.
-- pyarrow is a requirement of bertlab, but bertlab.corpus.prepare imports this module only when a
+- pyarrow is a requirement of bertlab, but bertlab.corpus.inputs imports this module only when a
   table is read, so corpora from dumps and text need no pyarrow (the GPU check's image may lack it).
   `datasets` is optional (the `datasets` extra, `pip install -e ".[datasets]"`): only --dataset
   imports it, and without it that flag is a one-line error. Its builders need the network for a

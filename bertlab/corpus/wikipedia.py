@@ -8,7 +8,7 @@ Decisions:
 - Kept: namespace 0 (articles) only, not redirects (<redirect> or `#REDIRECT` text), not
   disambiguation pages (a disambiguation template such as {{disambiguation}}, {{geodis}},
   {{aimai}}, {{曖昧さ回避}}). These checks are cheap and happen while reading (`iter_pages`);
-  the costly cleaning is `Page.paragraphs()`, which bertlab.corpus.prepare may run on other
+  the costly cleaning is `Page.paragraphs()`, which bertlab.corpus.splits may run on other
   processes.
 - Wikitext is parsed by mwparserfromhell, not by our own regular expressions. From its tree we
   keep text, the visible text of links and external links, and a few inline templates whose text

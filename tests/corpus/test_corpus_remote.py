@@ -13,7 +13,8 @@ import fsspec
 import pytest
 from conftest import run_tool
 
-from bertlab.corpus.prepare import expand_inputs, prepare_corpus
+from bertlab.corpus.inputs import expand_inputs
+from bertlab.corpus.prepare import prepare_corpus
 
 
 def test_a_dump_in_a_bucket_makes_the_corpus_the_local_dump_makes(
