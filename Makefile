@@ -13,6 +13,8 @@ STAMP := $(ENV_DIR)/.bertlab-installed
 CORPUS ?=
 DEMO_DIR ?= demo
 SHARED_DATA ?= $(CURDIR)/../shared/data
+# What the demo (tools/demo.sh) trains on its MLM-only samples with configs/tiny.yaml; the soak too.
+DEMO_RECIPE := --model.objective=mlm --model.position_embedding=rotary --data.mlm_probability=0.4
 PYTEST_ARGS ?=
 # Test processes of `make test` (pytest-xdist; each test file in one of them, so a file's fixtures
 # are built once). 0 runs the suite in this process, for a debugger or -s.
@@ -48,7 +50,7 @@ demo: $(STAMP)
 # flat (on the demo's samples, made first if missing), then the tests marked slow.
 soak: $(STAMP)
 	@test -f $(DEMO_DIR)/samples/train/meta.json || $(MAKE) demo
-	$(PYTHON) tools/soak.py --output_dir runs/soak --overwrite
+	$(PYTHON) tools/soak.py --output_dir runs/soak --overwrite "--overrides=$(DEMO_RECIPE)"
 	BERTLAB_SHARED_DATA=$(SHARED_DATA) $(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
 
 # The GPU check (tools/gpu_check.py): on a GPU machine with its own torch stack, no network and no

@@ -193,44 +193,29 @@ def verify_model_folder(
 ) -> dict[str, Any]:
     """Reload `folder` with transformers' Auto classes; compare logits with `reference`."""
     import transformers
-    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
 
-    tok = AutoTokenizer.from_pretrained(folder)
-    limit = min(64, reference.config.max_position_embeddings)
-    pairs = (texts * 2)[: min(8, 2 * (len(texts) // 2) or 2)]  # an even count: A/B pairs
-    batch = tok(
-        pairs[0::2], pairs[1::2], padding=True, truncation=True, max_length=limit,
-        return_tensors="pt",
-    )  # fmt: skip
-    batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    meant = reference
-    if dtype != "float32":
-        meant = like_saved(type(reference)(reference.config))
-        rounded = {k: v.to(DTYPES[dtype]).float() for k, v in reference.state_dict().items()}
-        meant.load_state_dict(rounded)
-        meant.eval()
+    inputs = _check_inputs(folder, texts, min(64, reference.config.max_position_embeddings))
+    meant = reference if dtype == "float32" else _rounded_copy(reference, dtype)
     # transformers has no pre-LN or RoFormer class with a next-sentence head: those models are
     # masked LMs.
     with_nsp = not (is_pre_layer_norm(reference) or is_rotary(reference))
-    classes = [AutoModelForPreTraining] if with_nsp else []
-    reloaded = [c.from_pretrained(folder, dtype=torch.float32).eval() for c in classes]
     mlm = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32).eval()
     # Logits of real tokens: a padded position's mean nothing (RoBERTa's classes, which pre-LN
     # exports to, give padding another position id than BERT does).
     real = inputs["attention_mask"].bool()
     with torch.no_grad():
         want = meant(**inputs)
-        original = reference(**inputs) if dtype != "float32" else want
         got_mlm = mlm(**inputs)
-        got_pre = reloaded[0](**inputs) if with_nsp else None
-    strict = _max_diff(want.prediction_logits[real], got_mlm.logits[real])
-    if got_pre is not None:
-        strict = max(
-            strict,
-            _max_diff(want.prediction_logits[real], got_pre.prediction_logits[real]),
-            _max_diff(want.seq_relationship_logits, got_pre.seq_relationship_logits),
-        )
+        strict = _max_diff(want.prediction_logits[real], got_mlm.logits[real])
+        if with_nsp:
+            pre = AutoModelForPreTraining.from_pretrained(folder, dtype=torch.float32).eval()
+            got_pre = pre(**inputs)
+            strict = max(
+                strict,
+                _max_diff(want.prediction_logits[real], got_pre.prediction_logits[real]),
+                _max_diff(want.seq_relationship_logits, got_pre.seq_relationship_logits),
+            )
     if not strict <= STRICT_TOLERANCE:
         raise ValueError(
             f"export check failed: reloaded logits differ from the checkpoint's by {strict:.3g} "
@@ -245,22 +230,51 @@ def verify_model_folder(
         + f"; {inputs['input_ids'].shape[0]} sequence pairs)",
     }
     if dtype != "float32":
-        loose = _max_diff(original.prediction_logits[real], got_mlm.logits[real])
-        scale = float(original.prediction_logits[real].abs().max())
-        bound = LOOSE_TOLERANCE[dtype] * max(scale, 1.0)
-        if not loose <= bound:
-            raise ValueError(
-                f"export check failed: {dtype} logits differ from fp32 by {loose:.3g} "
-                f"(> {bound:.3g}); export in float32"
-            )
-        result[f"max |logit difference| vs fp32 ({dtype} weights)"] = (
-            f"{loose:.3g} (looser tolerance {bound:.3g} = {LOOSE_TOLERANCE[dtype]} x max |logit|)"
+        result[f"max |logit difference| vs fp32 ({dtype} weights)"] = _check_rounding(
+            reference, got_mlm.logits, inputs, real, dtype
         )
     fill = transformers.pipeline("fill-mask", model=str(folder), device=-1)
     answer = fill(widget, top_k=1)
     top = answer[0] if answer and isinstance(answer[0], dict) else answer[0][0]
     result["fill-mask pipeline"] = f"answers the widget sentence (top token {top['token_str']!r})"
     return result
+
+
+def _check_inputs(folder: Path, texts: list[str], limit: int) -> dict[str, torch.Tensor]:
+    """Sentence pairs of `texts`, tokenized by the exported folder's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    pairs = (texts * 2)[: min(8, 2 * (len(texts) // 2) or 2)]  # an even count: A/B pairs
+    batch = tok(
+        pairs[0::2], pairs[1::2], padding=True, truncation=True, max_length=limit,
+        return_tensors="pt",
+    )  # fmt: skip
+    batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def _rounded_copy(reference, dtype: str):
+    """`reference` with its weights rounded to `dtype` and computing in fp32: what a folder of
+    `dtype` weights should give when reloaded in fp32."""
+    meant = like_saved(type(reference)(reference.config))
+    rounded = {k: v.to(DTYPES[dtype]).float() for k, v in reference.state_dict().items()}
+    meant.load_state_dict(rounded)
+    return meant.eval()
+
+
+def _check_rounding(reference, got: torch.Tensor, inputs: dict, real: torch.Tensor, dtype: str):
+    """The reloaded low-precision logits against fp32's, within a tolerance scaled to them."""
+    with torch.no_grad():
+        original = reference(**inputs).prediction_logits[real]
+    loose = _max_diff(original, got[real])
+    bound = LOOSE_TOLERANCE[dtype] * max(float(original.abs().max()), 1.0)
+    if not loose <= bound:
+        raise ValueError(
+            f"export check failed: {dtype} logits differ from fp32 by {loose:.3g} "
+            f"(> {bound:.3g}); export in float32"
+        )
+    return f"{loose:.3g} (looser tolerance {bound:.3g} = {LOOSE_TOLERANCE[dtype]} x max |logit|)"
 
 
 def _write_embeddings(folder: Path, reference, dtype: str, facts: RunFacts) -> tuple[int, int]:

@@ -128,6 +128,93 @@ def _plot(rows: list[dict], summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _watch(
+    command: list[str], log_path: Path, run_dir: Path, interval: float
+) -> tuple[list[dict], int, float]:
+    """Run the fit, sampling its memory and checkpoint folder every `interval` seconds; return
+    the samples, the most checkpoints seen at once and the seconds it ran. A failed fit is a
+    ValueError with its last error line."""
+    rows: list[dict] = []
+    most_checkpoints = 0
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while process.poll() is None:
+                try:
+                    rss, pss = sample_memory(process.pid)
+                except OSError:
+                    break
+                names = _checkpoint_names(run_dir)
+                most_checkpoints = max(most_checkpoints, sum(n.endswith(".ckpt") for n in names))
+                rows.append(
+                    {"seconds": round(time.monotonic() - start, 2), "unix": time.time(),
+                     "rss_mb": round(rss, 1), "tree_pss_mb": round(pss, 1),
+                     "checkpoints": len(names)}
+                )  # fmt: skip
+                time.sleep(interval)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    if process.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        errors = [line for line in tail.splitlines() if line.startswith("error: ")]
+        why = f": {errors[-1].removeprefix('error: ')}" if errors else ""
+        raise ValueError(
+            f"bertlab fit failed (exit {process.returncode}){why}; see {log_path}\n{tail}"
+        )
+    return rows, most_checkpoints, time.monotonic() - start
+
+
+def _summary(
+    rows: list[dict], max_steps: int, val_every: int, warmup_fraction: float, seconds: float,
+    final: list[str],
+) -> dict:  # fmt: skip
+    """The soak's figures: memory at the first and last quarter after warm-up, speed, folder."""
+    # Warm-up is counted in steps: the interpreter's imports come before the first one.
+    after = [r for r in rows if warmup_fraction * max_steps <= r["step"] < max_steps]
+    if len(after) < 8:
+        raise ValueError(f"only {len(after)} memory samples after warm-up; lower --interval")
+    quarter = len(after) // 4
+    first = statistics.median(r["rss_mb"] for r in after[:quarter])
+    last = statistics.median(r["rss_mb"] for r in after[-quarter:])
+    first_pss = statistics.median(r["tree_pss_mb"] for r in after[:quarter])
+    last_pss = statistics.median(r["tree_pss_mb"] for r in after[-quarter:])
+    validations = max_steps // val_every
+    return {
+        "steps": max_steps,
+        "seconds": round(seconds, 1),
+        "steps_per_second": round(max_steps / seconds, 2),
+        "validations": validations,
+        "samples": len(rows),
+        "warmup_seconds": after[0]["seconds"],
+        "rss_mb_after_warmup": [first, last],
+        "rss_growth_mb": round(last - first, 1),
+        "tree_pss_mb_after_warmup": [first_pss, last_pss],
+        "tree_pss_growth_mb": round(last_pss - first_pss, 1),
+        "rss_peak_mb": max(r["rss_mb"] for r in rows),
+        "checkpoints_at_end": final,
+    }
+
+
+def _problems(summary: dict, final: list[str], max_growth_mb: float, top_k: int) -> list[str]:
+    """What the soak found wrong: memory growth, a checkpoint folder not last.ckpt + top-k, or
+    more checkpoints at once than a save beside the one it replaces explains."""
+    problems = []
+    if summary["rss_growth_mb"] > max_growth_mb:
+        problems.append(
+            f"RSS grew {summary['rss_growth_mb']} MiB after warm-up "
+            f"(--max_growth_mb {max_growth_mb})"
+        )
+    kept = [n for n in final if n.endswith(".ckpt") and n != "last.ckpt"]
+    if "last.ckpt" not in final or len(kept) != top_k or len(final) != len(kept) + 1:
+        problems.append(f"the checkpoint folder holds {final}, not last.ckpt + {top_k}")
+    if summary["most_checkpoints_at_once"] > top_k + 2:
+        problems.append(f"{summary['most_checkpoints_at_once']} checkpoints existed at once")
+    return problems
+
+
 def soak(
     output_dir: str = "runs/soak",
     config: str = "configs/tiny.yaml",
@@ -185,37 +272,7 @@ def soak(
         f"--data.num_workers={num_workers}", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={run_dir}", *shlex.split(overrides),
     ]  # fmt: skip
-    rows: list[dict] = []
-    most_checkpoints = 0
-    start = time.monotonic()
-    with open(out / "fit.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            while process.poll() is None:
-                try:
-                    rss, pss = sample_memory(process.pid)
-                except OSError:
-                    break
-                names = _checkpoint_names(run_dir)
-                most_checkpoints = max(most_checkpoints, sum(n.endswith(".ckpt") for n in names))
-                rows.append(
-                    {"seconds": round(time.monotonic() - start, 2), "unix": time.time(),
-                     "rss_mb": round(rss, 1), "tree_pss_mb": round(pss, 1),
-                     "checkpoints": len(names)}
-                )  # fmt: skip
-                time.sleep(interval)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-    seconds = time.monotonic() - start
-    if process.returncode != 0:
-        tail = (out / "fit.log").read_text(errors="replace")[-2000:]
-        errors = [line for line in tail.splitlines() if line.startswith("error: ")]
-        why = f": {errors[-1].removeprefix('error: ')}" if errors else ""
-        raise ValueError(
-            f"bertlab fit failed (exit {process.returncode}){why}; see {out}/fit.log\n{tail}"
-        )
+    rows, most_checkpoints, seconds = _watch(command, out / "fit.log", run_dir, interval)
     times, steps = _logged_steps(run_dir)
     for row in rows:
         row["step"] = steps[bisect.bisect_right(times, row.pop("unix")) - 1] if times else 0
@@ -224,49 +281,17 @@ def soak(
         writer.writeheader()
         writer.writerows(rows)
 
-    # Warm-up is counted in steps: the interpreter's imports come before the first one.
-    after = [r for r in rows if warmup_fraction * max_steps <= r["step"] < max_steps]
-    if len(after) < 8:
-        raise ValueError(f"only {len(after)} memory samples after warm-up; lower --interval")
-    quarter = len(after) // 4
-    first = statistics.median(r["rss_mb"] for r in after[:quarter])
-    last = statistics.median(r["rss_mb"] for r in after[-quarter:])
-    first_pss = statistics.median(r["tree_pss_mb"] for r in after[:quarter])
-    last_pss = statistics.median(r["tree_pss_mb"] for r in after[-quarter:])
-    validations = max_steps // val_every
     final = _checkpoint_names(run_dir)
+    summary = _summary(rows, max_steps, val_every, warmup_fraction, seconds, final)
+    summary["most_checkpoints_at_once"] = most_checkpoints
+    summary["command"] = " ".join(command[1:])
+    validations = max_steps // val_every
     expected_top_k = min(save_top_k, validations) if save_top_k >= 0 else validations
-    summary = {
-        "steps": max_steps,
-        "seconds": round(seconds, 1),
-        "steps_per_second": round(max_steps / seconds, 2),
-        "validations": validations,
-        "samples": len(rows),
-        "warmup_seconds": after[0]["seconds"],
-        "rss_mb_after_warmup": [first, last],
-        "rss_growth_mb": round(last - first, 1),
-        "tree_pss_mb_after_warmup": [first_pss, last_pss],
-        "tree_pss_growth_mb": round(last_pss - first_pss, 1),
-        "rss_peak_mb": max(r["rss_mb"] for r in rows),
-        "checkpoints_at_end": final,
-        "most_checkpoints_at_once": most_checkpoints,
-        "command": " ".join(command[1:]),
-    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot(rows, summary, out / "memory.png")
     print(json.dumps(summary, indent=2))
 
-    problems = []
-    if summary["rss_growth_mb"] > max_growth_mb:
-        problems.append(
-            f"RSS grew {summary['rss_growth_mb']} MiB after warm-up "
-            f"(--max_growth_mb {max_growth_mb})"
-        )
-    top_k = [n for n in final if n.endswith(".ckpt") and n != "last.ckpt"]
-    if "last.ckpt" not in final or len(top_k) != expected_top_k or len(final) != len(top_k) + 1:
-        problems.append(f"the checkpoint folder holds {final}, not last.ckpt + {expected_top_k}")
-    if most_checkpoints > expected_top_k + 2:
-        problems.append(f"{most_checkpoints} checkpoints existed at once")
+    problems = _problems(summary, final, max_growth_mb, expected_top_k)
     if problems:
         raise ValueError("soak failed: " + "; ".join(problems) + f" (see {out})")
     return summary

@@ -203,8 +203,6 @@ class BertLabCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         _refuse_zero_batches(self.subcommand, trainer)
-        if self.subcommand == "fit" and (config.get("data") or {}).get("val_files"):
-            _warn_unreached_validation(trainer)
         # Scored all the same, but the figures are of random weights: said in one line.
         trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
         if self.subcommand in ("test", "validate") and not trained:
@@ -251,6 +249,11 @@ class BertLabCLI(LightningCLI):
                 if log_dir.parent == root and log_dir.name not in before:
                     remove_unused([log_dir, *parents])
             raise
+
+    def before_fit(self) -> None:
+        # Said when the run really starts: a refusal while building it stays the only line.
+        if self.datamodule.hparams.get("val_files"):
+            _warn_unreached_validation(self.config["fit"].trainer)
 
     def after_instantiate_classes(self) -> None:
         # Lightning merges the model's and the data's hparams for the logger and refuses a key

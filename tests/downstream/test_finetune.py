@@ -474,8 +474,6 @@ def test_meaningless_settings_are_refused_in_one_line(tmp_path, capsys):
     valid = write(tmp_path / "valid.tsv", "b\tz\na\tw\n")
     common = ["--model", str(tmp_path / "no-model"), "--train_file", train]
     cases = [
-        (["--valid_file", train], "--valid_file .*train.tsv is also the --train_file: scores on"),
-        (["--valid_file", valid, "--test_file", valid], "--test_file .* is also the --valid_file"),
         (["--valid_file", valid, "--warmup_ratio", "2"], r"--warmup_ratio 2.0 must be in \[0, 1\]"),
         (["--valid_file", valid, "--weight_decay", "-1"], "--weight_decay -1.0 must be >= 0"),
         (["--valid_file", valid, "--lr", "0"], "--lr 0.0 must be positive"),
@@ -490,6 +488,27 @@ def test_meaningless_settings_are_refused_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
         assert re.match(f"error: {message}", err), (message, err)
+
+
+def test_a_split_that_is_another_splits_file_is_warned_of(task, capsys):
+    files = task["files"]
+    train, valid = str(files["train"]["tsv"]), str(files["valid"]["tsv"])
+    finetune(model=str(task["model"]), train_file=train, valid_file=train, test_file=train,
+             **{**FAST, "max_epochs": 1})  # fmt: skip
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning:")]
+    assert warned == [
+        f"warning: --valid_file {train} is also the --train_file: its scores measure "
+        "memorisation, not held-out accuracy",
+        f"warning: --test_file {train} is also the --train_file: its scores measure "
+        "memorisation, not held-out accuracy",
+    ]
+    finetune(model=str(task["model"]), train_file=train, valid_file=valid, test_file=valid,
+             **{**FAST, "max_epochs": 1})  # fmt: skip
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning:")]
+    assert warned == [
+        f"warning: --test_file {valid} is also the --valid_file: the best epoch is chosen on "
+        "it, so its score is no test score"
+    ]
 
 
 def test_another_tokenizer_than_the_models_is_refused(task, tmp_path, shared_data):
