@@ -275,6 +275,7 @@ def quality_benchmark(
     max_time: str = "00:00:08:00",
     budget_eval_every: int = 250,
     budget_args: list[str] | None = None,
+    equal_args: list[str] | None = None,
     systems: list[str] | None = None,
     variants: list[str] | None = None,
     max_blocks: int = 128,
@@ -299,6 +300,10 @@ def quality_benchmark(
         budget_eval_every: steps between evaluations of the `budget` run.
         budget_args: more `bertlab fit` flags for the `budget` run (e.g. --data.batch_size=32);
             without them it runs the recipe as it is, at the recipe's batch size.
+        equal_args: more `bertlab fit` flags for the equal-steps `bertlab` and ablation runs,
+            after the Trainer recipe's BERT settings they start from (e.g.
+            --model.position_embedding=rotary, to ablate the speed switches on the rotary
+            recipe; its comparison with hf_trainer is then no longer BERT against BERT).
         systems: any of hf_trainer, bertlab, budget, ablation (default: all).
         variants: the ablation runs (default: all of them).
         max_blocks: held-out blocks of 128 tokens per text.
@@ -329,7 +334,7 @@ def quality_benchmark(
     texts = [Path(data["test"]).name, Path(data["other_domain"]).name]
     equal = [
         *RECIPE_MODEL, f"--model.lr={lr}", f"--model.warmup_steps={warmup_steps}",
-        f"--trainer.max_steps={steps}",
+        f"--trainer.max_steps={steps}", *(equal_args or []),
     ]  # fmt: skip
     plan: dict[str, list[str] | None] = {}
     if "hf_trainer" in systems:
