@@ -36,7 +36,8 @@ from typing import Any
 
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_folder, output_folder
-from bertlab.research.benchmark import BERT_MINI, run_in_process
+from bertlab.research.benchmark import BERT_MINI
+from bertlab.research.benchmark_runs import run_in_process
 from bertlab.research.measured_data import DEFAULT_INPUT, cached_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,9 +150,9 @@ def summarise(runs: dict[str, dict], texts: list[str]) -> list[str]:
     hf, ours = ok.get("hf_trainer"), ok.get("bertlab")
     if hf and ours:
         lines += _equal_steps(hf, ours, texts)
-        for name in ("bertlab", "budget"):
-            if name in ok:
-                lines += _equal_wall_clock(name, ok[name], hf, texts)
+    for name in ("bertlab", "budget") if hf else ():  # the budget run alone beside the recipe too
+        if name in ok:
+            lines += _equal_wall_clock(name, ok[name], hf, texts)
     if "budget" in ok:
         budget, other = ok["budget"], texts[-1]
         below = _final(budget["heldout"], other)["below_unigram"]

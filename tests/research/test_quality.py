@@ -39,6 +39,17 @@ def test_summary_judges_equal_steps_wall_clock_and_budget():
     assert "no_sparse_head +0.020" in lines
 
 
+def test_the_budget_run_alone_is_judged_at_equal_wall_clock():
+    """--systems hf_trainer budget: no equal-steps run, the wall-clock verdict all the same."""
+    runs = {
+        "hf_trainer": {"heldout": [_point(200, 600, 6.9)]},
+        "budget": {"heldout": [_point(50, 150, 7.0), _point(100, 300, 6.5)]},
+    }
+    lines = "\n".join(summarise(runs, ["t.txt"]))
+    assert "`budget` reaches the recipe's final 6.900 nats in 300 s = 0.500" in lines
+    assert "(not met)" in lines and "equal steps" not in lines
+
+
 def test_plot_writes_a_png(tmp_path: Path):
     runs = {"bertlab": {"heldout": [_point(1, 1, 7.0), _point(2, 2, 6.5)]}, "x": {"error": "e"}}
     plot(runs, ["t.txt"], tmp_path / "q.png")
