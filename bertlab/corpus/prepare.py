@@ -139,14 +139,8 @@ def prepare_corpus(
         raise ValueError(
             "--input is required (or --download LANG --date YYYYMMDD, or --dataset NAME)"
         )
-    if dataset is None and not any(TABLE.fullmatch(os.path.basename(str(p))) for p in paths):
-        for flag, value, default in (("text_column", text_column, "text"),
-                                     ("title_column", title_column, None)):  # fmt: skip
-            if value != default:
-                raise ValueError(
-                    f"--{flag} is only used with Parquet or Arrow inputs or --dataset; "
-                    "these inputs have no columns (leave it out)"
-                )
+    if dataset is None:
+        _check_columns_unused(paths, text_column, title_column)
     columns = {"text_column": text_column, "title_column": title_column}
     sources = [str(p) for p in paths]
     rows: Iterator[list[str]] = iter(())
@@ -191,6 +185,19 @@ def _check_settings(
             "split by the rule for languages written with spaces",
             file=sys.stderr,
         )
+
+
+def _check_columns_unused(paths: list, text_column: str, title_column: str | None) -> None:
+    """Column flags set for inputs that have no columns: a mistake, said before reading."""
+    if any(TABLE.fullmatch(os.path.basename(str(p))) for p in paths):
+        return
+    for flag, value, default in (("text_column", text_column, "text"),
+                                 ("title_column", title_column, None)):  # fmt: skip
+        if value != default:
+            raise ValueError(
+                f"--{flag} is only used with Parquet or Arrow inputs or --dataset; "
+                "these inputs have no columns (leave it out)"
+            )
 
 
 def _write_corpus(

@@ -45,7 +45,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from bertlab.downstream.finetune import classifier_from_encoder, optimizer_and_schedule
+from bertlab.downstream.classifier import classifier_from_encoder, optimizer_and_schedule
 from bertlab.downstream.tasks import (
     check_compatible,
     classification_metrics,

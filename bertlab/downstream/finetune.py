@@ -4,15 +4,13 @@ Decisions:
 - Task files are read, checked, encoded and batched by bertlab.downstream.tasks.
 - The model is an exported folder or a bertlab checkpoint (.ckpt), read and rebuilt by
   bertlab.export.model (same checks, same tokenizer resolution: `--tokenizer`, else what the run
-  recorded). Only the encoder is reused; the classification head is drawn afresh from `seed`
-  with its own generator, so both routes give bit-identical starting weights, and the same seed
-  gives the same result.
-- Training is a LightningModule on the ordinary Trainer (one device: these tasks are small):
-  AdamW without decay on biases and norms, linear warmup over the first `warmup_ratio` of the
-  steps then linear decay to 0, gradient clipping at 1, dynamic padding to a multiple of 8.
+  recorded); a --tokenizer must be the model's vocabulary. The classifier on its encoder, its
+  optimiser and schedule, and the best epoch kept: bertlab.downstream.classifier.
+- Training is that LightningModule on the ordinary Trainer (one device: these tasks are small),
+  gradient clipping at 1, dynamic padding to a multiple of 8; a precision or accelerator the
+  machine cannot run is refused before anything is read.
 - EarlyStopping watches validation accuracy (`patience` epochs without a strict improvement);
-  the best epoch's weights are kept in memory (no checkpoint files), and the reported validation
-  and test scores are those of the best epoch's weights. `best_epoch` counts from 1.
+  the reported validation and test scores are those of the best epoch's weights.
 - The result is one JSON object on stdout (Lightning's chatter goes to stderr) and optionally in
   `output_json`, written atomically. bertlab.files.output_folder's rule holds for that file, checked
   before any training: never an input (a slip like `--output_json train.tsv`), never inside the
@@ -22,21 +20,17 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
+from bertlab.downstream.classifier import SequenceClassifier, classifier_from_encoder
 from bertlab.downstream.tasks import (
     check_compatible,
-    classification_metrics,
     collate,
     degenerate_split,
     encode,
@@ -46,39 +40,8 @@ from bertlab.downstream.tasks import (
 from bertlab.files.artefacts import check_model_folder
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_file
-from bertlab.model.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
 from bertlab.speed.settings import check_precision
 from bertlab.tokenizer.export import check_tokenizer
-
-
-def classifier_from_encoder(config, encoder_state: dict[str, Tensor], num_labels: int, seed: int):
-    """A sequence classifier with the given encoder weights and a head drawn from `seed`."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = copy.deepcopy(config)
-    config.num_labels = num_labels
-    config.id2label = {i: str(i) for i in range(num_labels)}
-    config.label2id = {str(i): i for i in range(num_labels)}
-    model = AutoModelForSequenceClassification.from_config(config)
-    missing, unexpected = model.base_model.load_state_dict(encoder_state, strict=False)
-    assert not missing and not unexpected, (missing, unexpected)
-    _draw_head(model, seed)
-    return model.float()
-
-
-def _draw_head(model, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    std = getattr(model.config, "initializer_range", 0.02)
-    base = {id(p) for p in model.base_model.parameters()}
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if id(parameter) in base:
-                continue
-            if parameter.ndim >= 2:
-                values = torch.randn(parameter.shape, generator=generator) * std
-                parameter.copy_(values.to(parameter.dtype))
-            else:
-                parameter.zero_()
 
 
 def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
@@ -152,80 +115,6 @@ def _is_result(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(result, dict) and {"model", "train_file", "best_epoch"} <= result.keys()
-
-
-def optimizer_and_schedule(model, lr: float, weight_decay: float, warmup_ratio: float, total: int):
-    """AdamW (no decay on biases and norms), warmup then linear decay to 0 over `total` steps."""
-    device = next(model.parameters()).device
-    optimizer = build_adamw(
-        parameter_groups(model, weight_decay), lr, (0.9, 0.999), 1e-8, adamw_implementation(device)
-    )
-    warmup = min(int(warmup_ratio * total), max(total - 1, 0))
-    schedule = lr_multiplier(warmup, max(total, 1), "linear")
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
-class SequenceClassifier(pl.LightningModule):
-    """Cross-entropy fine-tuning; keeps the best validation epoch's weights and scores."""
-
-    def __init__(
-        self, model, num_labels: int, lr: float, weight_decay: float, warmup_ratio: float
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.num_labels = num_labels
-        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
-        self.outputs: list[tuple[Tensor, Tensor, Tensor]] = []
-        self.history: list[dict] = []
-        self.best: dict | None = None
-        self.best_state: dict[str, Tensor] | None = None
-        self.scores: dict | None = None
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return self.model(**inputs).logits.float()
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = F.cross_entropy(self(batch), batch["labels"])
-        self.log("train_loss", loss, batch_size=batch["labels"].size(0))
-        return loss
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self(batch)
-        loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
-        self.outputs.append((logits.argmax(-1).cpu(), batch["labels"].cpu(), loss.cpu()))
-
-    test_step = validation_step
-
-    def _scores(self) -> dict:
-        predictions, labels, losses = zip(*self.outputs, strict=True)
-        predictions, labels = torch.cat(predictions), torch.cat(labels)
-        scores = classification_metrics(predictions, labels, self.num_labels)
-        scores["loss"] = float(torch.stack(losses).sum() / len(labels))
-        self.outputs.clear()
-        return scores
-
-    def on_validation_epoch_end(self) -> None:
-        scores = self._scores()
-        self.log("val_accuracy", scores["accuracy"])
-        epoch = self.current_epoch + 1
-        self.history.append({"epoch": epoch, **scores})
-        if self.best is None or scores["accuracy"] > self.best["accuracy"]:
-            self.best = {"epoch": epoch, **scores}
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-
-    def on_test_epoch_end(self) -> None:
-        self.scores = self._scores()
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = int(self.trainer.estimated_stepping_batches)
-        optimizer, scheduler = optimizer_and_schedule(
-            self.model, self.lr, self.weight_decay, self.warmup_ratio, total
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
 
 def _loader(features: list[dict], pad_id: int, args: dict, shuffle: bool, seed: int):
@@ -320,6 +209,29 @@ def _trainer(accelerator: str, precision: str, max_epochs: int, patience: int | 
     except MisconfigurationException as error:  # an accelerator or precision Lightning lacks
         first = str(error).strip().splitlines()[0]
         raise ValueError(f"--accelerator {accelerator} --precision {precision}: {first}") from None
+
+
+def _result(given: dict, splits: dict, mapping: dict, module, test_scores, began: float) -> dict:
+    """finetune's JSON object: what was trained on, the sizes, the best epoch's scores."""
+    labels = list(mapping)
+    return {
+        **{key: given[key] for key in ("model", "train_file", "valid_file", "test_file")},
+        "num_labels": len(mapping),
+        "labels": mapping,
+        "positive_label": labels[1] if len(labels) == 2 else None,
+        **{
+            f"{name}_size": len(splits[name]) if name in splits else None
+            for name in ("train", "valid", "test")
+        },  # fmt: skip
+        "pairs": splits["train"][0].text_pair is not None,
+        "best_epoch": module.best["epoch"],
+        "epochs_run": len(module.history),
+        "valid": {k: v for k, v in module.best.items() if k != "epoch"},
+        "test": test_scores,
+        "history": module.history,
+        **{key: given[key] for key in ("seed", "lr", "batch_size", "max_seq_len")},
+        "seconds": round(time.perf_counter() - began, 2),
+    }
 
 
 def finetune(
@@ -420,28 +332,9 @@ def finetune(
         if "test" in loaders:
             trainer.test(module, loaders["test"], verbose=False)
             test_scores = module.scores
-    labels = list(mapping)
-    result = {
-        "model": model,
-        "train_file": train_file,
-        "valid_file": valid_file,
-        "test_file": test_file,
-        "num_labels": len(mapping),
-        "labels": mapping,
-        "positive_label": labels[1] if len(labels) == 2 else None,
-        **{f"{name}_size": len(splits[name]) if name in splits else None for name in files},
-        "pairs": splits["train"][0].text_pair is not None,
-        "best_epoch": module.best["epoch"],
-        "epochs_run": len(module.history),
-        "valid": {k: v for k, v in module.best.items() if k != "epoch"},
-        "test": test_scores,
-        "history": module.history,
-        "seed": seed,
-        "lr": lr,
-        "batch_size": batch_size,
-        "max_seq_len": max_seq_len,
-        "seconds": round(time.perf_counter() - began, 2),
-    }
+    given = dict(model=model, train_file=train_file, valid_file=valid_file, test_file=test_file,
+                 seed=seed, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len)  # fmt: skip
+    result = _result(given, splits, mapping, module, test_scores, began)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if output_json:
         with atomic_write(output_json) as f:

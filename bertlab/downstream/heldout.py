@@ -30,6 +30,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Iterable
@@ -281,6 +282,17 @@ def _load_masked_lm(folder: str) -> torch.nn.Module:
         raise ValueError(f"--model {folder}: cannot be loaded as a masked LM: {reason}") from None
 
 
+def _is_earlier_result(path: Path) -> bool:
+    """Whether `path` holds figures evaluate_mlm wrote (a list of objects with text and loss)."""
+    try:
+        figures = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(figures, list) and all(
+        isinstance(f, dict) and {"text", "loss"} <= f.keys() for f in figures
+    )
+
+
 def evaluate_mlm(
     model: str,
     text: list[str],
@@ -312,8 +324,6 @@ def evaluate_mlm(
             --overwrite).
         overwrite: replace an earlier --output of evaluate_mlm.
     """
-    import json
-
     from bertlab.files.atomic import atomic_write
     from bertlab.files.output_folder import check_output_file
 
@@ -326,21 +336,11 @@ def evaluate_mlm(
     if max_blocks < 1:
         raise ValueError(f"--max_blocks must be at least 1, got {max_blocks}")
     if output is not None:
-
-        def earlier_result(path: Path) -> bool:
-            try:
-                figures = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return False
-            return isinstance(figures, list) and all(
-                isinstance(f, dict) and {"text", "loss"} <= f.keys() for f in figures
-            )
-
         inputs = [("--text", t) for t in texts] + [
             ("--unigram_corpus", unigram_corpus), ("--model", model), ("--tokenizer", tokenizer),
         ]  # fmt: skip
         check_output_file(output, "evaluate_mlm", inputs, overwrite, flag="--output",
-                          recognise=earlier_result)  # fmt: skip
+                          recognise=_is_earlier_result)  # fmt: skip
     if unigram_corpus and any(Path(unigram_corpus).resolve() == Path(t).resolve() for t in texts):
         _warn(
             f"--unigram_corpus {unigram_corpus} is also a --text: the baseline has seen the "

@@ -41,9 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -53,10 +50,12 @@ import torch
 
 from bertlab.research.benchmark_records import (
     default_options,
+    machine_facts,
     prep_records,
     ratio_record,
     train_record,
 )
+from bertlab.research.benchmark_runs import measure_peaks, run_in_process
 from bertlab.research.measured_data import DEFAULT_INPUT, cached_pipeline
 
 SYSTEMS = ("prep", "hf_trainer", "bertlab", "ablation")
@@ -125,52 +124,6 @@ def prepare_data(input: str, work_dir: str, shape: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------- measurements
-def machine_facts(facts: dict) -> dict:
-    """The machine line: CPU, its usable features as the measuring processes saw them, versions."""
-    import transformers
-
-    from bertlab.speed.settings import _cpuinfo
-
-    name, flags = _cpuinfo()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "sve")
-    gpu = {k: facts[k] for k in ("gpu", "gpu_memory_gb", "cuda") if k in facts}
-    return gpu | {
-        "cpu": name,
-        "cpu_flags": [f for f in wanted if f in flags],
-        "usable": facts.get("describe"),
-        "isa": facts.get("isa"),
-        "bf16_speedup": facts.get("bf16_speedup"),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
-def run_in_process(spec: dict, timeout: float = 3600, env: dict | None = None) -> dict:
-    """Run one measurement (bertlab.research.benchmark_runs) in a fresh Python process; its
-    result."""
-    with tempfile.TemporaryDirectory(prefix="bertlab-bench-") as scratch:
-        spec_path, result_path = Path(scratch, "spec.json"), Path(scratch, "result.json")
-        spec_path.write_text(json.dumps(spec), encoding="utf-8")
-        command = [
-            sys.executable,
-            "-m",
-            "bertlab.research.benchmark_runs",
-            str(spec_path),
-            str(result_path),
-        ]
-        environment = {**os.environ, **(env or {})}
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=environment
-        )
-        if done.returncode != 0 or not result_path.exists():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-15:] or [""]
-            return {"error": f"exit status {done.returncode}: {tail[-1]}", "log_tail": tail}
-        return json.loads(result_path.read_text(encoding="utf-8"))
-
-
 def _train_specs(
     systems: list[str],
     data: dict,
@@ -224,13 +177,45 @@ def _emit(record: dict, output: str | None) -> None:
             f.write(line + "\n")
 
 
-def _measure_peaks(
-    threads: int | None, env: dict, seconds: float, bf16: bool, device: str = "cpu"
-) -> dict:
-    spec = {"system": "peak", "threads": threads, "seconds": seconds, "bf16": bf16}
-    result = run_in_process(spec | {"device": device}, env=env)
-    assert "error" not in result, result
-    return result
+def _check_flags(
+    *, systems: list[str], steps: int, warmup_steps: int, repeats: int, prep_repeats: int,
+    output: str | None, variants: list[str] | None, device: str, emulate_avx2: bool,
+    shape_name: str, seq_len: int | None, batch_size: int | None,
+) -> None:  # fmt: skip
+    """Every flag refused before any data is made or any process started."""
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"--systems {' '.join(unknown)}: unknown; choose from {' '.join(SYSTEMS)}")
+    if warmup_steps < 1 or steps <= warmup_steps:
+        raise ValueError(f"--steps {steps} must exceed --warmup_steps {warmup_steps} (>= 1)")
+    if repeats < 1 or prep_repeats < 1:
+        raise ValueError("--repeats and --prep_repeats must be at least 1")
+    if output is not None and Path(output).is_file() and Path(output).stat().st_size:
+        # Results are appended: only to a file of earlier results (JSON lines), never to text.
+        with open(output, encoding="utf-8", errors="replace") as f:
+            first = f.readline().strip()
+        if not (first.startswith("{") and first.endswith("}")):
+            raise ValueError(
+                f"--output {output} is not a file of benchmark results (JSON lines); "
+                "choose another file name"
+            )
+    wrong = [v for v in variants or [] if v not in ABLATIONS]
+    if wrong:
+        raise ValueError(
+            f"--variants {' '.join(wrong)}: unknown; choose from {' '.join(ABLATIONS)}"
+        )
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: choose cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device on this machine")
+    if device == "cuda" and emulate_avx2:
+        raise ValueError("--emulate_avx2 limits a CPU's instructions: not with --device cuda")
+    if shape_name not in SHAPES:
+        raise ValueError(f"--shape {shape_name}: choose from {' '.join(SHAPES)}")
+    if seq_len is not None and not 8 <= seq_len <= 512:
+        raise ValueError(f"--seq_len {seq_len} must be between 8 and 512")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch_size {batch_size} must be >= 1")
 
 
 def benchmark(
@@ -288,40 +273,12 @@ def benchmark(
             sequence length 128 and 64 at 512).
     """
     systems = list(systems or SYSTEMS)
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown:
-        raise ValueError(f"--systems {' '.join(unknown)}: unknown; choose from {' '.join(SYSTEMS)}")
-    if warmup_steps < 1 or steps <= warmup_steps:
-        raise ValueError(f"--steps {steps} must exceed --warmup_steps {warmup_steps} (>= 1)")
-    if repeats < 1 or prep_repeats < 1:
-        raise ValueError("--repeats and --prep_repeats must be at least 1")
-    if output is not None and Path(output).is_file() and Path(output).stat().st_size:
-        # Results are appended: only to a file of earlier results (JSON lines), never to text.
-        with open(output, encoding="utf-8", errors="replace") as f:
-            first = f.readline().strip()
-        if not (first.startswith("{") and first.endswith("}")):
-            raise ValueError(
-                f"--output {output} is not a file of benchmark results (JSON lines); "
-                "choose another file name"
-            )
-    wrong = [v for v in variants or [] if v not in ABLATIONS]
-    if wrong:
-        raise ValueError(
-            f"--variants {' '.join(wrong)}: unknown; choose from {' '.join(ABLATIONS)}"
-        )
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device {device}: choose cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device on this machine")
-    if device == "cuda" and emulate_avx2:
-        raise ValueError("--emulate_avx2 limits a CPU's instructions: not with --device cuda")
     shape_name = shape or ("base" if device == "cuda" else "mini")
-    if shape_name not in SHAPES:
-        raise ValueError(f"--shape {shape_name}: choose from {' '.join(SHAPES)}")
-    if seq_len is not None and not 8 <= seq_len <= 512:
-        raise ValueError(f"--seq_len {seq_len} must be between 8 and 512")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch_size {batch_size} must be >= 1")
+    _check_flags(
+        systems=systems, steps=steps, warmup_steps=warmup_steps, repeats=repeats,
+        prep_repeats=prep_repeats, output=output, variants=variants, device=device,
+        emulate_avx2=emulate_avx2, shape_name=shape_name, seq_len=seq_len, batch_size=batch_size,
+    )  # fmt: skip
     shape = dict(QUICK if quick else SHAPES[shape_name])
     if seq_len and not quick:
         shape["max_seq_len"] = seq_len
@@ -341,7 +298,7 @@ def benchmark(
         raise ValueError("--native false needs --emulate_avx2: nothing to measure")
     peak_seconds = 0.3 if quick else 2.0
     for mode, env in modes.items():
-        probe = _measure_peaks(threads, env, peak_seconds, bf16=True, device=device)
+        probe = measure_peaks(threads, env, peak_seconds, bf16=True, device=device)
         slow_bf16 = probe["bf16_speedup"] < SLOW_BF16
         peaks = [probe["peaks"]]
         record = {"benchmark": "machine", "isa_mode": mode, "system": "machine"}
@@ -422,7 +379,7 @@ def _train(plan: MeasuringPlan, isa: IsaMode) -> None:
             if old is None or result.get("tokens_per_s", 0) > old.get("tokens_per_s", 0):
                 results[name] = result
             if plan.device == "cpu":  # a GPU's peak does not move with its neighbours' load
-                between = _measure_peaks(
+                between = measure_peaks(
                     plan.threads, isa.env, plan.peak_seconds / 2, not isa.slow_bf16, plan.device
                 )
                 isa.peaks.append(between["peaks"])

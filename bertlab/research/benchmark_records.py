@@ -10,7 +10,11 @@ Decisions:
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+
+import torch
 
 # bertlab's `defaults` set nothing (every speed setting auto); each ablation sets one thing.
 # "speed": explicit speed settings; "precision": trainer.precision; "options": the rest of a run.
@@ -24,6 +28,29 @@ SPEEDUP_GOALS = {"amx": 5.0, "cuda": 2.0}  # cuda: BERT-Base at sequence length 
 GPU_MFU_GOAL = 0.40
 DEFAULT_SPEEDUP_GOAL = 3.5
 GOALS = {"mfu_at_most": 1.0, "data_fraction": 0.05, "prep_vs_raw": 0.5}
+
+
+def machine_facts(facts: dict) -> dict:
+    """The machine line: CPU, its usable features as the measuring processes saw them, versions."""
+    import transformers
+
+    from bertlab.speed.settings import _cpuinfo
+
+    name, flags = _cpuinfo()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "neon", "sve")
+    gpu = {k: facts[k] for k in ("gpu", "gpu_memory_gb", "cuda") if k in facts}
+    return gpu | {
+        "cpu": name,
+        "cpu_flags": [f for f in wanted if f in flags],
+        "usable": facts.get("describe"),
+        "isa": facts.get("isa"),
+        "bf16_speedup": facts.get("bf16_speedup"),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def default_options(device: str) -> dict:

@@ -2,7 +2,8 @@
 
 Each run is a fresh process (`python -m bertlab.research.benchmark_runs SPEC.json RESULT.json`), so
 its peak resident memory is its own and no run inherits another's allocator, threads or compiled
-kernels. bertlab.research.benchmark starts these processes and turns their results into JSON lines.
+kernels. `run_in_process` (called by bertlab.research.benchmark and .quality) starts these
+processes; benchmark turns their results into JSON lines.
 
 Decisions:
 - Both systems are timed by one clock (bertlab.research.step_clock) and scored by one FLOPs
@@ -18,12 +19,15 @@ Decisions:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-from bertlab.research.hf_recipe import run_hf_trainer
+from bertlab.research.hf_recipe import SHAPE_KEYS, run_hf_trainer
 from bertlab.research.step_clock import (
     ClockCallback,
     ProfileSteps,
@@ -38,16 +42,41 @@ from bertlab.speed.flops import measure_peak_flops
 
 
 # --------------------------------------------------------------------------------------- bertlab
+def _model_and_data(spec: dict, resolution, processes: int):
+    """bertlab's module and DataModule for the spec's shape, as `bertlab fit` would build them."""
+    from bertlab.data.datamodule import BertDataModule
+    from bertlab.model.module import BertPretraining
+
+    shape, options = spec["shape"], spec["options"]
+    model = BertPretraining(
+        tokenizer=spec["tokenizer"],
+        **{key: shape[key] for key in SHAPE_KEYS},
+        hidden_dropout_prob=spec["dropout"],
+        attention_probs_dropout_prob=spec["dropout"],
+        objective=options["objective"],
+        lr=spec["lr"],
+        warmup_steps=spec["warmup_steps"],
+        speed=resolution.speed,
+    )
+    data = BertDataModule(
+        train_files=spec["samples"],
+        batch_size=shape["batch_size"] // processes,
+        num_workers=options["num_workers"],
+        pad_to_multiple_of=resolution.speed.pad_to_multiple_of,
+        shuffle_buffer_size=10000,
+        seed=0,
+    )
+    return model, data
+
+
 def run_bertlab(spec: dict) -> dict:
     """Train through BertPretraining + BertDataModule + pl.Trainer with the spec's switches."""
     import pytorch_lightning as pl
 
-    from bertlab.data.datamodule import BertDataModule
-    from bertlab.model.module import BertPretraining
     from bertlab.speed.settings import Speed, probe_device, resolve
     from bertlab.train.throughput import ThroughputMonitor
 
-    shape, options = spec["shape"], spec["options"]
+    options = spec["options"]
     processes = options.get("processes", 1)
     gpu = spec.get("device") == "cuda"
     if processes > 1 and not gpu:
@@ -64,28 +93,7 @@ def run_bertlab(spec: dict) -> dict:
     pl.seed_everything(0, verbose=False)
     facts = probe_device("cuda" if gpu else "cpu")
     resolution = resolve(Speed(**spec.get("speed", {})), facts, spec.get("precision"), processes)
-    model = BertPretraining(
-        tokenizer=spec["tokenizer"],
-        hidden_size=shape["hidden_size"],
-        num_hidden_layers=shape["num_hidden_layers"],
-        num_attention_heads=shape["num_attention_heads"],
-        intermediate_size=shape["intermediate_size"],
-        max_position_embeddings=shape["max_position_embeddings"],
-        hidden_dropout_prob=spec["dropout"],
-        attention_probs_dropout_prob=spec["dropout"],
-        objective=options["objective"],
-        lr=spec["lr"],
-        warmup_steps=spec["warmup_steps"],
-        speed=resolution.speed,
-    )
-    data = BertDataModule(
-        train_files=spec["samples"],
-        batch_size=shape["batch_size"] // processes,
-        num_workers=options["num_workers"],
-        pad_to_multiple_of=resolution.speed.pad_to_multiple_of,
-        shuffle_buffer_size=10000,
-        seed=0,
-    )
+    model, data = _model_and_data(spec, resolution, processes)
     trainer = pl.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=processes,
@@ -116,6 +124,39 @@ def run_bertlab(spec: dict) -> dict:
         for key in ("samples_per_s", "tokens_per_s", "useful_flops_per_s"):
             result[key] *= processes
         result["processes"] = processes
+    return result
+
+
+def run_in_process(spec: dict, timeout: float = 3600, env: dict | None = None) -> dict:
+    """Run one measurement (bertlab.research.benchmark_runs) in a fresh Python process; its
+    result."""
+    with tempfile.TemporaryDirectory(prefix="bertlab-bench-") as scratch:
+        spec_path, result_path = Path(scratch, "spec.json"), Path(scratch, "result.json")
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        command = [
+            sys.executable,
+            "-m",
+            "bertlab.research.benchmark_runs",
+            str(spec_path),
+            str(result_path),
+        ]
+        environment = {**os.environ, **(env or {})}
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=environment
+        )
+        if done.returncode != 0 or not result_path.exists():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-15:] or [""]
+            return {"error": f"exit status {done.returncode}: {tail[-1]}", "log_tail": tail}
+        return json.loads(result_path.read_text(encoding="utf-8"))
+
+
+def measure_peaks(
+    threads: int | None, env: dict, seconds: float, bf16: bool, device: str = "cpu"
+) -> dict:
+    """The fp32 (and bf16) matrix-product peaks, measured in a process of their own."""
+    spec = {"system": "peak", "threads": threads, "seconds": seconds, "bf16": bf16}
+    result = run_in_process(spec | {"device": device}, env=env)
+    assert "error" not in result, result
     return result
 
 

@@ -73,86 +73,29 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.1f}m" if minutes >= 1 else f"{seconds:.1f}s"
 
 
-def compute_budget(
-    batch_size: int,
-    accumulate_grad_batches: int = 1,
-    seq_len: int | None = None,
-    num_samples: int | None = None,
-    num_devices: int = 1,
-    num_nodes: int = 1,
-    target_tokens: int | None = None,
-    target: str = "bert",
-    tokens_per_second: float | None = None,
-    samples_per_second: float | None = None,
-    samples: str | None = None,
-) -> dict[str, Any]:
-    """The plan as a dict (see plan_budget for the meaning of each argument)."""
-    for name, value in (
-        ("batch_size", batch_size),
-        ("accumulate_grad_batches", accumulate_grad_batches),
-        ("seq_len", seq_len),
-        ("num_samples", num_samples),
-        ("num_devices", num_devices),
-        ("num_nodes", num_nodes),
-        ("target_tokens", target_tokens),
-        ("tokens_per_second", tokens_per_second),
-        ("samples_per_second", samples_per_second),
-    ):
+def _check_numbers(**values: int | float | None) -> None:
+    """Counts and rates positive (when given), layout counts integers, one throughput at most."""
+    for name, value in values.items():
         _positive(name, value)
-    for name, value in (
-        ("batch_size", batch_size),
-        ("accumulate_grad_batches", accumulate_grad_batches),
-        ("num_devices", num_devices),
-        ("num_nodes", num_nodes),
-    ):
-        if not isinstance(value, int):
-            raise ValueError(f"--{name} must be an integer, got {value!r}")
-    if tokens_per_second is not None and samples_per_second is not None:
+    for name in ("batch_size", "accumulate_grad_batches", "num_devices", "num_nodes"):
+        if not isinstance(values[name], int):
+            raise ValueError(f"--{name} must be an integer, got {values[name]!r}")
+    if values["tokens_per_second"] is not None and values["samples_per_second"] is not None:
         raise ValueError("--tokens_per_second and --samples_per_second: give one, not both")
 
-    if samples is not None:
-        meta = _read_samples_meta(samples)
-        for flag, given, recorded in (("num_samples", num_samples, meta["num_samples"]),
-                                      ("seq_len", seq_len, meta["max_seq_len"])):  # fmt: skip
-            if given is not None and given != recorded:  # which one the plan is of is unclear
-                key = "max_seq_len" if flag == "seq_len" else flag
-                raise ValueError(
-                    f"--{flag} {given} contradicts --samples {samples} ({key} {recorded}); "
-                    f"give one of them"
-                )
-        num_samples = num_samples or meta["num_samples"]
-        seq_len = seq_len or meta["max_seq_len"]
-    seq_len = seq_len or DEFAULT_SEQ_LEN
 
-    if target_tokens is not None:
-        budget, description = int(target_tokens), f"{int(target_tokens):,} tokens (--target_tokens)"
-    elif target in TARGETS:
-        budget, description = TARGETS[target]
-    else:
-        raise ValueError(f"--target {target!r} is unknown; known targets: {', '.join(TARGETS)}")
-
-    sequences_per_step = batch_size * accumulate_grad_batches * num_devices * num_nodes
-    tokens_per_step = sequences_per_step * seq_len
-    steps = math.ceil(budget / tokens_per_step)
-    sequences = steps * sequences_per_step
-    plan: dict[str, Any] = {
-        "target": description,
-        "target_tokens": budget,
-        "seq_len": seq_len,
-        "sequences_per_step": sequences_per_step,
-        "tokens_per_step": tokens_per_step,
-        "steps": steps,
-        "micro_batches_per_device": steps * accumulate_grad_batches,
-        "sequences": sequences,
-        "tokens": sequences * seq_len,
-        "num_samples": num_samples,
-        "epochs": sequences / num_samples if num_samples else None,
-    }
-    if samples_per_second is not None:
-        tokens_per_second = samples_per_second * seq_len
-    plan["tokens_per_second"] = tokens_per_second
-    plan["seconds"] = plan["tokens"] / tokens_per_second if tokens_per_second else None
-    return plan
+def _from_samples(samples: str, num_samples: int | None, seq_len: int | None) -> tuple[int, int]:
+    """num_samples and seq_len of a samples folder; a given value must agree with it."""
+    meta = _read_samples_meta(samples)
+    for flag, given, recorded in (("num_samples", num_samples, meta["num_samples"]),
+                                  ("seq_len", seq_len, meta["max_seq_len"])):  # fmt: skip
+        if given is not None and given != recorded:  # which one the plan is of is unclear
+            key = "max_seq_len" if flag == "seq_len" else flag
+            raise ValueError(
+                f"--{flag} {given} contradicts --samples {samples} ({key} {recorded}); "
+                f"give one of them"
+            )
+    return num_samples or meta["num_samples"], seq_len or meta["max_seq_len"]
 
 
 def format_plan(plan: dict[str, Any]) -> str:
@@ -217,18 +160,43 @@ def plan_budget(
         samples: a samples folder (or its meta.json): reads num_samples and max_seq_len.
         json: print the plan as one JSON object instead of text.
     """
-    plan = compute_budget(
-        batch_size=batch_size,
-        accumulate_grad_batches=accumulate_grad_batches,
-        seq_len=seq_len,
-        num_samples=num_samples,
-        num_devices=num_devices,
-        num_nodes=num_nodes,
-        target_tokens=target_tokens,
-        target=target,
-        tokens_per_second=tokens_per_second,
+    _check_numbers(
+        batch_size=batch_size, accumulate_grad_batches=accumulate_grad_batches, seq_len=seq_len,
+        num_samples=num_samples, num_devices=num_devices, num_nodes=num_nodes,
+        target_tokens=target_tokens, tokens_per_second=tokens_per_second,
         samples_per_second=samples_per_second,
-        samples=samples,
-    )
+    )  # fmt: skip
+    if samples is not None:
+        num_samples, seq_len = _from_samples(samples, num_samples, seq_len)
+    seq_len = seq_len or DEFAULT_SEQ_LEN
+    if target_tokens is not None:
+        budget, description = int(target_tokens), f"{int(target_tokens):,} tokens (--target_tokens)"
+    elif target in TARGETS:
+        budget, description = TARGETS[target]
+    else:
+        raise ValueError(f"--target {target!r} is unknown; known targets: {', '.join(TARGETS)}")
+
+    sequences_per_step = batch_size * accumulate_grad_batches * num_devices * num_nodes
+    tokens_per_step = sequences_per_step * seq_len
+    steps = math.ceil(budget / tokens_per_step)
+    sequences = steps * sequences_per_step
+    plan: dict[str, Any] = {
+        "target": description,
+        "target_tokens": budget,
+        "seq_len": seq_len,
+        "sequences_per_step": sequences_per_step,
+        "tokens_per_step": tokens_per_step,
+        "steps": steps,
+        "micro_batches_per_device": steps * accumulate_grad_batches,
+        "sequences": sequences,
+        "tokens": sequences * seq_len,
+        "num_samples": num_samples,
+        "epochs": sequences / num_samples if num_samples else None,
+    }
+    if samples_per_second is not None:
+        tokens_per_second = samples_per_second * seq_len
+    plan["tokens_per_second"] = tokens_per_second
+    plan["seconds"] = plan["tokens"] / tokens_per_second if tokens_per_second else None
+
     print(json_module.dumps(plan) if json else format_plan(plan))
     return plan

@@ -20,6 +20,12 @@ import torch
 
 from bertlab.research.step_clock import HeldoutPoints, StepClock, finish, window_ends
 
+# The model shape both systems of a measurement share (the spec's `shape`, less batch and data).
+SHAPE_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings",
+)  # fmt: skip
+
 
 class TokenIdsDataset(torch.utils.data.Dataset):
     """The samples' token ids as a map-style dataset of dicts of lists (what `datasets` yields)."""
@@ -61,11 +67,7 @@ def _model(spec: dict, tokenizer):
     shape = spec["shape"]
     config = BertConfig(
         vocab_size=len(tokenizer),
-        hidden_size=shape["hidden_size"],
-        num_hidden_layers=shape["num_hidden_layers"],
-        num_attention_heads=shape["num_attention_heads"],
-        intermediate_size=shape["intermediate_size"],
-        max_position_embeddings=shape["max_position_embeddings"],
+        **{key: shape[key] for key in SHAPE_KEYS},
         hidden_dropout_prob=spec["dropout"],
         attention_probs_dropout_prob=spec["dropout"],
         pad_token_id=tokenizer.pad_token_id,

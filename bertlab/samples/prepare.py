@@ -135,20 +135,7 @@ def prepare_samples(
             store.close()
         if sum(dealer.num_samples) == 0:
             raise ValueError(f"--input {input}: too little text to make a single sample")
-        if nsp and corpus.num_documents == 1:
-            print(
-                f"warning: --input {input} holds one document: every next_sentence_label is 0 "
-                "(a random next sentence needs another document), so its NSP figures mean "
-                "nothing; give at least two documents, or --nsp false",
-                file=sys.stderr,
-            )
-        if (empty := sum(n == 0 for n in dealer.num_samples)) > 0:
-            print(
-                f"warning: {empty} of the {num_shards} shards are empty ({sum(dealer.num_samples)}"
-                " samples); a smaller --num_shards makes none",
-                file=sys.stderr,
-            )
-
+        _warn_of_degenerate_output(input, nsp, corpus.num_documents, dealer.num_samples)
         finish = [(str(p), str(tmp / shard_name(i)), seed, i) for i, p in enumerate(dealer.parts)]
         shutil.rmtree(corpus.folder)  # not needed any more: room on the disk for the shards
         for _ in tqdm(workers.imap(finish_shard, finish), total=num_shards, desc="shards",
@@ -168,6 +155,26 @@ def prepare_samples(
         f"{corpus.num_sentences} sentences, {corpus.num_tokens} tokens -> {output_dir}"
     )
     return meta
+
+
+def _warn_of_degenerate_output(
+    input: str, nsp: bool, num_documents: int, num_samples: list[int]
+) -> None:
+    """Valid samples that mean little, said in one line each: NSP from a single document (every
+    label 0), shards left empty."""
+    if nsp and num_documents == 1:
+        print(
+            f"warning: --input {input} holds one document: every next_sentence_label is 0 "
+            "(a random next sentence needs another document), so its NSP figures mean "
+            "nothing; give at least two documents, or --nsp false",
+            file=sys.stderr,
+        )
+    if (empty := sum(n == 0 for n in num_samples)) > 0:
+        print(
+            f"warning: {empty} of the {len(num_samples)} shards are empty ({sum(num_samples)}"
+            " samples); a smaller --num_shards makes none",
+            file=sys.stderr,
+        )
 
 
 def _check_arguments(

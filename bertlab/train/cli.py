@@ -27,8 +27,10 @@ Decisions:
   validate, `limit_train_batches` or `max_steps` 0 for fit) is refused: it would exit 0 having
   reported nothing, or saved weights nobody trained.
 - A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
-  traceback: jsonargparse's parse errors (unknown key, wrong type), ValueError from our code,
-  Lightning's MisconfigurationException, a missing file. Set BERTLAB_DEBUG=1 for the traceback.
+  traceback (made readable by bertlab.train.messages): jsonargparse's parse errors (unknown key,
+  wrong type), ValueError from our code, Lightning's MisconfigurationException, a missing file.
+  Set BERTLAB_DEBUG=1 for the traceback. A run refused after it began removes the log folder it
+  made (bertlab.files.output_folder.remove_unused).
 - The optimizer is the model's (`model.lr`, `model.weight_decay`, ..., bertlab.model.optim). A
   user's `optimizer:` / `lr_scheduler:` section replaces it wholesale, as LightningCLI does: one
   parameter group over all parameters (frozen ones have no gradient, so AdamW skips them).
@@ -46,7 +48,6 @@ Decisions:
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,6 @@ from bertlab.model.module import BertPretraining
 from bertlab.model.resume import check_resume
 from bertlab.signals import Interrupted, stop_on_signals
 from bertlab.speed.settings import (
-    LEGACY_MODEL_KEYS,
     Speed,
     check_precision,
     count_processes,
@@ -85,6 +85,7 @@ from bertlab.train.checkpointing import (
 )
 from bertlab.train.guards import NonFiniteLossGuard
 from bertlab.train.interrupt import GracefulInterrupt, exit_status
+from bertlab.train.messages import check_config_files, moved_key_hint, one_line
 from bertlab.train.preflight import Preflight
 from bertlab.train.throughput import ThroughputMonitor
 
@@ -324,120 +325,6 @@ def _check_remote_folders(root: str | None, checkpoint: Any) -> None:
                 raise ValueError(f"--{flag} {error}") from None
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error)
-    # A DataLoader worker's error arrives wrapped ("Caught ValueError in DataLoader worker
-    # process 0.\nOriginal Traceback ...\nValueError: <message>"): the user needs the message.
-    wrapped = f"\n{type(error).__name__}: "
-    if text.startswith("Caught ") and "\nOriginal Traceback" in text and wrapped in text:
-        text = text[text.rindex(wrapped) + len(wrapped) :]
-    return _readable(" ".join(text.split())) or type(error).__name__
-
-
-_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)": (?P<rest>.*)$')
-_GOT = re.compile(
-    r'(?:Parser key "(?P<key>[^"]+)": )?Expected a (?P<type>.+?)\. Got value: (?P<v>.*)'
-)
-_UNION = re.compile(
-    r"Does not validate against any of the Union subtypes Subtypes: \[(?P<subtypes>.*)\] "
-    r"Errors: (?P<errors>.*?) Given value type: .*? Given value: (?P<v>.*)$"
-)
-_LITERAL = re.compile(r"typing\.Literal\[([^\]]*)\]")
-_NONE = "<class 'NoneType'>"
-
-
-def _kind(annotation: str) -> str:
-    return re.sub(r"<class '([^']+)'>", r"\1", annotation)
-
-
-def _readable(message: str) -> str:
-    """jsonargparse's type errors as `--key value: expected ...`, the flag first.
-
-    Its Union errors list every subtype's failure ("Subtypes: [...] Errors: - ..."), which buries
-    what the user needs (the values allowed, or the one failure that matters) at the end of a
-    600-character line: a union of literals becomes the list of values allowed, any other union
-    the first failure that is not "Expected a NoneType".
-    """
-    match = _PARSER_KEY.match(message)
-    if not match:
-        return message
-    key, rest = match.group("key"), match.group("rest")
-    union = _UNION.search(rest)
-    if union:
-        subtypes, value = union.group("subtypes"), union.group("v")
-        others = _LITERAL.sub("", subtypes).replace(_NONE, "")
-        if not re.search(r"\w", others):  # only literals (and None): say which values
-            choices = [
-                c.strip().strip("'") for group in _LITERAL.findall(subtypes)
-                for c in group.split(",") if c.strip()
-            ]  # fmt: skip
-            choices += ["null"] if _NONE in subtypes else []
-            return f"--{key} {value}: expected one of {', '.join(dict.fromkeys(choices))}"
-        errors = [e.strip() for e in re.split(r"(?:^| )- ", union.group("errors")) if e.strip()]
-        errors = [e for e in errors if e != f"Expected a {_NONE}"]
-        kinds = [m.group(1) for e in errors if (m := re.fullmatch(r"Expected a (<class '.+'>)", e))]
-        if errors and len(kinds) == len(errors):  # bool | int: name them all, not the first
-            return f"--{key} {value}: expected {' or '.join(_kind(k) for k in kinds)}"
-        first = errors[0] if errors else "not a valid value"
-        inner = _GOT.search(first)
-        if inner and inner.group("key"):
-            first = first[: inner.start()] + (
-                f"--{inner.group('key')} {inner.group('v')}: expected {_kind(inner.group('type'))}"
-            )
-        return f"--{key} {value}: {first}"
-    got = _GOT.match(rest)
-    if got:
-        literal = _LITERAL.fullmatch(got.group("type"))
-        if literal:
-            choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
-            return f"--{key} {got.group('v')}: expected one of {choices}"
-        return f"--{key} {got.group('v')}: expected {_kind(got.group('type'))}"
-    return message
-
-
-def _check_config_files(args: list[str]) -> None:
-    """A --config file that is not YAML, or not a mapping of sections, named in one line.
-
-    jsonargparse reports it as `Problems parsing config: ... in "<unicode string>"`, without the
-    file, and a YAML list as `Unexpected config: - a - b`.
-    """
-    import yaml
-
-    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
-        if not os.path.isfile(path):
-            continue  # jsonargparse names a missing file itself
-        try:
-            with open(path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ValueError(f"--config {path}: not valid YAML{where}: {problem}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"--config {path}: not UTF-8 text") from None
-        if loaded is None:  # jsonargparse's message would be "Unexpected config:" and nothing
-            raise ValueError(
-                f"--config {path} is empty (no settings); give a config such as "
-                "configs/tiny.yaml, or leave --config out"
-            )
-        if not isinstance(loaded, dict):
-            raise ValueError(
-                f"--config {path}: a YAML {type(loaded).__name__}, not a mapping of sections "
-                "(model:, data:, trainer:, ...)"
-            )
-
-
-def _moved_key_hint(message: str) -> str:
-    """For a config written for an older bertlab: where a speed switch went."""
-    for old, new in {**LEGACY_MODEL_KEYS, "pad_to_multiple_of": "pad_to_multiple_of"}.items():
-        if f"'{old}'" in message or f"model.{old}" in message or f"data.{old}" in message:
-            return f" (speed settings moved out of model and data: use speed.{new})"
-    return ""
-
-
 def run_cli(args: list[str] | None = None) -> BertLabCLI:
     """Parse `args` (default sys.argv[1:]), build everything, run the subcommand; return the CLI."""
     return BertLabCLI(
@@ -457,13 +344,13 @@ def main(args: list[str] | None = None) -> None:
     saving (bertlab.train.interrupt), any other moment at once (bertlab.signals).
     """
     try:
-        _check_config_files(list(sys.argv[1:] if args is None else args))
+        check_config_files(list(sys.argv[1:] if args is None else args))
         with stop_on_signals():
             cli = run_cli(args)
     except USER_ERRORS as error:
         if os.environ.get("BERTLAB_DEBUG"):
             raise
-        print(f"error: {_one_line(error)}{_moved_key_hint(str(error))}", file=sys.stderr)
+        print(f"error: {one_line(error)}{moved_key_hint(str(error))}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
         print(stop.line(), file=sys.stderr)

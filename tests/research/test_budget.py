@@ -10,7 +10,7 @@ import json
 import pytest
 from conftest import run_tool
 
-from bertlab.research.budget import compute_budget
+from bertlab.research.budget import plan_budget
 
 BERT_TOKENS = 1_000_000 * 256 * 512  # the paper's 1M steps of 256 sequences of 512 tokens
 
@@ -25,7 +25,7 @@ BERT_TOKENS = 1_000_000 * 256 * 512  # the paper's 1M steps of 256 sequences of 
     ],
 )
 def test_bert_budget_is_one_million_steps_of_256_sequences(layout):
-    plan = compute_budget(seq_len=512, target="bert", **layout)
+    plan = plan_budget(seq_len=512, target="bert", **layout)
     assert plan["target_tokens"] == 131_072_000_000 == BERT_TOKENS
     assert plan["sequences_per_step"] == 256
     assert plan["steps"] == 1_000_000
@@ -34,23 +34,23 @@ def test_bert_budget_is_one_million_steps_of_256_sequences(layout):
 
 def test_paper_forty_epochs_over_its_corpus():
     # "1,000,000 steps, which is approximately 40 epochs over the 3.3 billion word corpus".
-    plan = compute_budget(batch_size=256, num_samples=3_300_000_000 // 512)
+    plan = plan_budget(batch_size=256, num_samples=3_300_000_000 // 512)
     assert 39 < plan["epochs"] < 41
 
 
 def test_shorter_sequences_and_phased_schedule():
     # The same token budget at length 128 needs four times the steps.
-    assert compute_budget(batch_size=256, seq_len=128)["steps"] == 4_000_000
-    phased = compute_budget(batch_size=256, seq_len=128, target="bert-phased")
+    assert plan_budget(batch_size=256, seq_len=128)["steps"] == 4_000_000
+    phased = plan_budget(batch_size=256, seq_len=128, target="bert-phased")
     assert phased["target_tokens"] == 900_000 * 256 * 128 + 100_000 * 256 * 512
     # A budget that does not divide evenly rounds up: it is a minimum.
-    assert compute_budget(batch_size=3, seq_len=10, target_tokens=100)["steps"] == 4
+    assert plan_budget(batch_size=3, seq_len=10, target_tokens=100)["steps"] == 4
 
 
 def test_wall_clock_from_throughput():
-    plan = compute_budget(batch_size=256, tokens_per_second=131_072)
+    plan = plan_budget(batch_size=256, tokens_per_second=131_072)
     assert plan["seconds"] == pytest.approx(1_000_000)
-    same = compute_budget(batch_size=256, samples_per_second=256)
+    same = plan_budget(batch_size=256, samples_per_second=256)
     assert same["seconds"] == pytest.approx(plan["seconds"])
 
 
@@ -58,7 +58,7 @@ def test_samples_meta_gives_count_and_length(tmp_path):
     (tmp_path / "meta.json").write_text(
         json.dumps({"format": "bertlab.samples", "num_samples": 1000, "max_seq_len": 128})
     )
-    plan = compute_budget(batch_size=100, target_tokens=128 * 2500, samples=str(tmp_path))
+    plan = plan_budget(batch_size=100, target_tokens=128 * 2500, samples=str(tmp_path))
     assert plan["seq_len"] == 128 and plan["steps"] == 25 and plan["epochs"] == pytest.approx(2.5)
 
 
