@@ -58,7 +58,10 @@ setup(
             # The object-store tests: s3fs against moto's S3 server on 127.0.0.1.
             "s3fs>=2023.6",
             "moto[server]>=5",
+            # prepare_samples --scheduler, tested on a local Dask cluster.
+            "dask[distributed]>=2024.1",
         ],
+        "dask": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["bertlab=bertlab.train.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""Ordered tasks in this process or in a pool of processes, with the same results either way.
+"""Ordered tasks in this process, a pool of processes, or a Dask cluster: the same results.
 
 Used by bertlab.samples.prepare for its three stages (tokenize, build samples, write shards).
 
@@ -17,6 +17,17 @@ Decisions:
 - Task functions find their per-process state (the tokenizer backend as `WORKER["encoder"]`,
   whatever else they cache) in the module-level dict WORKER, filled in this process for num_proc
   1 and by the pool's initializer in each child; it is emptied when the Workers close.
+- Past one machine, the same tasks run on a Dask cluster (`scheduler`: the address of a running
+  `dask scheduler`, e.g. tcp://10.0.0.1:8786; workers started with `dask worker ADDRESS
+  --nthreads 1` on each machine). Dask rather than Ray: it is pure Python and pip-installable, a
+  cluster is two commands (or a LocalCluster, or dask-jobqueue on Slurm), and futures consumed
+  in submission order give the pool's ordering, hence byte-identical output, with no change to
+  the tasks. The tokenizer goes to each worker once (scattered, broadcast); a worker runs one
+  of these tasks at a time whatever its thread count (their per-process state is not
+  thread-safe); at most 2 x workers tasks are in flight. Tasks read and write files by path
+  (the token store, shard parts, shards), so the output folder must be on a filesystem every
+  worker mounts at the same path (NFS, Lustre, a cloud filesystem); the driver reads the corpus
+  and writes the store, the workers tokenize, build samples and compress shards.
 """
 
 from __future__ import annotations
@@ -25,12 +36,15 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 # State of the process running tasks.
 WORKER: dict[str, Any] = {}
+# One task at a time in a Dask worker process, whatever its threads.
+_DASK_LOCK = threading.Lock()
 
 
 def _init_worker(tokenizer_json: str) -> None:
@@ -40,17 +54,63 @@ def _init_worker(tokenizer_json: str) -> None:
     WORKER["encoder"] = Tokenizer.from_str(tokenizer_json)
 
 
-class Workers:
-    """Run tasks in order, in this process (num_proc 1) or in a pool of num_proc processes."""
+def _run_on_dask(tokenizer_json: str, fn: Callable[..., Any], task: tuple) -> Any:
+    """A task in a Dask worker: its state made once per tokenizer, then fn(*task)."""
+    with _DASK_LOCK:
+        if WORKER.get("tokenizer_json") != tokenizer_json:
+            _clear_dask_worker()
+            _init_worker(tokenizer_json)
+            WORKER["tokenizer_json"] = tokenizer_json
+        return fn(*task)
 
-    def __init__(self, num_proc: int, backend: Any):
+
+def _clear_dask_worker() -> None:
+    with contextlib.suppress(Exception):
+        store = WORKER.get("store")
+        if store is not None:
+            store.close()
+    WORKER.clear()
+
+
+def connect(scheduler: str):
+    """A Dask client of the cluster at `scheduler`; a one-line ValueError when there is none."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError(
+            f"--scheduler {scheduler} needs Dask: pip install 'dask[distributed]' (or bertlab's "
+            "dask extra)"
+        ) from None
+    try:
+        client = Client(scheduler, timeout=10)
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--scheduler {scheduler}: no Dask scheduler reached ({reason})") from None
+    if not client.scheduler_info().get("workers"):
+        client.close()
+        raise ValueError(f"--scheduler {scheduler}: the cluster has no workers")
+    return client
+
+
+class Workers:
+    """Run tasks in order: in this process (num_proc 1), in a pool of num_proc processes, or on
+    the Dask cluster at `scheduler`."""
+
+    def __init__(self, num_proc: int, backend: Any, scheduler: str | None = None):
         """backend: a tokenizers.Tokenizer, made available to tasks as WORKER["encoder"]."""
         self.num_proc = num_proc
         self.pool = None
         self.backend = backend
+        self.scheduler = scheduler
+        self.client = None
 
     def __enter__(self) -> Workers:
         WORKER.clear()
+        if self.scheduler is not None:
+            self.client = connect(self.scheduler)
+            self.num_proc = len(self.client.scheduler_info()["workers"])
+            self.tokenizer = self.client.scatter(self.backend.to_str(), broadcast=True)
+            return self
         if self.num_proc == 1:
             WORKER["encoder"] = self.backend
             return self
@@ -68,6 +128,10 @@ class Workers:
 
     def __exit__(self, kind, value, traceback) -> None:
         WORKER.clear()
+        if self.client is not None:
+            with contextlib.suppress(Exception):  # a lost worker keeps nothing of ours anyway
+                self.client.run(_clear_dask_worker)
+            self.client.close()
         if self.pool is not None:
             if kind is None:
                 self.pool.close()
@@ -76,6 +140,16 @@ class Workers:
             self.pool.join()
 
     def imap(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
+        if self.client is not None:
+            pending: deque = deque()
+            for task in tasks:
+                future = self.client.submit(_run_on_dask, self.tokenizer, fn, task, pure=False)
+                pending.append(future)
+                if len(pending) >= 2 * self.num_proc:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+            return
         if self.pool is None:
             for task in tasks:
                 yield fn(*task)

@@ -11,7 +11,8 @@ Decisions:
 - Three stages, each a list of independent tasks run in order by this process or a pool of
   --num_proc processes: (1) tokenize chunks of whole documents, (2) build the samples of a range
   of documents, every pass, as JSON lines already grouped by shard, (3) shuffle and gzip one
-  shard. The main process only reads the file and appends results to the shards. Results are
+  shard (or the same tasks on a Dask cluster, --scheduler: bertlab.workers). The main process
+  only reads the file and appends results to the shards. Results are
   consumed in task order and all randomness is derived from (seed, pass, document index) or
   (seed, shard index), so the output is byte-identical whatever --num_proc.
 - Bounded memory: no stage holds the corpus. Tokens go, chunk by chunk, into the raw files of a
@@ -78,6 +79,7 @@ def prepare_samples(
     num_proc: int = 1,
     nsp: bool = True,
     overwrite: bool = False,
+    scheduler: str | None = None,
 ) -> dict:
     """Tokenize a corpus and write BERT pre-training samples: *.jsonl.gz shards and meta.json.
 
@@ -95,8 +97,14 @@ def prepare_samples(
         nsp: sentence pairs with next_sentence_label (true) or MLM-only blocks of one document
             (false).
         overwrite: replace an earlier output of prepare_samples in output_dir.
+        scheduler: run the tasks on the Dask cluster at this address (e.g. tcp://10.0.0.1:8786)
+            instead of --num_proc local processes; output_dir must be on a filesystem every
+            worker mounts at the same path. Needs pip install 'dask[distributed]'. The output is
+            the same as a local run's.
     """
     _check_arguments(max_seq_len, dupe_factor, short_seq_prob, num_shards, num_proc)
+    if scheduler is not None and num_proc != 1:
+        raise ValueError("--num_proc and --scheduler: give one (a Dask cluster has its workers)")
     source = _source_file(input)
     inputs = [("--input", input), ("--tokenizer", tokenizer)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
@@ -111,7 +119,7 @@ def prepare_samples(
 
     with (
         output_folder(output_dir, COMMAND, checked=True) as tmp,
-        Workers(num_proc, tok.backend_tokenizer) as workers,
+        Workers(num_proc, tok.backend_tokenizer, scheduler) as workers,
     ):
         scratch = tmp / ".scratch"
         scratch.mkdir()
