@@ -349,3 +349,94 @@ def test_train_tokenizer_refuses_negative_parity_lines_and_threads(tmp_path, cap
     error = _error(_run(convert_tokenizer, [*convert, "--parity_lines", "-1"], capsys))
     assert "--parity_lines -1 must be >= 0" in error
     assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------- a second probe (issue 17): 297 mistakes
+def test_bertlab_fit_refuses_shapes_settings_and_folders_that_would_fail_later(
+    en_samples, tmp_path, capsys
+):
+    """Each refused before anything is built, in one line naming the flag: before, a traceback
+    mid-step (heads 0, val_check_interval 0, an accelerator without its package, flash attention
+    on a CPU, a file that is no Lightning checkpoint) or a run that went on (weight decay below 0,
+    a negative clipping, logs written into the samples folder)."""
+    import torch
+    from tiny import small_run, tiny_model
+
+    from bertlab.train.cli import main
+
+    run = [*small_run(en_samples, tmp_path / "run", steps=2), *tiny_model()]
+    run.append("--model.warmup_steps=1")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    cases = [
+        (["--model.num_attention_heads=0"], "--model.num_attention_heads 0 must be at least 1"),
+        (["--model.num_attention_heads=3"], "--model.hidden_size 64 is not a multiple of"),
+        (["--model.num_hidden_layers=0"], "--model.num_hidden_layers 0 must be at least 1"),
+        (["--model.weight_decay=-1"], "--model.weight_decay -1.0 must be >= 0"),
+        (["--trainer.val_check_interval=0"], "--trainer.val_check_interval 0 must be positive"),
+        (["--trainer.gradient_clip_val=-1"], "--trainer.gradient_clip_val -1"),
+        (["--trainer.accelerator=tpu"], "--trainer.accelerator tpu needs the torch_xla package"),
+        (["--speed.attn_implementation=flash_attention_2"], "flash_attention_2 needs a CUDA GPU"),
+        ([f"--trainer.default_root_dir={en_samples / 'train'}"],
+         "--trainer.default_root_dir .* is inside --data.train_files"),
+        ([f"--ckpt_path={foreign}"], "--ckpt_path .*foreign.ckpt: not a checkpoint of bertlab fit"),
+        (["--model.warmup_steps=100"], "--model.warmup_steps 100 must be smaller than"),
+    ]  # fmt: skip
+    import re
+
+    for extra, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *run, *extra])
+        errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+        assert exit_info.value.code == 2 and len(errors) == 1, (extra, errors)
+        assert re.search(expected, errors[0]), (expected, errors[0])
+    assert not (tmp_path / "run").exists()
+    assert sorted(p.name for p in (en_samples / "train").iterdir() if p.is_dir()) == []
+    with pytest.raises(SystemExit):
+        main(["validate", *run, "--data.val_files=null"])
+    assert "bertlab validate needs --data.val_files" in capsys.readouterr().err
+
+
+def test_tools_refuse_settings_that_mean_nothing(tmp_path, masked_lm, en_corpus, capsys):
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.downstream.finetune import finetune
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.export.fill_mask import fill_mask
+    from bertlab.research.benchmark import benchmark
+    from bertlab.research.plots import plot_runs
+    from bertlab.research.quality import quality_benchmark
+    from bertlab.research.soak import soak
+    from bertlab.tokenizer.training import train_tokenizer
+
+    text = en_corpus / "test.txt"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    task = tmp_path / "task.tsv"
+    task.write_text("a\tone text\nb\tanother\n")
+    (tmp_path / "run").mkdir()
+    cases = [
+        (train_tokenizer, ["--train_file", text, "--output_dir", tmp_path / "t", "--seed", -1],
+         "--seed -1 must be >= 0"),
+        (prepare_corpus, ["--input", text, "--output_dir", tmp_path / "c", "--mirror", "http://x"],
+         "--mirror is only used with --download LANG"),
+        (benchmark, ["--threads", -1], "--threads -1 must be at least 1"),
+        (benchmark, ["--native", "false"], "--native false needs --emulate_avx2"),
+        (benchmark, ["--output", tmp_path], "is a folder; give a file"),
+        (quality_benchmark, ["--batch_size", 0, "--output_dir", tmp_path / "q"],
+         "--batch_size 0 must be at least 1"),
+        (soak, ["--val_every", 0, "--output_dir", tmp_path / "s"], "--val_every 0 must be"),
+        (finetune, ["--model", masked_lm, "--train_file", task, "--valid_file", task,
+                    "--label_column", "0", "--text_columns", "0"], "includes the --label_column"),
+        (evaluate_mlm, ["--model", masked_lm, "--text", text, "--max_len", 0],
+         "--max_len 0 must be at least 16"),
+        (evaluate_mlm, ["--model", masked_lm, "--text", text, "--unigram_corpus", empty],
+         "no text in it to count words from"),
+        (fill_mask, ["--model", masked_lm, "--text", "word " * 100 + "[MASK]"],
+         "tokens, but the model takes at most 64"),
+        (plot_runs, ["--logdir", tmp_path / "run", tmp_path / "run", "--output_dir",
+                     tmp_path / "p"], "is given twice"),
+    ]  # fmt: skip
+    for fn, argv, expected in cases:
+        assert expected in _error(_run(fn, argv, capsys)), (fn.__name__, argv)
+    for name in ("t", "c", "q", "s", "p"):
+        assert not (tmp_path / name).exists(), name

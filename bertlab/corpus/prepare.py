@@ -133,8 +133,10 @@ def prepare_corpus(
         if date is None:
             raise ValueError("--download needs --date YYYYMMDD (a dump date of that wiki)")
         paths.append(download_dump(download, date, downloads, mirror))
-    elif date is not None:
-        raise ValueError("--date is only used with --download LANG")
+    else:
+        for flag, value in (("date", date), ("mirror", mirror), ("download_dir", download_dir)):
+            if value is not None:
+                raise ValueError(f"--{flag} is only used with --download LANG")
     if not paths and dataset is None:
         raise ValueError(
             "--input is required (or --download LANG --date YYYYMMDD, or --dataset NAME)"

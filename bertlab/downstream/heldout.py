@@ -163,6 +163,8 @@ def unigram_log_probs(corpus: str | Path, tokenizer) -> Tensor:
     for sentences in _documents(path):
         ids = np.asarray(_document_ids(tokenizer, sentences), dtype=np.int64)
         counts += np.bincount(ids, minlength=size)[:size]
+    if not counts.any():  # add-one smoothing alone would make it a uniform model, unsaid
+        raise ValueError(f"--unigram_corpus {path}: no text in it to count words from")
     counts += 1.0
     counts[list(set(tokenizer.all_special_ids))] = 0.0
     log_probs = np.log(counts / counts.sum(), where=counts > 0, out=np.full(size, -math.inf))
@@ -355,6 +357,8 @@ def evaluate_mlm(
             f"vocabulary of {network.config.vocab_size}"
         )
     positions = usable_positions(network.config)
+    if max_len is not None and max_len < MIN_BLOCK_TOKENS:
+        raise ValueError(f"--max_len {max_len} must be at least {MIN_BLOCK_TOKENS}")
     if max_len is not None and max_len > positions:
         raise ValueError(f"--max_len {max_len}: --model {model} takes at most {positions} tokens")
     max_len = max_len or min(128, positions)

@@ -193,6 +193,10 @@ def read_examples(
     """Labelled examples of a TSV or JSON Lines file (see the module docstring for the layouts)."""
     file = Path(path)
     columns = _split_columns(text_columns)
+    if columns and str(label_column) in columns:  # the model would read its own answer
+        raise ValueError(
+            f"--text_columns {','.join(columns)} includes the --label_column {label_column}"
+        )
     name = file.name[:-3] if file.name.endswith(".gz") else file.name
     if name.endswith(JSONL_SUFFIXES):
         examples = _read_jsonl(file, str(label_column), columns)

@@ -62,6 +62,14 @@ def predict_masks(pipe, texts: list[str], top_k: int = 5) -> list[list[list[Pred
             raise ValueError(
                 f"--text #{number} {text!r} has no mask token; this model's tokenizer uses {mask}"
             )
+    limit = pipe.model.config.max_position_embeddings
+    for number, text in enumerate(texts, start=1):
+        length = len(pipe.tokenizer(text)["input_ids"])
+        if length > limit:  # the model would fail on positions it does not have
+            raise ValueError(
+                f"--text #{number} is {length} tokens, but the model takes at most {limit}; "
+                "shorten it"
+            )
     results = []
     for text in texts:
         output = pipe(text, top_k=top_k)

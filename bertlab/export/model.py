@@ -355,6 +355,9 @@ def export_model(
         # The card's `language:` is an ISO 639 code for the Hub; a name or a phrase is not one.
         raise ValueError(f"--language {language!r} is not a language code such as en, ja, pt-BR")
     check_license(license)
+    for name in datasets or []:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", str(name)):
+            raise ValueError(f"--datasets {name!r} is not a Hub dataset id (name or owner/name)")
     inputs = [("--ckpt_path", ckpt_path), ("--config", config), ("--tokenizer", tokenizer)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)
     _quiet_transformers()

@@ -83,6 +83,8 @@ def widget_sentence(
         text = widget_text.replace("[MASK]", mask_token)
         if mask_token not in text:
             raise ValueError(f"--widget_text {widget_text!r} has no mask token ({mask_token})")
+        if text.count(mask_token) > 1:  # the Hub's fill-mask widget fills exactly one
+            raise ValueError(f"--widget_text {widget_text!r} has more than one mask token")
         return text
     if language in WIDGET_BY_LANGUAGE:
         return WIDGET_BY_LANGUAGE[language].replace("[MASK]", mask_token)

@@ -165,8 +165,8 @@ def lr_multiplier(
             )
         if warmup_steps >= max_steps:
             raise ValueError(
-                f"model.warmup_steps ({warmup_steps}) must be smaller than trainer.max_steps "
-                f"({max_steps})"
+                f"--model.warmup_steps {warmup_steps} must be smaller than --trainer.max_steps "
+                f"{max_steps}"
             )
     decay_steps = (max_steps or 0) - warmup_steps
 

@@ -180,9 +180,14 @@ def _emit(record: dict, output: str | None) -> None:
 def _check_flags(
     *, systems: list[str], steps: int, warmup_steps: int, repeats: int, prep_repeats: int,
     output: str | None, variants: list[str] | None, device: str, emulate_avx2: bool,
-    shape_name: str, seq_len: int | None, batch_size: int | None,
+    shape_name: str, seq_len: int | None, batch_size: int | None, threads: int | None,
+    native: bool,
 ) -> None:  # fmt: skip
     """Every flag refused before any data is made or any process started."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads {threads} must be at least 1 (or left out: one per core)")
+    if not native and not emulate_avx2:
+        raise ValueError("--native false needs --emulate_avx2: nothing to measure")
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         raise ValueError(f"--systems {' '.join(unknown)}: unknown; choose from {' '.join(SYSTEMS)}")
@@ -190,6 +195,8 @@ def _check_flags(
         raise ValueError(f"--steps {steps} must exceed --warmup_steps {warmup_steps} (>= 1)")
     if repeats < 1 or prep_repeats < 1:
         raise ValueError("--repeats and --prep_repeats must be at least 1")
+    if output is not None and Path(output).is_dir():
+        raise ValueError(f"--output {output} is a folder; give a file for the JSON lines")
     if output is not None and Path(output).is_file() and Path(output).stat().st_size:
         # Results are appended: only to a file of earlier results (JSON lines), never to text.
         with open(output, encoding="utf-8", errors="replace") as f:
@@ -278,6 +285,7 @@ def benchmark(
         systems=systems, steps=steps, warmup_steps=warmup_steps, repeats=repeats,
         prep_repeats=prep_repeats, output=output, variants=variants, device=device,
         emulate_avx2=emulate_avx2, shape_name=shape_name, seq_len=seq_len, batch_size=batch_size,
+        threads=threads, native=native,
     )  # fmt: skip
     shape = dict(QUICK if quick else SHAPES[shape_name])
     if seq_len and not quick:

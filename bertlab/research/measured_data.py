@@ -87,33 +87,39 @@ def cached_pipeline(
         "input": str(source.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime),
         "lang": "en", "valid_docs": valid_docs, "test_docs": test_docs, "seed": 0,
     }  # fmt: skip
-    corpus = cached(
-        work / f"{prefix}corpus-{settings_key(corpus_settings)}",
-        "train.txt",
-        lambda tmp: prepare_corpus(
-            input=[str(source)],
-            output_dir=str(tmp),
-            lang="en",
-            valid_docs=valid_docs,
-            test_docs=test_docs,
-        ),  # fmt: skip
-    )
-    tokenizer_settings = {"corpus": corpus.name, "type": "wordpiece", "vocab": vocab_size}
-    tokenizer = cached(
-        work / f"{prefix}tokenizer-{settings_key(tokenizer_settings)}",
-        "tokenizer.json",
-        lambda tmp: train_tokenizer(
-            str(corpus / "train.txt"), str(tmp), model_type="wordpiece", vocab_size=vocab_size
-        ),
-    )
-    data = PipelineData(corpus, tokenizer)
-    for split in splits:
-        settings = {"corpus": corpus.name, "tokenizer": tokenizer.name, "split": split}
-        data.samples[split] = cached(
-            work / f"{prefix}samples-{settings_key(settings | sample_args)}",
-            "meta.json",
-            lambda tmp, split=split: prepare_samples(
-                str(corpus / f"{split}.txt"), str(tokenizer), str(tmp), **sample_args
+    made = not work.exists()
+    try:
+        corpus = cached(
+            work / f"{prefix}corpus-{settings_key(corpus_settings)}",
+            "train.txt",
+            lambda tmp: prepare_corpus(
+                input=[str(source)],
+                output_dir=str(tmp),
+                lang="en",
+                valid_docs=valid_docs,
+                test_docs=test_docs,
+            ),  # fmt: skip
+        )
+        tokenizer_settings = {"corpus": corpus.name, "type": "wordpiece", "vocab": vocab_size}
+        tokenizer = cached(
+            work / f"{prefix}tokenizer-{settings_key(tokenizer_settings)}",
+            "tokenizer.json",
+            lambda tmp: train_tokenizer(
+                str(corpus / "train.txt"), str(tmp), model_type="wordpiece", vocab_size=vocab_size
             ),
         )
+        data = PipelineData(corpus, tokenizer)
+        for split in splits:
+            settings = {"corpus": corpus.name, "tokenizer": tokenizer.name, "split": split}
+            data.samples[split] = cached(
+                work / f"{prefix}samples-{settings_key(settings | sample_args)}",
+                "meta.json",
+                lambda tmp, split=split: prepare_samples(
+                    str(corpus / f"{split}.txt"), str(tokenizer), str(tmp), **sample_args
+                ),
+            )
+    except BaseException:
+        if made and work.is_dir() and not any(work.iterdir()):  # a failed first stage: no cache
+            work.rmdir()
+        raise
     return data

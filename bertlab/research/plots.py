@@ -132,6 +132,11 @@ def load_runs(logdir: list[str], names: list[str] | None = None) -> list[Run]:
         raise ValueError("--logdir: give at least one run's log folder")
     if names is not None and len(names) != len(logdir):
         raise ValueError(f"--names: {len(names)} names for {len(logdir)} --logdir folders")
+    seen: dict[Path, str] = {}
+    for root in map(str, logdir):  # the same curves twice, under two names, compare nothing
+        if (key := Path(root).resolve()) in seen:
+            raise ValueError(f"--logdir {root} is given twice (also as {seen[key]})")
+        seen[key] = root
     runs = []
     for index, root in enumerate(logdir):
         base = names[index] if names is not None else root.rstrip("/") or root

@@ -324,6 +324,12 @@ def quality_benchmark(
         )
     if steps < 1 or eval_every < 1 or warmup_steps >= steps:
         raise ValueError("--steps and --eval_every must be >= 1 and --warmup_steps < --steps")
+    for flag, value in (("batch_size", batch_size), ("max_blocks", max_blocks),
+                        ("budget_eval_every", budget_eval_every)):  # fmt: skip
+        if value < 1:
+            raise ValueError(f"--{flag} {value} must be at least 1")
+    if not lr > 0:
+        raise ValueError(f"--lr {lr} must be positive")
     parts = str(max_time).split(":")
     if len(parts) != 4 or not all(part.isdigit() for part in parts):
         # Lightning's Timer would refuse it only when the budget run starts, after the others.

@@ -243,6 +243,10 @@ def soak(
         overrides: More `bertlab fit` arguments in one string, e.g. "--data.batch_size=16".
         overwrite: Replace an earlier soak's outputs in output_dir.
     """
+    if val_every < 1:
+        raise ValueError(f"--val_every {val_every} must be at least 1")
+    if save_top_k < -1:
+        raise ValueError(f"--save_top_k {save_top_k} must be -1 (keep all), 0 or more")
     if max_steps < 4 * val_every:
         raise ValueError(f"--max_steps {max_steps} should be at least 4 x --val_every {val_every}")
     if not 0 <= warmup_fraction < 0.9:

@@ -294,6 +294,12 @@ def resolve(
     reasons: dict[str, str] = {}
     chosen: dict[str, object] = {}
     cpu = facts.type == "cpu"
+    if speed.attn_implementation == "flash_attention_2" and (cpu or not facts.flash_attn):
+        # transformers would fail while building the model, with an ImportError
+        raise ValueError(
+            "--speed.attn_implementation flash_attention_2 needs a CUDA GPU and the flash-attn "
+            "package; use sdpa or auto"
+        )
     fast_bf16 = cpu and (facts.bf16_speedup or 0) >= BF16_MIN_SPEEDUP
     bf16_rate = f"bf16 products {facts.bf16_speedup or 0:.2f}x fp32"
 
@@ -375,6 +381,14 @@ def check_precision(
     """
     name = f"{flag}." if flag else "--"
     device = _resolve_accelerator(accelerator)
+    needs = {"tpu": "torch_xla", "hpu": "habana_frameworks", "xla": "torch_xla"}
+    if device in needs and importlib.util.find_spec(needs[device]) is None:
+        raise ValueError(
+            f"{name}accelerator {accelerator} needs the {needs[device]} package, which is not "
+            "installed; use cpu, gpu or auto"
+        )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}accelerator mps: no Apple GPU here; use cpu or auto")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"{name}accelerator {accelerator}: torch sees no CUDA GPU on this machine; use cpu "

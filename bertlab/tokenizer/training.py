@@ -114,6 +114,8 @@ def train_tokenizer(
         raise ValueError(f"--parity_lines {parity_lines} must be >= 0 (0: every line)")
     if num_threads is not None and num_threads < 1:  # SentencePiece failed with a traceback
         raise ValueError(f"--num_threads {num_threads} must be at least 1")
+    if seed < 0:  # SentencePiece's seed is unsigned: a traceback
+        raise ValueError(f"--seed {seed} must be >= 0")
     lines, num_file_lines = sample_lines(train_file, input_sentence_size, seed)
     texts = [text for _, text in lines]
     rng = random.Random(seed)

@@ -166,6 +166,11 @@ class BertLabCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
                 "use --ckpt_path last to take the newest complete one"
             ) from None
+        if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+            raise ValueError(
+                f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no Lightning "
+                "checkpoint keys in it); give a .ckpt from a run's checkpoints folder"
+            )
         step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
         max_steps = self.config[subcommand].trainer.get("max_steps")
         if subcommand == "fit" and isinstance(step, int) and max_steps not in (None, -1):
@@ -204,6 +209,13 @@ class BertLabCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         _refuse_zero_batches(self.subcommand, trainer)
+        data = config.get("data") or {}
+        for subcommand, key in (("validate", "val_files"), ("test", "test_files")):
+            if self.subcommand == subcommand and not data.get(key):
+                raise ValueError(f"bertlab {subcommand} needs --data.{key}: nothing to score")
+        if self.subcommand == "fit":
+            checkpoint = config.get("checkpoint")
+            _refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
         # Scored all the same, but the figures are of random weights: said in one line.
         trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
         if self.subcommand in ("test", "validate") and not trained:
@@ -289,6 +301,37 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
     accumulate = trainer.get("accumulate_grad_batches")
     if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
         raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
+        raise ValueError(  # Lightning divides by it at the first step
+            f"--trainer.val_check_interval {interval} must be positive (batches, or a fraction)"
+        )
+    clip = trainer.get("gradient_clip_val")
+    if isinstance(clip, (int, float)) and clip < 0:
+        raise ValueError(f"--trainer.gradient_clip_val {clip} must be >= 0 (0: no clipping)")
+
+
+def _refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
+    """The run's folders never a samples folder it reads, nor inside one: its logs and
+    checkpoints would mix with the shards. A root above the samples is fine (Lightning writes
+    only lightning_logs/ there)."""
+    inputs = []
+    for key in ("train_files", "val_files", "test_files"):
+        value = data.get(key)
+        for item in [value] if isinstance(value, str) else list(value or []):
+            if not remote.is_remote(str(item)) and Path(item).is_dir():
+                inputs.append((f"--data.{key}", item, Path(item).resolve()))
+    dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
+    for flag, folder in (("--trainer.default_root_dir", root), ("--checkpoint.dirpath", dirpath)):
+        if not folder or remote.is_remote(str(folder)):
+            continue
+        out = Path(folder).resolve()
+        for key, item, source in inputs:
+            if out == source or source in out.parents:
+                raise ValueError(
+                    f"{flag} {folder} is inside {key} {item}: the run's files would mix with "
+                    "the samples; choose a folder outside it"
+                )
 
 
 def _warn_unreached_validation(trainer: Any) -> None:
