@@ -440,3 +440,61 @@ def test_tools_refuse_settings_that_mean_nothing(tmp_path, masked_lm, en_corpus,
         assert expected in _error(_run(fn, argv, capsys)), (fn.__name__, argv)
     for name in ("t", "c", "q", "s", "p"):
         assert not (tmp_path / name).exists(), name
+
+
+def test_inputs_that_do_not_fit_are_refused_or_said(en_wordpiece, masked_lm, tmp_path, capsys):
+    """A raw input given to prepare_samples, a tokenizer of another script, Japanese text split
+    as English, another tokenizer's vocabulary at evaluate_mlm, a plot with nothing to draw, an
+    empty flag value, a negative seed."""
+    from tiny import make_tokenizer
+
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.research.plots import plot_runs
+    from bertlab.samples.prepare import prepare_samples
+    from bertlab.train.cli import main
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text('{"text": "A document. Of two sentences."}\n')
+    error = _error(_run(prepare_samples, ["--input", raw, "--tokenizer", en_wordpiece,
+                                          "--output_dir", tmp_path / "s"], capsys))  # fmt: skip
+    assert "is raw input for prepare_corpus, not a corpus" in error
+    japanese = tmp_path / "ja.txt"
+    document = "東京は日本の首都です。人口が多い。\n大阪は商業の町です。食べ物がおいしい。\n\n"
+    japanese.write_text(document * 40)
+    status, err = _run(
+        prepare_samples,
+        [
+            "--input",
+            japanese,
+            "--tokenizer",
+            en_wordpiece,
+            "--output_dir",
+            tmp_path / "s",
+            "--nsp",
+            "false",
+        ],
+        capsys,
+    )
+    assert status == 0 and "tokens are the unknown token: --tokenizer" in err, err
+    status, err = _run(
+        prepare_corpus,
+        ["--input", japanese, "--output_dir", tmp_path / "c", "--valid_docs", 0, "--test_docs", 0],
+        capsys,
+    )
+    assert status == 0 and "are Chinese or Japanese, but --lang en" in err, err
+    other = tmp_path / "other"
+    make_tokenizer(other, num_words=50)
+    error = _error(_run(evaluate_mlm, ["--model", masked_lm, "--text", japanese,
+                                       "--tokenizer", other], capsys))  # fmt: skip
+    assert "is another vocabulary than --model" in error or "tokens but --model" in error, error
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "events.out.tfevents.1.x").write_bytes(b"\x00garbled")
+    status, err = _run(plot_runs, ["--logdir", tmp_path / "logs", "--output_dir", tmp_path / "p"],
+                       capsys)  # fmt: skip
+    assert status == 2 and not (tmp_path / "p").exists(), err
+    assert "--output_dir is empty" in _error(_run(prepare_samples, ["--input", japanese,
+        "--tokenizer", en_wordpiece, "--output_dir", ""], capsys))  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["fit", "--seed_everything=-1", "--data.train_files", str(tmp_path)])
+    assert "--seed_everything -1 must be in" in capsys.readouterr().err

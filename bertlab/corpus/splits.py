@@ -21,6 +21,8 @@ import hashlib
 import heapq
 import itertools
 import multiprocessing
+import re
+import sys
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,8 @@ from bertlab.corpus.wikipedia import Page
 from bertlab.files.atomic import atomic_write
 
 SPLITS = ("train", "valid", "test")
+SCRIPT_SAMPLE_DOCUMENTS = 100  # documents whose script is checked against --lang
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def document_sentences(document: list[str] | Page, lang: str) -> list[str]:
@@ -72,15 +76,35 @@ def spool_documents(
         (document for path in paths for document in read_documents(path, progress, **columns)),
         rows,
     )
+    sampled = [0, 0]  # characters, and CJK ones, of the first documents
     with progress, open(spool, "w", encoding="utf-8", newline="\n") as out:
         for sentences in _in_order(documents, lang, num_proc):
             if len(sentences) < min_doc_sentences:
                 continue
+            if len(hashes) < SCRIPT_SAMPLE_DOCUMENTS:
+                _count_script(sentences, sampled, lang, len(hashes) + 1 == SCRIPT_SAMPLE_DOCUMENTS)
             hashes.append(document_hash(sentences, seed))
             out.write("\n".join(sentences) + "\n\n")
             if len(hashes) % 1000 == 0:
                 progress.set_postfix_str(f"{len(hashes):,} documents", refresh=False)
+    if 0 < len(hashes) < SCRIPT_SAMPLE_DOCUMENTS:
+        _count_script([], sampled, lang, True)
     return hashes
+
+
+def _count_script(sentences: list[str], sampled: list[int], lang: str, last: bool) -> None:
+    """Count CJK characters; after the sample, warn when the text is mostly Chinese or Japanese
+    but --lang splits it by the rule for languages written with spaces (no split at 。)."""
+    for sentence in sentences:
+        sampled[0] += len(sentence)
+        sampled[1] += sum(1 for ch in sentence if _CJK.match(ch))
+    if last and lang.split("-")[0] not in ("ja", "zh") and sampled[1] > 0.3 * sampled[0]:
+        print(
+            f"warning: {sampled[1] / sampled[0]:.0%} of the first documents' characters are "
+            f"Chinese or Japanese, but --lang {lang} splits sentences at spaced full stops only; "
+            "give --lang ja or --lang zh",
+            file=sys.stderr,
+        )
 
 
 def _in_order(

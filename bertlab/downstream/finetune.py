@@ -41,7 +41,7 @@ from bertlab.files.artefacts import check_model_folder
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_file
 from bertlab.speed.settings import check_precision
-from bertlab.tokenizer.export import check_tokenizer
+from bertlab.tokenizer.export import check_folder_tokenizer, check_tokenizer
 
 
 def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
@@ -82,30 +82,8 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     check_model_folder(Path(tokenizer), f"--tokenizer {tokenizer}")
     tok = AutoTokenizer.from_pretrained(tokenizer)
     if path.is_dir() and chosen is not None:
-        _check_folder_tokenizer(tok, chosen, path, config.vocab_size)
+        check_folder_tokenizer(tok, chosen, path, config.vocab_size)
     return classifier_from_encoder(config, state, num_labels, seed), tok
-
-
-def _check_folder_tokenizer(tok, chosen: str, folder: Path, vocab_size: int) -> None:
-    """A --tokenizer given with a model folder must be the folder's own vocabulary: ids of
-    another one index the wrong embeddings (silently) or beyond them."""
-    from transformers import AutoTokenizer
-
-    if len(tok) > vocab_size:
-        raise ValueError(
-            f"--tokenizer {chosen} has {len(tok)} tokens but --model {folder} embeds "
-            f"{vocab_size}; give the tokenizer the model was trained with"
-        )
-    if Path(chosen).resolve() == folder.resolve() or not any(
-        (folder / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")
-    ):
-        return  # nothing of its own to compare with
-    own = AutoTokenizer.from_pretrained(folder)
-    if own.get_vocab() != tok.get_vocab():
-        raise ValueError(
-            f"--tokenizer {chosen} is another vocabulary than --model {folder}'s own tokenizer "
-            f"({len(tok)} and {len(own)} tokens); leave --tokenizer out to use the model's"
-        )
 
 
 def _is_result(path: Path) -> bool:
@@ -136,8 +114,10 @@ def _check_settings(
         raise ValueError(f"--batch_size must be positive, got {batch_size}")
     if max_seq_len < 8:
         raise ValueError(f"--max_seq_len {max_seq_len} is too small (needs >= 8)")
-    if max_epochs < 1 or (patience is not None and patience < 0):
-        raise ValueError("--max_epochs must be >= 1 and --patience >= 0")
+    if max_epochs < 1:
+        raise ValueError(f"--max_epochs {max_epochs} must be at least 1")
+    if patience is not None and patience < 0:
+        raise ValueError(f"--patience {patience} must be >= 0 (0: stop at the first worse epoch)")
     if not lr > 0:
         raise ValueError(f"--lr {lr} must be positive")
     if not weight_decay >= 0:

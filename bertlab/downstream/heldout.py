@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bertlab.tokenizer.export import check_folder_tokenizer
+
 MIN_BLOCK_TOKENS = 16
 # A masked position's loss varies by some 2-3 nats, so the mean over 200 positions is uncertain
 # by about 0.2 nats: the size of the differences between runs worth reporting.
@@ -351,6 +353,8 @@ def evaluate_mlm(
     tok = _load_tokenizer(tokenizer or model, "--tokenizer" if tokenizer else "--model")
     unigram = unigram_log_probs(unigram_corpus, tok) if unigram_corpus else None
     network = _load_masked_lm(model)
+    if tokenizer is not None and Path(model).is_dir():  # another vocabulary of the same size too
+        check_folder_tokenizer(tok, tokenizer, Path(model), network.config.vocab_size)
     if network.config.vocab_size != len(tok):
         raise ValueError(
             f"--tokenizer {tokenizer or model}: {len(tok)} tokens, but --model {model} has a "

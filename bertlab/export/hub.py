@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from huggingface_hub import HfApi
 
 from bertlab.export.model_card import EMBEDDINGS_FILE, check_card
 from bertlab.files.artefacts import check_model_folder
+from bertlab.files.output_folder import read_marker
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 HIDDEN_PATTERNS = [".*", "*/.*"]
@@ -74,6 +76,20 @@ def check_export_folder(model_dir: Path) -> None:
         )
     if "tokenizer_config.json" not in names:
         raise ValueError(f"--model_dir {model_dir}: no tokenizer files (tokenizer_config.json)")
+    marker = read_marker(model_dir)
+    if marker is not None and marker.get("command") == "export_model":
+        written = set(marker.get("entries") or [])
+        if missing := sorted(written - {name.split("/")[0] for name in names}):
+            raise ValueError(
+                f"--model_dir {model_dir}: {', '.join(missing)} that export_model wrote is gone; "
+                "export again"
+            )
+        if extra := sorted({name.split("/")[0] for name in names} - written):
+            print(  # a notes file, a token someone saved there: uploaded for all to read
+                f"warning: --model_dir {model_dir} holds {', '.join(extra)}, which export_model "
+                "did not write; it would be uploaded too (move it out to keep it private)",
+                file=sys.stderr,
+            )
     # A dry run must not call a folder with a damaged file fine: read what the Hub would serve.
     check_model_folder(model_dir, f"--model_dir {model_dir}")
     problems = check_card(model_dir, _mask_token(model_dir))

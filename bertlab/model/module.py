@@ -184,7 +184,8 @@ class BertPretraining(pl.LightningModule):
             raise ValueError(f"model.lr must be positive, got {lr}")
         if not weight_decay >= 0:  # AdamW would grow the weights, silently
             raise ValueError(f"--model.weight_decay {weight_decay} must be >= 0 (0: no decay)")
-        _check_shape(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
+        if from_pretrained is None:  # a pre-trained folder brings its own shape
+            _check_shape(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
         self.model = build_network(self.hparams, speed.attn_implementation)

@@ -311,6 +311,12 @@ def plot_runs(
     notes: list[str] = []
     with output_folder(out, COMMAND, checked=True) as tmp:
         _draw_all(runs, compiled, smoothing, dpi, tmp, figures, notes)
+        if not figures:  # raised inside: the folder is not made
+            folders = ", ".join(str(d) for d in logdir)
+            raise ValueError(
+                f"--logdir {folders}: no figure to draw (no logged scalar matches any figure's "
+                "tags; a damaged or empty event file?)"
+            )
     manifest = {"output_dir": str(out), "figures": figures, "notes": notes}
     print(json.dumps(manifest, indent=2))
     return manifest

@@ -240,7 +240,8 @@ def soak(
         interval: Seconds between memory samples.
         warmup_fraction: Leading fraction of the steps left out of the flatness check.
         max_growth_mb: Allowed RSS growth (MiB) between the first and last quarter after warm-up.
-        overrides: More `bertlab fit` arguments in one string, e.g. "--data.batch_size=16".
+        overrides: More `bertlab fit` arguments in one string, given with `=` since it starts
+            with dashes: "--overrides=--data.batch_size=16 --data.num_workers=0".
         overwrite: Replace an earlier soak's outputs in output_dir.
     """
     if val_every < 1:

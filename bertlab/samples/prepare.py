@@ -62,6 +62,7 @@ from bertlab.workers import WORKER, Workers
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 MIN_SEQ_LEN = 8
+UNKNOWN_SHARE = 0.05  # above this share of [UNK] tokens, the tokenizer does not fit the text
 COMMAND = "prepare_samples"
 # What prepare_samples wrote before the output marker existed.
 LEGACY = Legacy(names={"meta.json"}, required={"meta.json"}, patterns={"shard-*.jsonl.gz"})
@@ -144,6 +145,13 @@ def prepare_samples(
         if sum(dealer.num_samples) == 0:
             raise ValueError(f"--input {input}: too little text to make a single sample")
         _warn_of_degenerate_output(input, nsp, corpus.num_documents, dealer.num_samples)
+        if corpus.num_unknown > UNKNOWN_SHARE * corpus.num_tokens:
+            print(
+                f"warning: {corpus.num_unknown / corpus.num_tokens:.0%} of --input {input}'s "
+                f"tokens are the unknown token: --tokenizer {tokenizer} was not made for this "
+                "text (another language or script?); train one on it",
+                file=sys.stderr,
+            )
         finish = [(str(p), str(tmp / shard_name(i)), seed, i) for i, p in enumerate(dealer.parts)]
         shutil.rmtree(corpus.folder)  # not needed any more: room on the disk for the shards
         for _ in tqdm(workers.imap(finish_shard, finish), total=num_shards, desc="shards",
@@ -209,6 +217,12 @@ def _source_file(input: str) -> Path:
     if path.is_dir():
         raise ValueError(
             f"--input {input} is a folder; give a corpus file such as corpus/train.txt"
+        )
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".xml", ".xml.bz2", ".parquet", ".arrow", ".bz2")):
+        raise ValueError(  # raw input: tokenized as it is, its markup would become samples
+            f"--input {input} is raw input for prepare_corpus, not a corpus; run "
+            "tools/prepare_corpus.py on it and give its train.txt"
         )
     return path.resolve()
 

@@ -131,6 +131,7 @@ class CorpusCounts:
     num_tokens: int
     max_token_id: int
     task_starts: array  # first document of each sample-building task, then num_documents
+    num_unknown: int = 0  # tokens that are the tokenizer's [UNK]
 
     @property
     def num_tasks(self) -> int:
@@ -152,8 +153,9 @@ def tokenize_corpus(
         raise ValueError(f"--input {source}: empty corpus (no text)")
     _check_parity(tok, first[0])
     folder.mkdir(parents=True)
-    num_tokens = num_sentences = num_documents = 0
+    num_tokens = num_sentences = num_documents = num_unknown = 0
     max_token_id = -1
+    unk_id = tok.unk_token_id
     # A task ends at the first document that starts _TASK_TOKENS or more after the task's start.
     task_starts, task_target = array("q", [0]), _TASK_TOKENS
     bar = tqdm(desc="tokenize", unit=" sentences", disable=None)
@@ -173,6 +175,8 @@ def tokenize_corpus(
             documents_file.write((num_sentences + np.cumsum(per_document)).tobytes())
             if len(chunk_tokens):
                 max_token_id = max(max_token_id, int(chunk_tokens.max()))
+                if unk_id is not None:
+                    num_unknown += int((chunk_tokens == unk_id).sum())
             if len(per_document):
                 ends = np.cumsum(per_document)
                 document_tokens = np.add.reduceat(lengths, ends - per_document)
@@ -188,7 +192,9 @@ def tokenize_corpus(
     if num_sentences == 0:
         raise ValueError(f"--input {source}: empty corpus (no tokens)")
     task_starts.append(num_documents)
-    return CorpusCounts(folder, num_documents, num_sentences, num_tokens, max_token_id, task_starts)
+    return CorpusCounts(
+        folder, num_documents, num_sentences, num_tokens, max_token_id, task_starts, num_unknown
+    )
 
 
 def _check_parity(tok, documents: list[list[str]]) -> None:

@@ -78,6 +78,28 @@ def check_tokenizer(folder: Path, vocab_size: int, samples_meta: dict[str, Any])
     return tokenizer
 
 
+def check_folder_tokenizer(tok, chosen: str, folder: Path, vocab_size: int) -> None:
+    """A --tokenizer given with a model folder must be the folder's own vocabulary: ids of
+    another one index the wrong embeddings (silently) or beyond them."""
+    from transformers import AutoTokenizer
+
+    if len(tok) > vocab_size:
+        raise ValueError(
+            f"--tokenizer {chosen} has {len(tok)} tokens but --model {folder} embeds "
+            f"{vocab_size}; give the tokenizer the model was trained with"
+        )
+    if Path(chosen).resolve() == folder.resolve() or not any(
+        (folder / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")
+    ):
+        return  # nothing of its own to compare with
+    own = AutoTokenizer.from_pretrained(folder)
+    if own.get_vocab() != tok.get_vocab():
+        raise ValueError(
+            f"--tokenizer {chosen} is another vocabulary than --model {folder}'s own tokenizer "
+            f"({len(tok)} and {len(own)} tokens); leave --tokenizer out to use the model's"
+        )
+
+
 def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
     copied = []
     for name in TOKENIZER_FILES:

@@ -263,6 +263,12 @@ class BertLabCLI(LightningCLI):
                     remove_unused([log_dir, *parents])
             raise
 
+    def _set_seed(self) -> None:
+        seed = self._get(self.config, "seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+            raise ValueError(f"--seed_everything {seed} must be in [0, 2**32) (numpy's seeds)")
+        super()._set_seed()
+
     def before_fit(self) -> None:
         # Said when the run really starts: a refusal while building it stays the only line.
         if self.datamodule.hparams.get("val_files"):

@@ -160,3 +160,21 @@ def test_a_broken_card_fails_the_dry_run(model_dir: Path, tmp_path: Path):
     (broken / "README.md").write_text(card.replace("[MASK]", "<mask>", 1), "utf-8")
     with pytest.raises(ValueError, match=r"lacks the tokenizer's mask token \[MASK\]"):
         push_to_hub(str(broken), "someone/tiny-bert", dry_run=True)
+
+
+def test_a_file_export_model_wrote_that_is_gone_or_one_it_did_not_write_is_said(
+    model_dir: Path, tmp_path: Path, capsys
+):
+    """The marker lists what export_model wrote: a missing file is refused before any upload; a
+    file a user left there (notes, a token) is named in a warning, since it would go public."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(model_dir, folder)
+    (folder / "notes.txt").write_text("hf_my_secret_token")
+    push_to_hub(str(folder), "someone/tiny-bert", dry_run=True)
+    err = capsys.readouterr().err
+    assert "warning: --model_dir" in err and "holds notes.txt, which export_model did not" in err
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match="tokenizer.json that export_model wrote is gone"):
+        push_to_hub(str(folder), "someone/tiny-bert", dry_run=True)

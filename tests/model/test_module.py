@@ -131,7 +131,7 @@ def test_lr_schedule():
     assert [constant(s) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="trainer.max_steps is required for lr_schedule linear"):
         lr_multiplier(warmup_steps=2, max_steps=-1, schedule="linear")
-    with pytest.raises(ValueError, match="smaller than trainer.max_steps"):
+    with pytest.raises(ValueError, match="smaller than --trainer.max_steps"):
         lr_multiplier(warmup_steps=20, max_steps=10, schedule="linear")
 
 
