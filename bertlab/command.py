@@ -162,7 +162,8 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
             if bound.arguments.get(name) is None:
                 raise ValueError(f"--{name} is required (see --help)")
         for name, value in list(bound.arguments.items()):
-            if isinstance(value, str) and not value.strip():  # `--output_dir ''`, `--input=`
+            default = loose.parameters[name].default
+            if isinstance(value, str) and not value.strip() and value != default:  # `--input=`
                 raise ValueError(f"--{name} is empty; give a value (see --help)")
             bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
         fn(*bound.args, **bound.kwargs)

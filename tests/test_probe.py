@@ -353,7 +353,7 @@ def test_train_tokenizer_refuses_negative_parity_lines_and_threads(tmp_path, cap
 
 # ------------------------------------------------------- a second probe (issue 17): 297 mistakes
 def test_bertlab_fit_refuses_shapes_settings_and_folders_that_would_fail_later(
-    en_samples, tmp_path, capsys
+    en_samples, masked_lm, tmp_path, capsys
 ):
     """Each refused before anything is built, in one line naming the flag: before, a traceback
     mid-step (heads 0, val_check_interval 0, an accelerator without its package, flash attention
@@ -381,6 +381,8 @@ def test_bertlab_fit_refuses_shapes_settings_and_folders_that_would_fail_later(
          "--trainer.default_root_dir .* is inside --data.train_files"),
         ([f"--ckpt_path={foreign}"], "--ckpt_path .*foreign.ckpt: not a checkpoint of bertlab fit"),
         (["--model.warmup_steps=100"], "--model.warmup_steps 100 must be smaller than"),
+        ([f"--model.from_pretrained={masked_lm}"],
+         "--model.hidden_size 64 contradicts --model.from_pretrained .* \\(hidden_size 32\\)"),
     ]  # fmt: skip
     import re
 
@@ -392,6 +394,11 @@ def test_bertlab_fit_refuses_shapes_settings_and_folders_that_would_fail_later(
         assert re.search(expected, errors[0]), (expected, errors[0])
     assert not (tmp_path / "run").exists()
     assert sorted(p.name for p in (en_samples / "train").iterdir() if p.is_dir()) == []
+    with pytest.raises(SystemExit):
+        main(["fit", *run, "--model.trainable=word_embeddings", "--model.num_attention_heads=0"])
+    assert "warning: --model.trainable word_embeddings without --model.from_pretrained" in (
+        capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):
         main(["validate", *run, "--data.val_files=null"])
     assert "bertlab validate needs --data.val_files" in capsys.readouterr().err

@@ -90,6 +90,11 @@ from bertlab.train.preflight import Preflight
 from bertlab.train.throughput import ThroughputMonitor
 
 USER_ERRORS = (*COMMAND_USER_ERRORS, ArgumentError, MisconfigurationException)
+# The model keys a from_pretrained folder decides.
+SHAPE_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings",
+)  # fmt: skip
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val_loss",
     "checkpoint.mode": "min",
@@ -196,6 +201,29 @@ class BertLabCLI(LightningCLI):
                 rank_zero_info(line)
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
+    def _check_model_start(self, model: Any) -> None:
+        """A shape set beside from_pretrained, which brings its own, is refused naming both;
+        training only some weights of a model nobody trained is said in one line."""
+        start, trainable = model.get("from_pretrained"), model.get("trainable", "all")
+        if start and Path(start, "config.json").is_file():
+            import json
+
+            saved = json.loads(Path(start, "config.json").read_text(encoding="utf-8"))
+            explicit = self._explicit_model("fit")
+            for key in SHAPE_KEYS:
+                if key in explicit and key in saved and explicit[key] != saved[key]:
+                    raise ValueError(
+                        f"--model.{key} {explicit[key]} contradicts --model.from_pretrained "
+                        f"{start} ({key} {saved[key]}): its shape is the folder's; leave "
+                        f"--model.{key} out"
+                    )
+        if not start and trainable not in ("all", ["all"]):
+            print(
+                f"warning: --model.trainable {trainable} without --model.from_pretrained trains "
+                "those weights of a randomly initialised model, the rest left random",
+                file=sys.stderr,
+            )
+
     def _explicit_model(self, subcommand: str) -> dict[str, Any]:
         """The model keys the user set, on the command line or in a --config file."""
         args = getattr(self, "_given_args", None)
@@ -213,6 +241,8 @@ class BertLabCLI(LightningCLI):
         for subcommand, key in (("validate", "val_files"), ("test", "test_files")):
             if self.subcommand == subcommand and not data.get(key):
                 raise ValueError(f"bertlab {subcommand} needs --data.{key}: nothing to score")
+        if self.subcommand == "fit" and not config.get("ckpt_path"):
+            self._check_model_start(config.get("model") or {})
         if self.subcommand == "fit":
             checkpoint = config.get("checkpoint")
             _refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
