@@ -186,7 +186,11 @@ class BertLabCLI(LightningCLI):
                     "bertlab validate/test"
                 )
             if max_steps == step:
-                rank_zero_info(f"--ckpt_path {ckpt_path}: at trainer.max_steps, nothing to train")
+                print(  # exit 0 is right (the run is complete), but it trains nothing
+                    f"warning: --ckpt_path {ckpt_path}: at trainer.max_steps, nothing to train; "
+                    "raise --trainer.max_steps to train on",
+                    file=sys.stderr,
+                )
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
         if hparams is not None and not isinstance(hparams, dict):
             raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
