@@ -140,27 +140,34 @@ class Workers:
             self.pool.join()
 
     def imap(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
-        if self.client is not None:
-            pending: deque = deque()
-            for task in tasks:
-                future = self.client.submit(_run_on_dask, self.tokenizer, fn, task, pure=False)
-                pending.append(future)
-                if len(pending) >= 2 * self.num_proc:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-            return
-        if self.pool is None:
+        if self.client is None and self.pool is None:
             for task in tasks:
                 yield fn(*task)
             return
+        if self.client is not None:
+            client, tokenizer = self.client, self.tokenizer
+
+            def submit(task: tuple) -> Any:
+                return client.submit(_run_on_dask, tokenizer, fn, task, pure=False)
+
+            def wait(future: Any) -> Any:
+                return future.result()
+        else:
+            pool = self.pool
+
+            def submit(task: tuple) -> Any:
+                return pool.apply_async(fn, task)
+
+            def wait(future: Any) -> Any:
+                return future.get()
+
         pending: deque = deque()
         for task in tasks:
-            pending.append(self.pool.apply_async(fn, task))
+            pending.append(submit(task))
             if len(pending) >= 2 * self.num_proc:
-                yield pending.popleft().get()
+                yield wait(pending.popleft())
         while pending:
-            yield pending.popleft().get()
+            yield wait(pending.popleft())
 
 
 @contextlib.contextmanager

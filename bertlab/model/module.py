@@ -64,19 +64,6 @@ def _compile(model: BertForPreTraining, fused_mlm_loss: bool) -> None:
     (head.transform if fused_mlm_loss else head).compile(dynamic=False)
 
 
-def _check_shape(hidden: int, layers: int, heads: int, intermediate: int) -> None:
-    """A shape transformers would build and then fail on mid-step (or train as nothing)."""
-    sizes = {"hidden_size": hidden, "num_hidden_layers": layers,
-             "num_attention_heads": heads, "intermediate_size": intermediate}  # fmt: skip
-    for key, value in sizes.items():
-        if value is not None and value < 1:
-            raise ValueError(f"--model.{key} {value} must be at least 1")
-    if hidden is not None and heads is not None and hidden % heads:
-        raise ValueError(
-            f"--model.hidden_size {hidden} is not a multiple of --model.num_attention_heads {heads}"
-        )
-
-
 class BertPretraining(pl.LightningModule):
     """Pre-train a Hugging Face BertForPreTraining: masked LM, optionally next-sentence prediction.
 
@@ -184,8 +171,6 @@ class BertPretraining(pl.LightningModule):
             raise ValueError(f"model.lr must be positive, got {lr}")
         if not weight_decay >= 0:  # AdamW would grow the weights, silently
             raise ValueError(f"--model.weight_decay {weight_decay} must be >= 0 (0: no decay)")
-        if from_pretrained is None:  # a pre-trained folder brings its own shape
-            _check_shape(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
         if lr_schedule not in ("linear", "constant"):
             raise ValueError(f"model.lr_schedule must be linear or constant, got {lr_schedule!r}")
         self.model = build_network(self.hparams, speed.attn_implementation)

@@ -34,6 +34,12 @@ from bertlab.model.prenorm import use_pre_layer_norm
 from bertlab.model.rotary import MARKER as ROTARY
 from bertlab.model.rotary import use_rotary
 
+# The model shape: what a from_pretrained folder decides, and what a benchmark's systems share.
+SHAPE_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings",
+)  # fmt: skip
+
 
 def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
     from transformers import AutoTokenizer
@@ -92,10 +98,13 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
         return _load_pretrained(hp, vocab_size, pad_id, attn_implementation)
     if vocab_size is None:
         raise ValueError("model.tokenizer is required (or model.vocab_size, or from_pretrained)")
+    for key in SHAPE_KEYS:  # transformers would build these, then fail mid-step or train nothing
+        if hp[key] < 1:
+            raise ValueError(f"--model.{key} {hp[key]} must be at least 1")
     if hp["hidden_size"] % hp["num_attention_heads"]:
         raise ValueError(
-            f"model.hidden_size {hp['hidden_size']} is not a multiple of "
-            f"model.num_attention_heads {hp['num_attention_heads']}"
+            f"--model.hidden_size {hp['hidden_size']} is not a multiple of "
+            f"--model.num_attention_heads {hp['num_attention_heads']}"
         )
     config = BertConfig(
         vocab_size=vocab_size,

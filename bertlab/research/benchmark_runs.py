@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from bertlab.research.hf_recipe import SHAPE_KEYS, run_hf_trainer
+from bertlab.model.network import SHAPE_KEYS
+from bertlab.research.hf_recipe import run_hf_trainer
 from bertlab.research.step_clock import (
     ClockCallback,
     ProfileSteps,

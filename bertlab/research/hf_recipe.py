@@ -18,13 +18,8 @@ import tempfile
 import numpy as np
 import torch
 
+from bertlab.model.network import SHAPE_KEYS
 from bertlab.research.step_clock import HeldoutPoints, StepClock, finish, window_ends
-
-# The model shape both systems of a measurement share (the spec's `shape`, less batch and data).
-SHAPE_KEYS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "max_position_embeddings",
-)  # fmt: skip
 
 
 class TokenIdsDataset(torch.utils.data.Dataset):

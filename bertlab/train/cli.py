@@ -47,6 +47,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -67,6 +68,7 @@ from bertlab.files import remote
 from bertlab.files.artefacts import torch_load_reason
 from bertlab.files.output_folder import new_folders, remove_unused
 from bertlab.model.module import BertPretraining
+from bertlab.model.network import SHAPE_KEYS
 from bertlab.model.resume import check_resume
 from bertlab.signals import Interrupted, stop_on_signals
 from bertlab.speed.settings import (
@@ -90,11 +92,6 @@ from bertlab.train.preflight import Preflight
 from bertlab.train.throughput import ThroughputMonitor
 
 USER_ERRORS = (*COMMAND_USER_ERRORS, ArgumentError, MisconfigurationException)
-# The model keys a from_pretrained folder decides.
-SHAPE_KEYS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "max_position_embeddings",
-)  # fmt: skip
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val_loss",
     "checkpoint.mode": "min",
@@ -176,7 +173,7 @@ class BertLabCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no Lightning "
                 "checkpoint keys in it); give a .ckpt from a run's checkpoints folder"
             )
-        step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+        step = checkpoint.get("global_step")
         max_steps = self.config[subcommand].trainer.get("max_steps")
         if subcommand == "fit" and isinstance(step, int) and max_steps not in (None, -1):
             if max_steps < step:  # Lightning would stop at once and exit 0, having done nothing
@@ -191,7 +188,7 @@ class BertLabCLI(LightningCLI):
                     "raise --trainer.max_steps to train on",
                     file=sys.stderr,
                 )
-        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+        hparams = checkpoint.get("hyper_parameters")
         if hparams is not None and not isinstance(hparams, dict):
             raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")
         hparams = dict(hparams or {})
@@ -210,8 +207,6 @@ class BertLabCLI(LightningCLI):
         training only some weights of a model nobody trained is said in one line."""
         start, trainable = model.get("from_pretrained"), model.get("trainable", "all")
         if start and Path(start, "config.json").is_file():
-            import json
-
             saved = json.loads(Path(start, "config.json").read_text(encoding="utf-8"))
             explicit = self._explicit_model("fit")
             for key in SHAPE_KEYS:
