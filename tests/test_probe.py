@@ -505,3 +505,49 @@ def test_inputs_that_do_not_fit_are_refused_or_said(en_wordpiece, masked_lm, tmp
     with pytest.raises(SystemExit):
         main(["fit", "--seed_everything=-1", "--data.train_files", str(tmp_path)])
     assert "--seed_everything -1 must be in" in capsys.readouterr().err
+
+
+def test_fit_refuses_a_run_folder_in_another_commands_output(en_samples, en_corpus, tmp_path):
+    """A corpus folder (prepare_corpus's marker) as the run's root: the logs would mix with it."""
+    import shutil
+
+    from tiny import small_run, tiny_model
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(en_corpus, corpus)
+    before = sorted(p.name for p in corpus.iterdir())
+    for root, expected in (
+        (corpus, f"--trainer.default_root_dir {corpus} holds the output of prepare_corpus"),
+        (corpus / "runs", f"--trainer.default_root_dir {corpus / 'runs'} is inside {corpus}"),
+    ):
+        result = run_tool("bertlab", "fit", *small_run(en_samples, root, steps=2), *tiny_model(),
+                          check=False)  # fmt: skip
+        assert expected in one_error(result)
+    assert sorted(p.name for p in corpus.iterdir()) == before
+
+
+def test_fit_warns_of_a_masking_share_too_small_to_learn_from(en_samples, tmp_path):
+    from tiny import small_run, tiny_model
+
+    run = [*small_run(en_samples, tmp_path / "run", steps=2), *tiny_model(),
+           "--model.warmup_steps=1"]  # fmt: skip
+    result = run_tool("bertlab", "fit", *run, "--data.mlm_probability=0.001")
+    assert (
+        "warning: --data.mlm_probability 0.001 masks 0.1% of tokens (BERT masks 15%): most "
+        "batches have few or no masked tokens to learn from"
+    ) in warnings(result)
+
+
+def test_evaluate_mlm_warns_of_a_text_the_tokenizer_cannot_spell(
+    masked_lm, en_corpus, ja_corpus, capsys
+):
+    from bertlab.downstream.heldout import evaluate_mlm
+
+    base = ["--model", masked_lm, "--max_blocks", "4"]
+    status, err = _run(evaluate_mlm, [*base, "--text", ja_corpus / "test.txt"], capsys)
+    assert status == 0
+    unknown = [line for line in err.splitlines() if "[UNK]" in line]
+    assert len(unknown) == 1 and unknown[0].startswith(f"warning: --text {ja_corpus}"), err
+    assert "give text in the tokenizer's language" in unknown[0]
+    status, err = _run(evaluate_mlm, [*base, "--text", en_corpus / "test.txt"], capsys)
+    assert status == 0 and "[UNK]" not in err

@@ -174,6 +174,10 @@ class StreamLoader(DataLoader):
         self._epoch_offset = None
 
 
+# Below this share a 128-token sequence has about one masked token, or none.
+MIN_USEFUL_MLM_PROBABILITY = 0.01
+
+
 def _tokenizer_fingerprint(path: str) -> str:
     from bertlab.tokenizer.training import tokenizer_fingerprint
 
@@ -231,6 +235,13 @@ class BertDataModule(pl.LightningDataModule):
             raise ValueError(f"--data.on_bad_sample {on_bad_sample!r} must be 'fail' or 'skip'")
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"--data.mlm_probability {mlm_probability} must be in (0, 1)")
+        if mlm_probability < MIN_USEFUL_MLM_PROBABILITY and int(os.environ.get("RANK", "0")) == 0:
+            print(
+                f"warning: --data.mlm_probability {mlm_probability} masks {mlm_probability:.1%} "
+                "of tokens (BERT masks 15%): most batches have few or no masked tokens to learn "
+                "from",
+                file=sys.stderr,
+            )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

@@ -24,8 +24,9 @@ Decisions:
   figures are still what they say): a model whose every LayerNorm is still at its initial scale
   1 and shift 0 was never trained (training moves them at its first step), so its loss is that
   of random weights; a text with fewer than MIN_POSITIONS masked positions gives a loss too
-  noisy to compare models by. The weights are looked at rather than the export's records,
-  which a hand-made or copied folder may lack.
+  noisy to compare models by; a text more than MAX_UNKNOWN_SHARE [UNK] is not in the
+  tokenizer's language, and its few scored pieces say little about the model. The weights are
+  looked at rather than the export's records, which a hand-made or copied folder may lack.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ MIN_BLOCK_TOKENS = 16
 # A masked position's loss varies by some 2-3 nats, so the mean over 200 positions is uncertain
 # by about 0.2 nats: the size of the differences between runs worth reporting.
 MIN_POSITIONS = 200
+# Real text in a tokenizer's own language has well under 1% [UNK]: above 5% the text is not.
+MAX_UNKNOWN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class HeldoutBlocks:
     input_ids: Tensor  # [B, L] int64, padded with the tokenizer's padding id
     attention_mask: Tensor  # [B, L]
     targets: Tensor  # [B, L], the original token at masked positions, -100 elsewhere
+    unknown_share: float = 0.0  # of the blocks' text tokens, the tokenizer's [UNK]
 
     @property
     def num_positions(self) -> int:
@@ -133,6 +137,8 @@ def make_blocks(
         raise ValueError(f"--text {path}: no block of {MIN_BLOCK_TOKENS} tokens or more")
     rng = np.random.default_rng(seed)
     special = set(tokenizer.all_special_ids)
+    text_tokens = sum(len(block) - 2 for block in blocks)
+    unknown = sum(block.count(tokenizer.unk_token_id) for block in blocks)
     input_ids = torch.full((len(blocks), max_len), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(blocks), max_len), dtype=torch.long)
     targets = torch.full((len(blocks), max_len), -100, dtype=torch.long)
@@ -150,7 +156,8 @@ def make_blocks(
         positions = torch.from_numpy(np.sort(chosen))
         targets[row, positions] = input_ids[row, positions]
         input_ids[row, positions] = tokenizer.mask_token_id
-    return HeldoutBlocks(path.name, input_ids, attention_mask, targets)
+    share = unknown / text_tokens if text_tokens and tokenizer.unk_token_id is not None else 0.0
+    return HeldoutBlocks(path.name, input_ids, attention_mask, targets, share)
 
 
 def unigram_log_probs(corpus: str | Path, tokenizer) -> Tensor:
@@ -380,6 +387,12 @@ def evaluate_mlm(
                 f"--text {path}: only {blocks.num_positions} masked positions ({count} block"
                 f"{'s' if count != 1 else ''}): a loss over so few is too noisy to compare models "
                 f"by; give a longer text (at least {MIN_POSITIONS} positions)"
+            )
+        if blocks.unknown_share > MAX_UNKNOWN_SHARE:
+            _warn(
+                f"--text {path}: {blocks.unknown_share:.0%} of its tokens are [UNK] for this "
+                "tokenizer (text it cannot spell, e.g. another language's script): the loss is "
+                "over the few pieces left; give text in the tokenizer's language"
             )
         result = evaluate_masked_lm(network, blocks, unigram)
         print(describe(result))

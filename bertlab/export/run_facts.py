@@ -105,6 +105,29 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _refuse_contradictions(path: str | Path, given: dict[str, Any], recorded: dict) -> None:
+    """A --config value that the run's own records (the checkpoint's hyperparameters, the
+    config.yaml saved beside it) contradict is refused naming both: that file is not the
+    run's config, and the export would silently describe what the run did instead."""
+    from bertlab.model.resume import same
+
+    conflicts = []
+    for section in ("model", "data", "trainer"):
+        theirs = _section(recorded, section)
+        for key, mine in _section(given, section).items():
+            if key == "class_path" or isinstance(mine, (dict, list)) or key not in theirs:
+                continue
+            if theirs[key] is not None and not same(mine, theirs[key]):
+                conflicts.append(f"{section}.{key} {mine!r} (the run: {theirs[key]!r})")
+    if conflicts:
+        raise ValueError(
+            f"--config {path} is not this checkpoint's run: "
+            + ", ".join(conflicts[:3])
+            + ("..." if len(conflicts) > 3 else "")
+            + "; give the run's own config, or leave --config out"
+        )
+
+
 def find_run_config(ckpt_path: str | Path) -> Path | None:
     """The config.yaml LightningCLI saved for the run this checkpoint belongs to, if any."""
     ckpt = Path(ckpt_path).resolve()
@@ -259,6 +282,11 @@ def collect_run_facts(
         if config_file is not None and config_file.is_file():
             facts.config_path = str(config_file.resolve())
             facts.config = _merge(facts.config, read_config(config_file))
+    if config_path:
+        recorded = {"model": facts.hparams, "data": facts.data_hparams}
+        if saved is not None and saved.is_file():
+            recorded = _merge(read_config(saved), recorded)
+        _refuse_contradictions(config_path, read_config(config_path), recorded)
     trainer = _section(facts.config, "trainer")
     data = {**_section(facts.config, "data"), **facts.data_hparams}
     model = {**_section(facts.config, "model"), **facts.hparams}

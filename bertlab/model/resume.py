@@ -1,4 +1,4 @@
-"""Resuming from a checkpoint: the model settings it brings against those the user stated.
+"""Resuming from a checkpoint: the model and data settings it brings against the user's.
 
 A run started with `--ckpt_path` builds the model the checkpoint holds: LightningCLI reads the
 checkpoint's hyperparameters into `model`, over whatever the config says. That must never be
@@ -15,6 +15,11 @@ Decisions:
 - `tokenizer` is not compared here: it is linked from the data module, whose own checks refuse
   samples of another tokenizer. Values compare as plain data (a tuple equals the same list, 1e-3
   equals 0.001), as YAML and the checkpoint's pickle spell them differently.
+- Data settings are not taken from the checkpoint (Lightning restores only the model's): the
+  resumed run uses what this command line and config say. Those the loader's saved position
+  checks (batch size, seed, workers, the samples) are refused there when they differ; the
+  others that change what is trained on (masking, shuffling) are legitimate to change mid-run,
+  so a difference is one warning line naming both values, set or default.
 """
 
 from __future__ import annotations
@@ -79,3 +84,29 @@ def check_resume(
     if not taken:
         return None
     return f"--ckpt_path {ckpt_path}: model settings taken from the checkpoint: " + ", ".join(taken)
+
+
+# The data settings that change what is trained on but not where the saved position points.
+DATA_COMPARED = ("mlm_probability", "whole_word_masking", "shuffle_buffer_size", "on_bad_sample")
+
+
+def data_changes(
+    ckpt_path: str,
+    checkpoint_data: Mapping[str, Any],
+    explicit_data: Mapping[str, Any],
+    current_data: Mapping[str, Any],
+) -> str | None:
+    """The one warning line for data settings that differ from the checkpoint's run (or None)."""
+    changes = []
+    for key in DATA_COMPARED:
+        if key in checkpoint_data and key in current_data:
+            theirs, mine = checkpoint_data[key], current_data[key]
+            if not same(mine, theirs):
+                how = "set" if key in explicit_data else "the default"
+                changes.append(f"data.{key} {theirs!r} -> {mine!r} ({how})")
+    if not changes:
+        return None
+    return (
+        f"warning: --ckpt_path {ckpt_path}: resuming with other data settings than the "
+        "checkpoint's run: " + ", ".join(changes) + "; give the run's values to keep them"
+    )

@@ -66,10 +66,10 @@ from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files import remote
 from bertlab.files.artefacts import torch_load_reason
-from bertlab.files.output_folder import new_folders, remove_unused
+from bertlab.files.output_folder import new_folders, read_marker, remove_unused
 from bertlab.model.module import BertPretraining
 from bertlab.model.network import SHAPE_KEYS
-from bertlab.model.resume import check_resume
+from bertlab.model.resume import check_resume, data_changes
 from bertlab.signals import Interrupted, stop_on_signals
 from bertlab.speed.settings import (
     Speed,
@@ -197,10 +197,17 @@ class BertLabCLI(LightningCLI):
         if hparams:
             current = self.config[subcommand].get("model")
             current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
-            line = check_resume(ckpt_path, hparams, self._explicit_model(subcommand), current)
+            line = check_resume(ckpt_path, hparams, self._explicit(subcommand, "model"), current)
             if line:
                 rank_zero_info(line)
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        saved_data = checkpoint.get("datamodule_hyper_parameters")
+        if subcommand == "fit" and isinstance(saved_data, dict):
+            current = self.config[subcommand].get("data")
+            current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
+            line = data_changes(ckpt_path, saved_data, self._explicit(subcommand, "data"), current)
+            if line:
+                print(line, file=sys.stderr)
 
     def _check_model_start(self, model: Any) -> None:
         """A shape set beside from_pretrained, which brings its own, is refused naming both;
@@ -208,7 +215,7 @@ class BertLabCLI(LightningCLI):
         start, trainable = model.get("from_pretrained"), model.get("trainable", "all")
         if start and Path(start, "config.json").is_file():
             saved = json.loads(Path(start, "config.json").read_text(encoding="utf-8"))
-            explicit = self._explicit_model("fit")
+            explicit = self._explicit("fit", "model")
             for key in SHAPE_KEYS:
                 if key in explicit and key in saved and explicit[key] != saved[key]:
                     raise ValueError(
@@ -223,14 +230,15 @@ class BertLabCLI(LightningCLI):
                 file=sys.stderr,
             )
 
-    def _explicit_model(self, subcommand: str) -> dict[str, Any]:
-        """The model keys the user set, on the command line or in a --config file."""
+    def _explicit(self, subcommand: str, section: str) -> dict[str, Any]:
+        """The keys of `section` (model, data) the user set, on the command line or in a
+        --config file."""
         args = getattr(self, "_given_args", None)
         if args is not None and not isinstance(args, (list, tuple)):
             return {}  # a dict or Namespace from Python: no way to tell defaults apart
         given = self.parser.parse_args(args, defaults=False)
-        model = given.get(subcommand) and given[subcommand].get("model")
-        return model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
+        values = given.get(subcommand) and given[subcommand].get(section)
+        return values.as_dict() if hasattr(values, "as_dict") else dict(values or {})
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -347,9 +355,9 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
 
 
 def _refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
-    """The run's folders never a samples folder it reads, nor inside one: its logs and
-    checkpoints would mix with the shards. A root above the samples is fine (Lightning writes
-    only lightning_logs/ there)."""
+    """The run's folders never a samples folder it reads, nor inside one, nor another
+    command's output folder (its marker says whose): its logs and checkpoints would mix with
+    them. A root above the samples is fine (Lightning writes only lightning_logs/ there)."""
     inputs = []
     for key in ("train_files", "val_files", "test_files"):
         value = data.get(key)
@@ -366,6 +374,16 @@ def _refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
                 raise ValueError(
                     f"{flag} {folder} is inside {key} {item}: the run's files would mix with "
                     "the samples; choose a folder outside it"
+                )
+        for owner in (out, *out.parents):  # another command's output folder, or inside one
+            marker = read_marker(owner) if owner.is_dir() else None
+            if marker is not None:
+                raise ValueError(
+                    f"{flag} {folder} is inside {owner} ({marker['command']}'s output): the "
+                    "run's files would mix with it; choose a folder outside it"
+                    if owner != out
+                    else f"{flag} {folder} holds the output of {marker['command']}: the run's "
+                    "files would mix with it; choose another folder"
                 )
 
 

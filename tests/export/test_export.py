@@ -300,6 +300,26 @@ def test_a_license_the_hub_would_refuse_is_refused_at_export(trained_ckpt, tmp_p
     assert not out.exists()
 
 
+def test_a_config_that_is_not_the_runs_is_refused(trained_ckpt: Path, tmp_path: Path, capsys):
+    """--config fills in what the run's records lack; one they contradict is not the run's."""
+    saved = (trained_ckpt.parents[1] / "config.yaml").read_text(encoding="utf-8")
+    other = tmp_path / "other.yaml"
+    other.write_text(saved.replace("hidden_size: 32", "hidden_size: 128"), encoding="utf-8")
+    assert other.read_text(encoding="utf-8") != saved
+    out = tmp_path / "model"
+    args = ["--ckpt_path", str(trained_ckpt), "--output_dir", str(out)]
+    error = user_error(capsys, [*args, "--config", str(other)])
+    assert error == (
+        f"error: --config {other} is not this checkpoint's run: model.hidden_size 128 (the run: "
+        "32); give the run's own config, or leave --config out"
+    )
+    assert not out.exists()
+    same = tmp_path / "same.yaml"
+    same.write_text(saved, encoding="utf-8")
+    run(export_model, [*args, "--config", str(same)])
+    assert (out / "config.json").is_file()
+
+
 def test_non_empty_output_dir_needs_overwrite(trained_ckpt: Path, tmp_path: Path, capsys):
     out = tmp_path / "model"
     out.mkdir()

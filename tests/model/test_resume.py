@@ -5,7 +5,8 @@ Run: .venv/bin/python -m pytest tests/model/test_resume.py -q
 
 A two-step tiny run makes the checkpoint (in-process); the resumed runs go through the real
 `bertlab fit` in a subprocess: a contradicting setting is one `error:` line naming both values
-(exit 2, nothing trained), values taken from the checkpoint are logged in one line.
+(exit 2, nothing trained), values taken from the checkpoint are logged in one line, and data
+settings other than the checkpoint run's are one warning line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from conftest import run_tool
 from tiny import data_args, small_run, tiny_model
 
-from bertlab.model.resume import check_resume, same
+from bertlab.model.resume import check_resume, data_changes, same
 from bertlab.train.cli import run_cli
 
 MODEL = [*tiny_model(), "--model.warmup_steps=1"]  # the checkpoint's settings, but its 1 layer
@@ -81,7 +82,15 @@ def test_values_taken_from_the_checkpoint_are_logged(en_samples, tiny_ckpt, tmp_
         "--trainer.devices=1", "--trainer.max_steps=3", "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={root}", "--model.lr=5e-3", f"--ckpt_path={tiny_ckpt}",
+        "--data.mlm_probability=0.3",
     )  # fmt: skip
+    # Data settings are this run's, not the checkpoint's: a change is one warning line.
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: --ckpt_path {tiny_ckpt}: resuming with other data "), (
+        warning
+    )
+    assert "data.mlm_probability 0.15 -> 0.3 (set)" in warning
+    assert "shuffle_buffer_size" not in warning  # data_args gives the run's 500 again
     lines = [line for line in (result.stdout + result.stderr).splitlines() if "taken from" in line]
     assert len(lines) == 1, result.stderr[-3000:]
     assert f"--ckpt_path {tiny_ckpt}: model settings taken from the checkpoint: " in lines[0]
@@ -105,6 +114,16 @@ def test_values_compare_as_plain_data():
         ValueError, match=r"model\.hidden_size is set to 32 but the checkpoint has 64"
     ):
         check_resume("k.ckpt", checkpoint, {"hidden_size": 32}, {"hidden_size": 32})
+
+
+def test_data_changes_name_both_values_set_or_default():
+    saved = {"mlm_probability": 0.4, "whole_word_masking": False, "batch_size": 16}
+    line = data_changes("k.ckpt", saved, {}, {"mlm_probability": 0.15, "batch_size": 8})
+    assert line == (
+        "warning: --ckpt_path k.ckpt: resuming with other data settings than the checkpoint's "
+        "run: data.mlm_probability 0.4 -> 0.15 (the default); give the run's values to keep them"
+    )  # batch_size: the loader's saved position refuses it
+    assert data_changes("k.ckpt", saved, {}, {"mlm_probability": 0.4}) is None
 
 
 def test_a_fresh_run_never_replaces_an_earlier_runs_last_checkpoint(
