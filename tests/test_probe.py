@@ -551,3 +551,38 @@ def test_evaluate_mlm_warns_of_a_text_the_tokenizer_cannot_spell(
     assert "give text in the tokenizer's language" in unknown[0]
     status, err = _run(evaluate_mlm, [*base, "--text", en_corpus / "test.txt"], capsys)
     assert status == 0 and "[UNK]" not in err
+
+
+def test_prepare_corpus_takes_no_other_commands_output_as_text(en_corpus, en_wordpiece, tmp_path):
+    import shutil
+
+    for folder, expected in (
+        (en_wordpiece, f"--input {en_wordpiece} holds the output of train_tokenizer, not text"),
+        (en_corpus, f"--input {en_corpus} is prepare_corpus's output: its valid and test"),
+    ):
+        result = run_tool("prepare_corpus.py", "--input", folder, "--output_dir",
+                          tmp_path / "c", check=False)  # fmt: skip
+        assert expected in one_error(result)
+        assert not (tmp_path / "c").exists()
+    # Inside an input folder, a command's output folder is skipped, said in one line.
+    data = tmp_path / "data"
+    shutil.copytree(en_wordpiece, data / "tok")
+    documents(data, 3)
+    result = run_tool("prepare_corpus.py", "--input", data, "--output_dir", tmp_path / "c",
+                      "--valid_docs", "0", "--test_docs", "0")  # fmt: skip
+    assert (
+        f"--input {data}: skipping the folders bertlab commands wrote: tok (train_tokenizer)"
+        in (result.stderr)
+    )
+    assert "[PAD]" not in (tmp_path / "c" / "train.txt").read_text(encoding="utf-8")  # vocab.txt
+
+
+def test_train_tokenizer_names_a_compressed_train_file(en_corpus, tmp_path):
+    import gzip
+
+    packed = tmp_path / "train.txt.gz"
+    packed.write_bytes(gzip.compress((en_corpus / "test.txt").read_bytes()))
+    result = run_tool("train_tokenizer.py", "--train_file", packed, "--output_dir",
+                      tmp_path / "tok", "--vocab_size", "300", check=False)  # fmt: skip
+    assert f"--train_file {packed} is gzip-compressed: give the plain text" in one_error(result)
+    assert not (tmp_path / "tok").exists()

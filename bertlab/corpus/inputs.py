@@ -6,7 +6,10 @@ Decisions:
   `text` a line), each optionally `.gz`, `.bz2` or `.xz`; Parquet and Arrow tables
   (bertlab.corpus.tables). Folders are read recursively and globs expanded, in sorted order;
   hidden files, other extensions and multistream dumps' index files inside a folder are skipped,
-  but a file named outright must have a known extension.
+  but a file named outright must have a known extension. A folder another bertlab command wrote
+  (its output marker) is refused as an input, and skipped inside an input folder (said in one
+  line): a tokenizer's vocab.txt is no corpus, and an earlier corpus's held-out splits would
+  leak into the new training split.
 - A URL (bertlab.files.remote) stays a URL string and is streamed through its decompressor.
 - Bad input is a one-line ValueError naming the file, with the line (JSON Lines) or byte offset
   (UTF-8, compressed data) where the problem is.
@@ -21,6 +24,7 @@ import json
 import lzma
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +34,7 @@ from tqdm import tqdm
 
 from bertlab.corpus.wikipedia import Page, iter_pages
 from bertlab.files import remote
+from bertlab.files.output_folder import MARKER, SHOWN_NAMES, read_marker
 
 FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
 TABLE = re.compile(r".*\.(parquet|arrow)", re.IGNORECASE)  # bertlab.corpus.tables reads them
@@ -93,6 +98,40 @@ def input_size(path: Path | str) -> int:
     return remote.size(str(path)) if remote.is_remote(path) else os.path.getsize(path)
 
 
+def _refuse_command_output(folder: Path) -> None:
+    """A folder another command wrote is no raw text: a tokenizer's vocab.txt, samples' shards
+    or an earlier corpus (whose held-out splits would leak into the new training split)."""
+    marker = read_marker(folder)
+    if marker is None:
+        return
+    if marker["command"] == "prepare_corpus":
+        raise ValueError(
+            f"--input {folder} is prepare_corpus's output: its valid and test documents would "
+            "be mixed into the new splits; give its train.txt, or the raw text"
+        )
+    raise ValueError(
+        f"--input {folder} holds the output of {marker['command']}, not text to make a corpus "
+        "of; give the text files or their folder"
+    )
+
+
+def _command_outputs_inside(folder: Path) -> list[Path]:
+    """Subfolders of an --input folder that bertlab commands wrote: skipped, said in one line."""
+    owned = sorted(marker.parent for marker in folder.rglob(MARKER) if marker.parent != folder)
+    if owned:
+        names = ", ".join(
+            f"{p.relative_to(folder)} ({read_marker(p)['command']})"
+            for p in owned[:SHOWN_NAMES]
+            if read_marker(p)
+        )
+        print(
+            f"--input {folder}: skipping the folders bertlab commands wrote: {names}"
+            + (" ..." if len(owned) > SHOWN_NAMES else ""),
+            file=sys.stderr,
+        )
+    return owned
+
+
 def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[Path | str]:
     """Files named by `inputs` (files, directories read recursively, globs), in a stable order.
 
@@ -116,6 +155,8 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
             candidates = [Path(item)]
         for path in candidates:
             if path.is_dir():
+                _refuse_command_output(path)
+                owned = _command_outputs_inside(path)
                 found = [
                     p
                     for p in sorted(path.rglob("*"))
@@ -124,6 +165,7 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
                     and (FORMAT.fullmatch(p.name) or TABLE.fullmatch(p.name))
                     and "multistream-index" not in p.name  # a dump's index is not text
                     and p.resolve() not in outputs
+                    and not any(folder in p.parents for folder in owned)
                 ]
                 if not found:
                     raise ValueError(

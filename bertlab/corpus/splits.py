@@ -145,7 +145,7 @@ def assign_splits(hashes: array, valid_docs: int | float, test_docs: int | float
     if num_valid + num_test >= n:
         raise ValueError(
             f"--valid_docs {valid_docs} and --test_docs {test_docs} leave no training documents "
-            f"(the corpus has {n} documents)"
+            f"(the corpus has {n} document{'s' if n != 1 else ''})"
         )
     split_of = bytearray(n)
     # nsmallest is a stable sort cut short: ties (identical texts) keep their input order.

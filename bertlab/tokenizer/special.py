@@ -23,6 +23,12 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SPECIAL_IDS: dict[str, int] = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 
 
+# A file's first bytes -> its compression: the tokenizer trainers read plain text only.
+COMPRESSED_MAGIC = (("gzip", b"\x1f\x8b"), ("xz", b"\xfd7zXZ\x00")) + tuple(
+    ("bzip2", f"BZh{level}".encode()) for level in range(1, 10)
+)
+
+
 def iter_lines(path: str, flag: str = "--train_file") -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text) for every non-blank line of a UTF-8 text file."""
     file = Path(path)
@@ -32,6 +38,14 @@ def iter_lines(path: str, flag: str = "--train_file") -> Iterator[tuple[int, str
         raise ValueError(f"{flag} {path} is not a file")
     offset = 0
     with open(file, "rb") as f:
+        head = f.read(6)
+        f.seek(0)
+        kind = next((name for name, magic in COMPRESSED_MAGIC if head.startswith(magic)), None)
+        if kind is not None:
+            raise ValueError(
+                f"{flag} {path} is {kind}-compressed: give the plain text (prepare_corpus's "
+                "train.txt, or the file decompressed)"
+            )
         for number, raw in enumerate(f, 1):
             try:
                 text = raw.decode("utf-8")
