@@ -60,10 +60,10 @@ soak: $(STAMP)
 GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),python3)
 GPU_WHEELS ?= $(CURDIR)/.gpu-wheels
 GPU_CHECK_ARGS ?= --output_dir runs/gpu-check --overwrite
-GPU_PACKAGES := fire termcolor jsonargparse docstring-parser typeshed-client mwparserfromhell
+GPU_PACKAGES := fire termcolor jsonargparse docstring-parser typeshed-client mwparserfromhell isal
 
 gpu-check:
-	@if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 && ! $(GPU_PYTHON) -c "import fire, jsonargparse, docstring_parser, typeshed_client, mwparserfromhell" 2>/dev/null; then \
+	@if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 && ! $(GPU_PYTHON) -c "import fire, jsonargparse, docstring_parser, typeshed_client, mwparserfromhell, isal" 2>/dev/null; then \
 	  $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps $(GPU_WHEELS)/*.whl; fi
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 

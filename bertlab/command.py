@@ -60,13 +60,18 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             return False
         raise ValueError(f"--{name} expects true or false, got {value!r}")
     if _is_list(annotation):
-        if isinstance(value, (list, tuple)):
-            return [str(v) if str in _list_item_types(annotation) else v for v in value]
         if isinstance(value, str) and str not in options:
-            return [v for v in value.split(",") if v]
-        if not isinstance(value, str):
-            return [value]
-        return value
+            value = [v for v in value.split(",") if v]
+        elif not isinstance(value, (list, tuple, str)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return value
+        # Each item as its type says (fire leaves `--sizes 25 100` items as it read them).
+        item_types = set(_list_item_types(annotation))
+        if len(item_types) == 1 and item_types <= {str, int, float}:
+            (item_type,) = item_types
+            return [_coerce(v, item_type, name) for v in value]
+        return list(value)
     already_number = (int in options and isinstance(value, int)) or (
         float in options and isinstance(value, float)
     )

@@ -1,0 +1,355 @@
+"""The data path at scale: prepare_corpus, train_tokenizer and prepare_samples against corpus size.
+
+`tools/scale_benchmark.py` builds corpora of the given sizes from one real source (the source's
+documents through prepare_corpus, repeated in rounds, each round reshuffled), runs each stage on
+each size, and reports wall time, corpus tokens per second, peak memory and output bytes per
+token, with the raw batch tokenizer on the same text beside prepare_samples, a plot of time and
+memory against size, and the projection to a corpus the size of English Wikipedia.
+
+Decisions:
+- Each measured stage runs in a child process of its own (`python -m bertlab.research.scale
+  SPEC`): the child imports what the stage needs, then times only the call, so the figures are
+  the work and not Python's start-up; the parent reads the child's peak memory from os.wait4 (the
+  largest process of its tree, `ru_maxrss`, what /usr/bin/time -v reports), so a pool worker's
+  memory counts and one stage's memory never leaks into the next figure.
+- The raw tokenizer is `tokenizer(batch, add_special_tokens=False)` over batches of 1,000
+  sentences of the same train.txt, timed without reading the file (which favours it), twice: with
+  one thread (TOKENIZERS_PARALLELISM=false: one process's worth of tokenizing) and with the Rust
+  backend's own threads on every core (its default). prepare_samples' processes tokenize with one
+  thread each.
+- Stages of one size take turns with the other sizes' only in the order given: each figure is
+  one run (the largest corpora take minutes); the ratios that matter (prepare_samples against the
+  raw tokenizer, two processes against one) are measured on the same corpus minutes apart.
+- The projection is linear in size from the two largest corpora (time and, where it grows,
+  memory), and for more cores uses Amdahl's law from the one- and two-process times of
+  prepare_samples: t(n) = s + p / n with s + p = t(1), s + p / 2 = t(2). It is a projection, and
+  labelled as one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# English Wikipedia's article text (20231101.en, ~6.4M articles): about 20 GB of UTF-8.
+WIKIPEDIA_MB = 20_000
+STAGES = ("prepare_corpus", "train_tokenizer", "tokenizer", "prepare_samples")
+
+
+def build_corpus(documents: list[str], size_mb: float, path: Path) -> int:
+    """Write documents in rounds, each round shuffled with Random(round), until size_mb MB; the
+    bytes written (whole documents, the last one crossing the size)."""
+    target = int(size_mb * 1_000_000)
+    written, round_index = 0, 0
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        while written < target:
+            order = list(documents)
+            random.Random(round_index).shuffle(order)
+            for document in order:
+                text = document + "\n\n"
+                out.write(text)
+                written += len(text.encode("utf-8"))
+                if written >= target:
+                    break
+            round_index += 1
+    return written
+
+
+def source_documents(corpus_dir: Path) -> list[str]:
+    """The documents of a prepared corpus folder (all three splits), each as its lines."""
+    documents = []
+    for split in ("train", "valid", "test"):
+        text = (corpus_dir / f"{split}.txt").read_text(encoding="utf-8")
+        documents += [d.strip("\n") for d in text.split("\n\n") if d.strip()]
+    return documents
+
+
+def _run_child(spec: dict, log: Path, env: dict | None = None) -> dict:
+    """Run one stage in a child process; its result with `peak_mb` from os.wait4."""
+    result_path = log.with_suffix(".json")
+    result_path.unlink(missing_ok=True)
+    spec = spec | {"result": str(result_path)}
+    with open(log, "w", encoding="utf-8") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bertlab.research.scale", json.dumps(spec)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0 or not result_path.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{spec['stage']} failed ({child.returncode}): {' | '.join(tail)}")
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    return result | {"peak_mb": usage.ru_maxrss / 1024}  # Linux: kilobytes
+
+
+def _child(spec: dict) -> None:
+    """A stage, timed after its imports; its figures written to spec['result'] as JSON."""
+    stage = spec["stage"]
+    figures: dict[str, Any] = {}
+    if stage == "prepare_corpus":
+        from bertlab.corpus.prepare import prepare_corpus
+
+        start = time.perf_counter()
+        prepare_corpus(input=[spec["input"]], output_dir=spec["output_dir"],
+                       num_proc=spec["num_proc"], overwrite=True)  # fmt: skip
+    elif stage == "train_tokenizer":
+        import transformers  # noqa: F401 (imported before the clock starts)
+
+        from bertlab.tokenizer.training import train_tokenizer
+
+        start = time.perf_counter()
+        train_tokenizer(spec["input"], spec["output_dir"], model_type="wordpiece",
+                        vocab_size=spec["vocab_size"], overwrite=True)  # fmt: skip
+    elif stage == "tokenizer":
+        from bertlab.tokenizer.training import load_tokenizer
+
+        tok = load_tokenizer(spec["tokenizer"])
+        text = Path(spec["input"]).read_text(encoding="utf-8")
+        sentences = [line for line in text.splitlines() if line.strip()]
+        del text
+        start, tokens = time.perf_counter(), 0
+        for i in range(0, len(sentences), 1000):
+            batch = tok(sentences[i : i + 1000], add_special_tokens=False,
+                        return_attention_mask=False)  # fmt: skip
+            tokens += sum(map(len, batch["input_ids"]))
+        figures["corpus_tokens"] = tokens
+    elif stage == "prepare_samples":
+        from bertlab.samples.prepare import _load_tokenizer, prepare_samples
+
+        _load_tokenizer(spec["tokenizer"])  # transformers imported before the clock starts
+        start = time.perf_counter()
+        meta = prepare_samples(
+            spec["input"], spec["tokenizer"], spec["output_dir"],
+            max_seq_len=spec["max_seq_len"], dupe_factor=spec["dupe_factor"],
+            num_shards=spec["num_shards"], num_proc=spec["num_proc"], overwrite=True,
+        )  # fmt: skip
+        out = Path(spec["output_dir"])
+        figures["corpus_tokens"] = meta["corpus"]["num_tokens"]
+        figures["sample_tokens"] = meta["num_tokens"]
+        figures["output_bytes"] = sum(p.stat().st_size for p in out.glob("shard-*.jsonl.gz"))
+    else:
+        raise AssertionError(f"unknown stage {stage}")
+    figures["seconds"] = time.perf_counter() - start
+    Path(spec["result"]).write_text(json.dumps(figures) + "\n", encoding="utf-8")
+
+
+def _amdahl(t1: float, t2: float, cores: int) -> float:
+    """t(cores) from t(1) and t(2) under Amdahl's law (a serial part s, a parallel part p)."""
+    parallel = max(0.0, 2 * (t1 - t2))
+    serial = max(0.0, t1 - parallel)
+    return serial + parallel / cores
+
+
+def project(records: list[dict], target_mb: float, cores: list[int]) -> list[dict]:
+    """Projected time and memory of each stage at target_mb, on this machine and on more cores."""
+    projections = []
+    for stage in ("prepare_corpus", "train_tokenizer", "prepare_samples"):
+        for num_proc in sorted({r.get("num_proc", 1) for r in records if r["stage"] == stage}):
+            runs = sorted(
+                (r for r in records if r["stage"] == stage and r.get("num_proc", 1) == num_proc),
+                key=lambda r: r["size_mb"],
+            )
+            if len(runs) < 2:
+                continue
+            small, large = runs[-2], runs[-1]
+            scale = (target_mb - large["size_mb"]) / (large["size_mb"] - small["size_mb"])
+            seconds = large["seconds"] + scale * (large["seconds"] - small["seconds"])
+            growth = max(0.0, large["peak_mb"] - small["peak_mb"])
+            projections.append({
+                "stage": stage, "num_proc": num_proc, "target_mb": target_mb,
+                "seconds": seconds, "peak_mb": large["peak_mb"] + scale * growth,
+            })  # fmt: skip
+    for stage in ("prepare_corpus", "prepare_samples"):
+        by_proc = {p["num_proc"]: p for p in projections if p["stage"] == stage}
+        if 1 in by_proc and 2 in by_proc:
+            for n in cores:
+                projections.append({
+                    "stage": stage, "num_proc": n, "target_mb": target_mb,
+                    "seconds": _amdahl(by_proc[1]["seconds"], by_proc[2]["seconds"], n),
+                    "peak_mb": by_proc[2]["peak_mb"], "amdahl": True,
+                })  # fmt: skip
+    for projection in projections:  # the largest process, and all of them (workers + main)
+        workers = projection["num_proc"]
+        projection["total_mb"] = projection["peak_mb"] * (workers + 1 if workers > 1 else 1)
+    return projections
+
+
+def _plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for stage in STAGES:
+        for num_proc in sorted({r.get("num_proc", 1) for r in records if r["stage"] == stage}):
+            runs = sorted(
+                (r for r in records if r["stage"] == stage and r.get("num_proc", 1) == num_proc),
+                key=lambda r: r["size_mb"],
+            )
+            label = stage if stage in ("train_tokenizer",) else f"{stage} x{num_proc}"
+            sizes = [r["size_mb"] for r in runs]
+            time_axis.plot(sizes, [r["seconds"] for r in runs], marker="o", label=label)
+            memory_axis.plot(sizes, [r["peak_mb"] for r in runs], marker="o", label=label)
+    time_axis.set(xlabel="corpus (MB)", ylabel="wall time (s)", title="time", xscale="log",
+                  yscale="log")  # fmt: skip
+    memory_axis.set(xlabel="corpus (MB)", ylabel="peak memory, largest process (MB)",
+                    title="memory", xscale="log")  # fmt: skip
+    memory_axis.set_ylim(bottom=0)
+    time_axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _table(records: list[dict]) -> list[str]:
+    lines = [
+        "| corpus | stage | processes | wall | corpus tokens/s | peak (largest process) "
+        "| output bytes/token |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in records:
+        rate = f"{r['tokens_per_s'] / 1000:,.0f}k" if r.get("tokens_per_s") else ""
+        out = f"{r['bytes_per_token']:.2f}" if r.get("bytes_per_token") else ""
+        lines.append(
+            f"| {r['size_mb']:g} MB | {r['stage']} | {r.get('threads', r.get('num_proc', 1))} "
+            f"| {r['seconds']:.1f} s | {rate} | {r['peak_mb']:,.0f} MB | {out} |"
+        )
+    return lines
+
+
+def scale_benchmark(
+    input: str,
+    work_dir: str = "runs/scale",
+    sizes_mb: list[float] | None = None,
+    num_proc: list[int] | None = None,
+    vocab_size: int = 30000,
+    max_seq_len: int = 128,
+    dupe_factor: int = 5,
+    num_shards: int = 8,
+    cores: list[int] | None = None,
+    target_mb: float = WIKIPEDIA_MB,
+    output: str | None = None,
+) -> list[dict]:
+    """Time and memory of the data path against corpus size, with the raw tokenizer beside it.
+
+    For each size: a corpus of that many MB made from --input's documents (repeated in rounds,
+    each round reshuffled), then prepare_corpus, train_tokenizer (WordPiece) and prepare_samples
+    on it, each in a process of its own, and the raw batch tokenizer on the same train.txt (one
+    thread, and the Rust backend's threads). Prints a table, the ratios and the projection to
+    --target_mb; writes the records (JSON lines) to --output and a plot beside it.
+
+    Args:
+        input: the source text, anything prepare_corpus reads (a Wikipedia dump, .txt, .jsonl).
+        work_dir: scratch folder for the corpora, tokenizers and samples (reused, replaced).
+        sizes_mb: corpus sizes in MB (default: 25 100 400).
+        num_proc: prepare_corpus and prepare_samples processes to measure (default: 1 2).
+        vocab_size: the WordPiece tokenizer's size.
+        max_seq_len: prepare_samples' --max_seq_len.
+        dupe_factor: prepare_samples' --dupe_factor.
+        num_shards: prepare_samples' --num_shards.
+        cores: core counts to project prepare_samples and prepare_corpus to (default: 64).
+        target_mb: the corpus size to project to (default: English Wikipedia, ~20 GB).
+        output: a JSON-lines file for the records (and OUTPUT.png, the plot); default: none.
+    """
+    from bertlab.corpus.prepare import prepare_corpus
+
+    sizes_mb = sizes_mb or [25, 100, 400]
+    num_proc = num_proc or [1, 2]
+    cores = cores or [64]
+    if any(size <= 0 for size in sizes_mb):
+        raise ValueError(f"--sizes_mb {sizes_mb}: sizes must be positive")
+    if any(n < 1 for n in num_proc) or any(n < 1 for n in cores):
+        raise ValueError("--num_proc and --cores must be at least 1")
+    if not Path(input).exists():
+        raise ValueError(f"--input {input}: no such file")
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "source"
+    prepare_corpus(input=[input], output_dir=str(source), valid_docs=0, test_docs=0,
+                   overwrite=True)  # fmt: skip
+    documents = source_documents(source)
+    records: list[dict] = []
+
+    def record(size: float, stage: str, result: dict, **extra: Any) -> None:
+        entry = {"size_mb": size, "stage": stage, **extra, **result}
+        if entry.get("corpus_tokens"):
+            entry["tokens_per_s"] = entry["corpus_tokens"] / entry["seconds"]
+        if entry.get("output_bytes"):
+            entry["bytes_per_token"] = entry["output_bytes"] / entry["corpus_tokens"]
+        records.append(entry)
+        print(_table([entry])[-1], flush=True)
+
+    print("\n".join(_table([])), flush=True)
+    for size in sizes_mb:
+        raw = work / f"raw-{size:g}MB.txt"
+        build_corpus(documents, size, raw)
+        corpus, tok = work / f"corpus-{size:g}MB", work / f"tok-{size:g}MB"
+        for n in num_proc:
+            spec = {"stage": "prepare_corpus", "input": str(raw), "output_dir": str(corpus),
+                    "num_proc": n}  # fmt: skip
+            record(size, "prepare_corpus", _run_child(spec, work / f"log-{size:g}-pc{n}.txt"),
+                   num_proc=n)  # fmt: skip
+        train = str(corpus / "train.txt")
+        spec = {"stage": "train_tokenizer", "input": train, "output_dir": str(tok),
+                "vocab_size": vocab_size}  # fmt: skip
+        record(size, "train_tokenizer", _run_child(spec, work / f"log-{size:g}-tt.txt"))
+        tokens = 0
+        for threads, env in ((1, {"TOKENIZERS_PARALLELISM": "false"}), (os.cpu_count(), {})):
+            spec = {"stage": "tokenizer", "input": train, "tokenizer": str(tok)}
+            result = _run_child(spec, work / f"log-{size:g}-tok{threads}.txt", env)
+            tokens = result["corpus_tokens"]
+            record(size, "tokenizer", result, threads=threads)
+        for n in num_proc:
+            spec = {"stage": "prepare_samples", "input": train, "tokenizer": str(tok),
+                    "output_dir": str(work / f"samples-{size:g}MB"), "num_proc": n,
+                    "max_seq_len": max_seq_len, "dupe_factor": dupe_factor,
+                    "num_shards": num_shards}  # fmt: skip
+            result = _run_child(spec, work / f"log-{size:g}-ps{n}.txt")
+            assert result["corpus_tokens"] == tokens, "prepare_samples and the tokenizer agree"
+            record(size, "prepare_samples", result, num_proc=n)
+        raw.unlink()  # the largest files: gone once measured
+    projections = project(records, target_mb, cores)
+    _report(records, projections)
+    if output:
+        out = Path(output)
+        with open(out, "w", encoding="utf-8") as f:
+            for entry in records + [{"projection": True, **p} for p in projections]:
+                f.write(json.dumps(entry) + "\n")
+        _plot(records, out.with_suffix(".png"))
+        print(f"records -> {out}, plot -> {out.with_suffix('.png')}")
+    return records
+
+
+def _report(records: list[dict], projections: list[dict]) -> None:
+    """The ratios the goals name, per size, and the projection."""
+    for size in sorted({r["size_mb"] for r in records}):
+        mine = {(r["stage"], r.get("threads", r.get("num_proc"))): r for r in records
+                if r["size_mb"] == size}  # fmt: skip
+        one = mine.get(("tokenizer", 1))
+        many = [r for (stage, _), r in mine.items() if stage == "tokenizer" and r is not one]
+        for n in sorted(k for (stage, k) in mine if stage == "prepare_samples"):
+            rate = mine[("prepare_samples", n)]["tokens_per_s"]
+            text = f"{size:g} MB: prepare_samples x{n} = {rate / one['tokens_per_s']:.2f}x the "
+            text += "raw tokenizer on one thread"
+            if many:
+                text += f", {rate / many[0]['tokens_per_s']:.2f}x on {many[0]['threads']} threads"
+            print(text)
+    for p in projections:
+        how = " (Amdahl, from 1 and 2 processes)" if p.get("amdahl") else ""
+        print(
+            f"projected at {p['target_mb']:,.0f} MB: {p['stage']} x{p['num_proc']}{how}: "
+            f"{p['seconds'] / 3600:.2f} h, largest process {p['peak_mb']:,.0f} MB, all "
+            f"{p['total_mb']:,.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))
