@@ -266,6 +266,23 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _warn_of_text(path: str, blocks: HeldoutBlocks) -> None:
+    """A text whose loss would mislead, said in one line: too few positions, too much [UNK]."""
+    if blocks.num_positions < MIN_POSITIONS:
+        count = blocks.input_ids.size(0)
+        _warn(
+            f"--text {path}: only {blocks.num_positions} masked positions ({count} block"
+            f"{'s' if count != 1 else ''}): a loss over so few is too noisy to compare models "
+            f"by; give a longer text (at least {MIN_POSITIONS} positions)"
+        )
+    if blocks.unknown_share > MAX_UNKNOWN_SHARE:
+        _warn(
+            f"--text {path}: {blocks.unknown_share:.0%} of its tokens are [UNK] for this "
+            "tokenizer (text it cannot spell, e.g. another language's script): the loss is "
+            "over the few pieces left; give text in the tokenizer's language"
+        )
+
+
 def usable_positions(config) -> int:
     """The longest input a model takes: RoBERTa-style models number positions from pad + 1."""
     positions = config.max_position_embeddings
@@ -381,19 +398,7 @@ def evaluate_mlm(
     results = []
     for path in texts:
         blocks = make_blocks(path, tok, max_len, max_blocks, seed=seed)
-        if blocks.num_positions < MIN_POSITIONS:
-            count = blocks.input_ids.size(0)
-            _warn(
-                f"--text {path}: only {blocks.num_positions} masked positions ({count} block"
-                f"{'s' if count != 1 else ''}): a loss over so few is too noisy to compare models "
-                f"by; give a longer text (at least {MIN_POSITIONS} positions)"
-            )
-        if blocks.unknown_share > MAX_UNKNOWN_SHARE:
-            _warn(
-                f"--text {path}: {blocks.unknown_share:.0%} of its tokens are [UNK] for this "
-                "tokenizer (text it cannot spell, e.g. another language's script): the loss is "
-                "over the few pieces left; give text in the tokenizer's language"
-            )
+        _warn_of_text(path, blocks)
         result = evaluate_masked_lm(network, blocks, unigram)
         print(describe(result))
         results.append(result)

@@ -20,6 +20,9 @@ Decisions:
 - Stages of one size take turns with the other sizes' only in the order given: each figure is
   one run (the largest corpora take minutes); the ratios that matter (prepare_samples against the
   raw tokenizer, two processes against one) are measured on the same corpus minutes apart.
+- --work_dir and --output follow bertlab.files.output_folder's rule: a new or empty folder, or
+  this command's earlier scratch (replaced only with --overwrite); the marker is written first,
+  so a run that fails half-way leaves a folder the next run recognises.
 - The projection is linear in size from the two largest corpora (time and, where it grows,
   memory), and for more cores uses Amdahl's law from the one- and two-process times of
   prepare_samples: t(n) = s + p / n with s + p = t(1), s + p / 2 = t(2). It is a projection, and
@@ -31,14 +34,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bertlab.files.output_folder import check_output_file, check_output_folder, write_marker
+
 # English Wikipedia's article text (20231101.en, ~6.4M articles): about 20 GB of UTF-8.
 WIKIPEDIA_MB = 20_000
+COMMAND = "scale_benchmark"
+SAMPLE_SETTINGS = ("max_seq_len", "dupe_factor", "num_shards")
 STAGES = ("prepare_corpus", "train_tokenizer", "tokenizer", "prepare_samples")
 
 
@@ -181,6 +189,27 @@ def project(records: list[dict], target_mb: float, cores: list[int]) -> list[dic
     return projections
 
 
+def _scratch_names(sizes_mb: list[float], num_proc: list[int]) -> list[str]:
+    """Every entry a run writes into --work_dir, for its marker."""
+    stages = ["tt", "tok1", f"tok{os.cpu_count()}"]
+    stages += [f"{kind}{n}" for kind in ("pc", "ps") for n in num_proc]
+    names = ["source"]
+    for size in sizes_mb:
+        names += [f"raw-{size:g}MB.txt", f"corpus-{size:g}MB", f"tok-{size:g}MB"]
+        names += [f"samples-{size:g}MB"]
+        names += [f"log-{size:g}-{stage}.{ext}" for stage in stages for ext in ("txt", "json")]
+    return names
+
+
+def _is_records(path: Path) -> bool:
+    """Whether a file is an earlier --output of scale_benchmark (JSON lines with a stage)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return bool(lines) and all("stage" in json.loads(line) for line in lines)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -237,6 +266,7 @@ def scale_benchmark(
     cores: list[int] | None = None,
     target_mb: float = WIKIPEDIA_MB,
     output: str | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Time and memory of the data path against corpus size, with the raw tokenizer beside it.
 
@@ -258,6 +288,7 @@ def scale_benchmark(
         cores: core counts to project prepare_samples and prepare_corpus to (default: 64).
         target_mb: the corpus size to project to (default: English Wikipedia, ~20 GB).
         output: a JSON-lines file for the records (and OUTPUT.png, the plot); default: none.
+        overwrite: replace an earlier --work_dir of scale_benchmark, and an earlier --output.
     """
     from bertlab.corpus.prepare import prepare_corpus
 
@@ -271,51 +302,26 @@ def scale_benchmark(
     if not Path(input).exists():
         raise ValueError(f"--input {input}: no such file")
     work = Path(work_dir)
+    if output:
+        out = Path(output)
+        check_output_file(out, COMMAND, [("--input", input), ("--work_dir", work)], overwrite,
+                          flag="--output", recognise=_is_records)  # fmt: skip
+    if check_output_folder(work, COMMAND, [("--input", input)], overwrite, flag="--work_dir"):
+        shutil.rmtree(work)  # only this command's own earlier scratch (checked just above)
     work.mkdir(parents=True, exist_ok=True)
+    write_marker(
+        work, COMMAND, _scratch_names(sizes_mb, num_proc)
+    )  # first: a failed run's folder is still this command's
     source = work / "source"
     prepare_corpus(input=[input], output_dir=str(source), valid_docs=0, test_docs=0,
                    overwrite=True)  # fmt: skip
     documents = source_documents(source)
     records: list[dict] = []
-
-    def record(size: float, stage: str, result: dict, **extra: Any) -> None:
-        entry = {"size_mb": size, "stage": stage, **extra, **result}
-        if entry.get("corpus_tokens"):
-            entry["tokens_per_s"] = entry["corpus_tokens"] / entry["seconds"]
-        if entry.get("output_bytes"):
-            entry["bytes_per_token"] = entry["output_bytes"] / entry["corpus_tokens"]
-        records.append(entry)
-        print(_table([entry])[-1], flush=True)
-
     print("\n".join(_table([])), flush=True)
+    settings = {"num_proc": num_proc, "vocab_size": vocab_size, "max_seq_len": max_seq_len,
+                "dupe_factor": dupe_factor, "num_shards": num_shards}  # fmt: skip
     for size in sizes_mb:
-        raw = work / f"raw-{size:g}MB.txt"
-        build_corpus(documents, size, raw)
-        corpus, tok = work / f"corpus-{size:g}MB", work / f"tok-{size:g}MB"
-        for n in num_proc:
-            spec = {"stage": "prepare_corpus", "input": str(raw), "output_dir": str(corpus),
-                    "num_proc": n}  # fmt: skip
-            record(size, "prepare_corpus", _run_child(spec, work / f"log-{size:g}-pc{n}.txt"),
-                   num_proc=n)  # fmt: skip
-        train = str(corpus / "train.txt")
-        spec = {"stage": "train_tokenizer", "input": train, "output_dir": str(tok),
-                "vocab_size": vocab_size}  # fmt: skip
-        record(size, "train_tokenizer", _run_child(spec, work / f"log-{size:g}-tt.txt"))
-        tokens = 0
-        for threads, env in ((1, {"TOKENIZERS_PARALLELISM": "false"}), (os.cpu_count(), {})):
-            spec = {"stage": "tokenizer", "input": train, "tokenizer": str(tok)}
-            result = _run_child(spec, work / f"log-{size:g}-tok{threads}.txt", env)
-            tokens = result["corpus_tokens"]
-            record(size, "tokenizer", result, threads=threads)
-        for n in num_proc:
-            spec = {"stage": "prepare_samples", "input": train, "tokenizer": str(tok),
-                    "output_dir": str(work / f"samples-{size:g}MB"), "num_proc": n,
-                    "max_seq_len": max_seq_len, "dupe_factor": dupe_factor,
-                    "num_shards": num_shards}  # fmt: skip
-            result = _run_child(spec, work / f"log-{size:g}-ps{n}.txt")
-            assert result["corpus_tokens"] == tokens, "prepare_samples and the tokenizer agree"
-            record(size, "prepare_samples", result, num_proc=n)
-        raw.unlink()  # the largest files: gone once measured
+        records += _measure_size(work, documents, size, settings)
     projections = project(records, target_mb, cores)
     _report(records, projections)
     if output:
@@ -325,6 +331,53 @@ def scale_benchmark(
                 f.write(json.dumps(entry) + "\n")
         _plot(records, out.with_suffix(".png"))
         print(f"records -> {out}, plot -> {out.with_suffix('.png')}")
+    return records
+
+
+def _record(size: float, stage: str, result: dict, **extra: Any) -> dict:
+    """One measured stage as a record (rates derived), printed as a table row."""
+    entry = {"size_mb": size, "stage": stage, **extra, **result}
+    if entry.get("corpus_tokens"):
+        entry["tokens_per_s"] = entry["corpus_tokens"] / entry["seconds"]
+    if entry.get("output_bytes"):
+        entry["bytes_per_token"] = entry["output_bytes"] / entry["corpus_tokens"]
+    print(_table([entry])[-1], flush=True)
+    return entry
+
+
+def _measure_size(work: Path, documents: list[str], size: float, settings: dict) -> list[dict]:
+    """Every stage on a corpus of `size` MB built in work (removed once measured)."""
+    raw = work / f"raw-{size:g}MB.txt"
+    build_corpus(documents, size, raw)
+    corpus, tok = work / f"corpus-{size:g}MB", work / f"tok-{size:g}MB"
+    records = []
+    for n in settings["num_proc"]:
+        spec = {"stage": "prepare_corpus", "input": str(raw), "output_dir": str(corpus),
+                "num_proc": n}  # fmt: skip
+        result = _run_child(spec, work / f"log-{size:g}-pc{n}.txt")
+        records.append(_record(size, "prepare_corpus", result, num_proc=n))
+    train = str(corpus / "train.txt")
+    spec = {"stage": "train_tokenizer", "input": train, "output_dir": str(tok),
+            "vocab_size": settings["vocab_size"]}  # fmt: skip
+    records.append(
+        _record(size, "train_tokenizer", _run_child(spec, work / f"log-{size:g}-tt.txt"))
+    )
+    threads = [(1, {"TOKENIZERS_PARALLELISM": "false"})]
+    if (os.cpu_count() or 1) > 1:  # the Rust backend's own threads, on every core
+        threads.append((os.cpu_count(), {}))
+    for count, env in threads:
+        spec = {"stage": "tokenizer", "input": train, "tokenizer": str(tok)}
+        result = _run_child(spec, work / f"log-{size:g}-tok{count}.txt", env)
+        records.append(_record(size, "tokenizer", result, threads=count))
+    for n in settings["num_proc"]:
+        spec = {"stage": "prepare_samples", "input": train, "tokenizer": str(tok),
+                "output_dir": str(work / f"samples-{size:g}MB"), "num_proc": n,
+                **{k: settings[k] for k in SAMPLE_SETTINGS}}  # fmt: skip
+        result = _run_child(spec, work / f"log-{size:g}-ps{n}.txt")
+        tokens = [r["corpus_tokens"] for r in records if r["stage"] == "tokenizer"]
+        assert result["corpus_tokens"] == tokens[0], "prepare_samples and the tokenizer agree"
+        records.append(_record(size, "prepare_samples", result, num_proc=n))
+    raw.unlink()  # the largest files: gone once measured
     return records
 
 

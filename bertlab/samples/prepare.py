@@ -144,14 +144,7 @@ def prepare_samples(
             store.close()
         if sum(dealer.num_samples) == 0:
             raise ValueError(f"--input {input}: too little text to make a single sample")
-        _warn_of_degenerate_output(input, nsp, corpus.num_documents, dealer.num_samples)
-        if corpus.num_unknown > UNKNOWN_SHARE * corpus.num_tokens:
-            print(
-                f"warning: {corpus.num_unknown / corpus.num_tokens:.0%} of --input {input}'s "
-                f"tokens are the unknown token: --tokenizer {tokenizer} was not made for this "
-                "text (another language or script?); train one on it",
-                file=sys.stderr,
-            )
+        _warn_of_degenerate_output(input, tokenizer, nsp, corpus, dealer.num_samples)
         finish = [(str(p), str(tmp / shard_name(i)), seed, i) for i, p in enumerate(dealer.parts)]
         shutil.rmtree(corpus.folder)  # not needed any more: room on the disk for the shards
         for _ in tqdm(workers.imap(finish_shard, finish), total=num_shards, desc="shards",
@@ -174,11 +167,18 @@ def prepare_samples(
 
 
 def _warn_of_degenerate_output(
-    input: str, nsp: bool, num_documents: int, num_samples: list[int]
+    input: str, tokenizer: str, nsp: bool, corpus, num_samples: list[int]
 ) -> None:
     """Valid samples that mean little, said in one line each: NSP from a single document (every
-    label 0), shards left empty."""
-    if nsp and num_documents == 1:
+    label 0), shards left empty, a tokenizer that does not fit the text."""
+    if corpus.num_unknown > UNKNOWN_SHARE * corpus.num_tokens:
+        print(
+            f"warning: {corpus.num_unknown / corpus.num_tokens:.0%} of --input {input}'s "
+            f"tokens are the unknown token: --tokenizer {tokenizer} was not made for this "
+            "text (another language or script?); train one on it",
+            file=sys.stderr,
+        )
+    if nsp and corpus.num_documents == 1:
         print(
             f"warning: --input {input} holds one document: every next_sentence_label is 0 "
             "(a random next sentence needs another document), so its NSP figures mean "

@@ -49,15 +49,29 @@ def test_scale_benchmark_measures_every_stage_and_projects(en_corpus, tmp_path):
     assert (output.with_suffix(".png")).stat().st_size > 10_000
     assert "x2 = " in result.stdout and "the raw tokenizer on one thread" in result.stdout
     assert not list(work.glob("raw-*.txt"))  # the built corpora go once measured
+    again = run_tool("scale_benchmark.py", "--input", en_corpus / "valid.txt", "--work_dir", work,
+                     check=False)  # fmt: skip
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr.strip().splitlines()[-1]
 
 
-def test_scale_benchmark_refuses_bad_sizes(en_corpus, tmp_path):
-    result = run_tool("scale_benchmark.py", "--input", en_corpus / "valid.txt", "--sizes_mb",
-                      "0", "--work_dir", tmp_path / "w", check=False)  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
+def test_scale_benchmark_refuses_bad_sizes_and_folders_it_did_not_make(en_corpus, tmp_path):
+    def error(*args) -> str:
+        result = run_tool("scale_benchmark.py", "--input", en_corpus / "valid.txt", *args,
+                          check=False)  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        return result.stderr.strip().splitlines()[-1]
+
+    assert error("--sizes_mb", "0", "--work_dir", tmp_path / "w") == (
         "error: --sizes_mb [0.0]: sizes must be positive"
     )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n", encoding="utf-8")
+    assert "did not write (notes.txt)" in error("--work_dir", mine, "--overwrite")
+    inside = error("--work_dir", tmp_path / "w", "--output", tmp_path / "w" / "r.jsonl")
+    assert "--output" in inside and "--work_dir" in inside
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep me\n"
+    assert not (tmp_path / "w").exists()
 
 
 def test_corpora_are_whole_documents_reshuffled_each_round(en_corpus, tmp_path):
