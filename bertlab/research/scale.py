@@ -210,29 +210,47 @@ def _is_records(path: Path) -> bool:
         return False
 
 
+def _series(records: list[dict]) -> dict[str, list[dict]]:
+    """label -> the records of one stage and process (or thread) count, by size."""
+    series: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["size_mb"]):
+        if r["stage"] == "tokenizer":
+            label = f"raw tokenizer, {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+        elif r["stage"] == "train_tokenizer":
+            label = "train_tokenizer"
+        else:
+            label = f"{r['stage']} x{r['num_proc']}"
+        series.setdefault(label, []).append(r)
+    return series
+
+
 def _plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for stage in STAGES:
-        for num_proc in sorted({r.get("num_proc", 1) for r in records if r["stage"] == stage}):
-            runs = sorted(
-                (r for r in records if r["stage"] == stage and r.get("num_proc", 1) == num_proc),
-                key=lambda r: r["size_mb"],
-            )
-            label = stage if stage in ("train_tokenizer",) else f"{stage} x{num_proc}"
-            sizes = [r["size_mb"] for r in runs]
-            time_axis.plot(sizes, [r["seconds"] for r in runs], marker="o", label=label)
-            memory_axis.plot(sizes, [r["peak_mb"] for r in runs], marker="o", label=label)
-    time_axis.set(xlabel="corpus (MB)", ylabel="wall time (s)", title="time", xscale="log",
-                  yscale="log")  # fmt: skip
-    memory_axis.set(xlabel="corpus (MB)", ylabel="peak memory, largest process (MB)",
-                    title="memory", xscale="log")  # fmt: skip
+    for index, (label, runs) in enumerate(_series(records).items()):
+        sizes = [r["size_mb"] for r in runs]
+        style = {"marker": "o", "label": label, "linestyle": ":" if "raw" in label else "-",
+                 "color": f"C{index}"}  # fmt: skip
+        time_axis.plot(sizes, [r["seconds"] for r in runs], **style)
+        if "raw" not in label:  # the raw tokenizer holds the whole text: not a tool's memory
+            memory_axis.plot(sizes, [r["peak_mb"] for r in runs], **style)
+    sizes = sorted({r["size_mb"] for r in records})
+    for axis in (time_axis, memory_axis):
+        axis.set_xscale("log")
+        axis.xaxis.set_major_locator(FixedLocator(sizes))
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xticklabels([f"{s:g}" for s in sizes])
+        axis.set_xlabel("corpus (MB of text)")
+    time_axis.set(ylabel="wall time (s)", title="time", yscale="log")
+    memory_axis.set(ylabel="peak memory, largest process (MB)", title="memory")
     memory_axis.set_ylim(bottom=0)
     time_axis.legend(fontsize=8)
+    memory_axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -67,7 +67,9 @@ def test_scale_benchmark_refuses_bad_sizes_and_folders_it_did_not_make(en_corpus
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me\n", encoding="utf-8")
-    assert "did not write (notes.txt)" in error("--work_dir", mine, "--overwrite")
+    assert "holds no output of scale_benchmark (notes.txt)" in error(
+        "--work_dir", mine, "--overwrite"
+    )
     inside = error("--work_dir", tmp_path / "w", "--output", tmp_path / "w" / "r.jsonl")
     assert "--output" in inside and "--work_dir" in inside
     assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep me\n"
