@@ -166,13 +166,8 @@ class NonFiniteLossGuard(Callback):
     # -- acting at the end of the step ----------------------------------------------------------
 
     def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any
+    ) -> None:  # (outputs, batch, batch_idx): not needed here
         every = trainer.log_every_n_steps or 1
         if not self._pending or (self._deferred and trainer.global_step % every):
             return  # mid-accumulation, or deferred flags that can wait for the logging step

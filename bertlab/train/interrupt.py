@@ -132,13 +132,8 @@ class GracefulInterrupt(Callback):
     # -- stopping at a step end -----------------------------------------------------------------
 
     def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any
+    ) -> None:  # (outputs, batch, batch_idx): not needed here
         if not self._previous:
             return
         stop = self.received is not None

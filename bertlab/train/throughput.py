@@ -81,12 +81,7 @@ class ThroughputMonitor(Callback):
             self._data_time.append(time.perf_counter() - self._ends[-1])
 
     def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *_: Any
     ) -> None:
         mask = batch["attention_mask"]
         lengths = mask.sum(1)
