@@ -8,6 +8,7 @@ order and writes their figures; the checks themselves are described there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -94,7 +95,9 @@ def _run(args: list[str], log: Path, timeout: float) -> tuple[int, str]:
 
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][-300:] if lines else "(no output)"
+    if not lines:
+        return "(no output)"
+    return lines[-1] if len(lines[-1]) <= 400 else "..." + lines[-1][-400:]
 
 
 def check_data(plan: Plan, input: str, work: Path) -> Check:
@@ -210,10 +213,14 @@ def check_resume(plan: Plan, samples: Path, runs: Path) -> Check:
                 break
             time.sleep(0.02)
         finished = process.poll() is not None
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     if finished:
-        return Check("resume", False, f"the run ended before its first checkpoint: {log}")
+        output = log.read_text(encoding="utf-8", errors="replace")
+        return Check(
+            "resume", False, f"the run ended before its first checkpoint: {_last_line(output)}"
+        )
     status, output = _run(
         fit_args(plan, samples, root, "--ckpt_path=last"), runs / "resume.log", plan.timeout
     )

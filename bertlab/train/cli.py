@@ -354,10 +354,16 @@ def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
         raise ValueError(f"--trainer.gradient_clip_val {clip} must be >= 0 (0: no clipping)")
 
 
+# Commands whose output folders hold the training runs they start (their markers are written
+# first, so a crash leaves a folder that is still theirs): a run inside one is theirs.
+RUN_HOLDERS = frozenset({"gpu_check", "soak", "quality_benchmark"})
+
+
 def _refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
     """The run's folders never a samples folder it reads, nor inside one, nor another
     command's output folder (its marker says whose): its logs and checkpoints would mix with
-    them. A root above the samples is fine (Lightning writes only lightning_logs/ there)."""
+    them. A root above the samples is fine (Lightning writes only lightning_logs/ there), and so
+    is a root inside the folder of a command that holds runs (RUN_HOLDERS)."""
     inputs = []
     for key in ("train_files", "val_files", "test_files"):
         value = data.get(key)
@@ -377,7 +383,7 @@ def _refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
                 )
         for owner in (out, *out.parents):  # another command's output folder, or inside one
             marker = read_marker(owner) if owner.is_dir() else None
-            if marker is not None:
+            if marker is not None and not (owner != out and marker["command"] in RUN_HOLDERS):
                 raise ValueError(
                     f"{flag} {folder} is inside {owner} ({marker['command']}'s output): the "
                     "run's files would mix with it; choose a folder outside it"
