@@ -20,12 +20,9 @@ Decisions:
   (writable checkpoint folders with room, a precision the device runs), AtomicCheckpointIO
   (never a half-written checkpoint) and `--ckpt_path last` resolved across earlier runs
   (bertlab.train.checkpointing); seed 0.
-- A run folder in an object store (`trainer.default_root_dir s3://bucket/runs`) gets a probe
-  object written and deleted before anything is built: a missing bucket or no write access is
-  one line naming the URL (Lightning's logger would create the bucket, or fail mid-setup).
-- A run of 0 batches (`trainer.limit_test_batches: 0` for test, `limit_val_batches` for
-  validate, `limit_train_batches` or `max_steps` 0 for fit) is refused: it would exit 0 having
-  reported nothing, or saved weights nobody trained.
+- Before anything is built, the parsed config is checked (bertlab.train.run_config_checks): a
+  run of 0 batches, a run folder inside its samples or another command's output, an object-store
+  run folder that cannot be written are refused in one line.
 - A user's mistake ends as one line, `error: ...`, and exit status 2, with no usage dump and no
   traceback (made readable by bertlab.train.messages): jsonargparse's parse errors (unknown key,
   wrong type), ValueError from our code, Lightning's MisconfigurationException, a missing file.
@@ -66,7 +63,7 @@ from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files import remote
 from bertlab.files.artefacts import torch_load_reason
-from bertlab.files.output_folder import new_folders, read_marker, remove_unused
+from bertlab.files.output_folder import new_folders, remove_unused
 from bertlab.model.module import BertPretraining
 from bertlab.model.network import SHAPE_KEYS
 from bertlab.model.resume import check_resume, data_changes
@@ -89,6 +86,12 @@ from bertlab.train.guards import NonFiniteLossGuard
 from bertlab.train.interrupt import GracefulInterrupt, exit_status
 from bertlab.train.messages import check_config_files, moved_key_hint, one_line
 from bertlab.train.preflight import Preflight
+from bertlab.train.run_config_checks import (
+    check_remote_folders,
+    refuse_outputs_in_inputs,
+    refuse_zero_batches,
+    warn_unreached_validation,
+)
 from bertlab.train.throughput import ThroughputMonitor
 
 USER_ERRORS = (*COMMAND_USER_ERRORS, ArgumentError, MisconfigurationException)
@@ -243,7 +246,7 @@ class BertLabCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
-        _refuse_zero_batches(self.subcommand, trainer)
+        refuse_zero_batches(self.subcommand, trainer)
         data = config.get("data") or {}
         for subcommand, key in (("validate", "val_files"), ("test", "test_files")):
             if self.subcommand == subcommand and not data.get(key):
@@ -252,7 +255,7 @@ class BertLabCLI(LightningCLI):
             self._check_model_start(config.get("model") or {})
         if self.subcommand == "fit":
             checkpoint = config.get("checkpoint")
-            _refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
+            refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
         # Scored all the same, but the figures are of random weights: said in one line.
         trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
         if self.subcommand in ("test", "validate") and not trained:
@@ -261,7 +264,7 @@ class BertLabCLI(LightningCLI):
                 "nobody trained; give --ckpt_path (a .ckpt file, or last)",
                 file=sys.stderr,
             )
-        _check_remote_folders(trainer.default_root_dir, config.get("checkpoint"))
+        check_remote_folders(trainer.default_root_dir, config.get("checkpoint"))
         facts = probe_device(str(trainer.accelerator))
         processes = count_processes(trainer.devices, trainer.num_nodes, facts)
         resolution = resolve(Speed(**vars(config.speed)), facts, trainer.precision, processes)
@@ -309,7 +312,7 @@ class BertLabCLI(LightningCLI):
     def before_fit(self) -> None:
         # Said when the run really starts: a refusal while building it stays the only line.
         if self.datamodule.hparams.get("val_files"):
-            _warn_unreached_validation(self.config["fit"].trainer)
+            warn_unreached_validation(self.config["fit"].trainer)
 
     def after_instantiate_classes(self) -> None:
         # Lightning merges the model's and the data's hparams for the logger and refuses a key
@@ -323,110 +326,6 @@ class BertLabCLI(LightningCLI):
 
 
 # subcommand -> the trainer keys that, at 0, leave it no batch to run.
-ZERO_BATCH_KEYS = {
-    "fit": ("limit_train_batches", "max_steps"),
-    "validate": ("limit_val_batches",),
-    "test": ("limit_test_batches",),
-}
-
-
-def _refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
-    """A run of 0 batches reports nothing (test, validate) or saves weights nobody trained (fit),
-    and exits 0: refused before anything is built."""
-    for key in ZERO_BATCH_KEYS.get(subcommand or "", ()):
-        if trainer.get(key) == 0:
-            what = (
-                "would train on no batch and save weights nobody trained"
-                if subcommand == "fit"
-                else "would run no batch and report nothing"
-            )
-            raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
-    accumulate = trainer.get("accumulate_grad_batches")
-    if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
-        raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
-    interval = trainer.get("val_check_interval")
-    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
-        raise ValueError(  # Lightning divides by it at the first step
-            f"--trainer.val_check_interval {interval} must be positive (batches, or a fraction)"
-        )
-    clip = trainer.get("gradient_clip_val")
-    if isinstance(clip, (int, float)) and clip < 0:
-        raise ValueError(f"--trainer.gradient_clip_val {clip} must be >= 0 (0: no clipping)")
-
-
-# Commands whose output folders hold the training runs they start (their markers are written
-# first, so a crash leaves a folder that is still theirs): a run inside one is theirs.
-RUN_HOLDERS = frozenset({"gpu_check", "soak", "quality_benchmark"})
-
-
-def _refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
-    """The run's folders never a samples folder it reads, nor inside one, nor another
-    command's output folder (its marker says whose): its logs and checkpoints would mix with
-    them. A root above the samples is fine (Lightning writes only lightning_logs/ there), and so
-    is a root inside the folder of a command that holds runs (RUN_HOLDERS)."""
-    inputs = []
-    for key in ("train_files", "val_files", "test_files"):
-        value = data.get(key)
-        for item in [value] if isinstance(value, str) else list(value or []):
-            if not remote.is_remote(str(item)) and Path(item).is_dir():
-                inputs.append((f"--data.{key}", item, Path(item).resolve()))
-    dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
-    for flag, folder in (("--trainer.default_root_dir", root), ("--checkpoint.dirpath", dirpath)):
-        if not folder or remote.is_remote(str(folder)):
-            continue
-        out = Path(folder).resolve()
-        for key, item, source in inputs:
-            if out == source or source in out.parents:
-                raise ValueError(
-                    f"{flag} {folder} is inside {key} {item}: the run's files would mix with "
-                    "the samples; choose a folder outside it"
-                )
-        for owner in (out, *out.parents):  # another command's output folder, or inside one
-            marker = read_marker(owner) if owner.is_dir() else None
-            if marker is not None and not (owner != out and marker["command"] in RUN_HOLDERS):
-                raise ValueError(
-                    f"{flag} {folder} is inside {owner} ({marker['command']}'s output): the "
-                    "run's files would mix with it; choose a folder outside it"
-                    if owner != out
-                    else f"{flag} {folder} holds the output of {marker['command']}: the run's "
-                    "files would mix with it; choose another folder"
-                )
-
-
-def _warn_unreached_validation(trainer: Any) -> None:
-    """A validation interval beyond the run's last batch means no validation at all and no
-    val_loss for the checkpoint to monitor: said in one line (a short smoke run of a long
-    recipe's config meets this, so it is not refused)."""
-    interval, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps")
-    accumulate = trainer.get("accumulate_grad_batches") or 1
-    if (
-        not isinstance(interval, int)
-        or isinstance(interval, bool)
-        or not isinstance(max_steps, int)
-    ):
-        return
-    if max_steps > 0 and isinstance(accumulate, int) and interval > max_steps * accumulate:
-        batches = max_steps * accumulate
-        print(
-            f"warning: --trainer.val_check_interval {interval} is beyond the run's last batch "
-            f"(--trainer.max_steps {max_steps} x accumulate_grad_batches {accumulate} = "
-            f"{batches}): no validation will run; give at most {batches} to validate",
-            file=sys.stderr,
-        )
-
-
-def _check_remote_folders(root: str | None, checkpoint: Any) -> None:
-    """A run folder in an object store must be writable before anything is built: Lightning's
-    logger would otherwise create a missing bucket (s3fs's makedirs does) or fail mid-setup."""
-    dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
-    for flag, folder in (("trainer.default_root_dir", root), ("checkpoint.dirpath", dirpath)):
-        if folder and remote.is_remote(folder):
-            try:
-                remote.check_writable(str(folder))
-            except ValueError as error:
-                raise ValueError(f"--{flag} {error}") from None
-
-
 def run_cli(args: list[str] | None = None) -> BertLabCLI:
     """Parse `args` (default sys.argv[1:]), build everything, run the subcommand; return the CLI."""
     return BertLabCLI(

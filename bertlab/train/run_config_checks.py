@@ -1,0 +1,128 @@
+"""Checks of a parsed run config (`bertlab fit|validate|test`) before anything is built.
+
+Decisions:
+- Each check reads the parsed sections (plain dicts or namespaces) and raises ValueError naming
+  the flag, so the CLI ends a user's mistake in one line before a model or a logger exists.
+- A run of 0 batches is refused (it would exit 0 having reported nothing, or saved weights
+  nobody trained); so are arguments Lightning divides by (accumulate_grad_batches,
+  val_check_interval) and a negative clipping value.
+- The run's folders never lie inside a samples folder it reads, nor inside another command's
+  output folder (its marker says whose), except the folders of the commands that hold runs
+  (RUN_HOLDERS).
+- A validation interval beyond the last batch is warned of, not refused: a short smoke run of a
+  long recipe's config meets it.
+- A run folder in an object store is checked writable by a probe object: Lightning's logger
+  would otherwise create a missing bucket or fail mid-setup.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bertlab.files import remote
+from bertlab.files.output_folder import read_marker
+
+ZERO_BATCH_KEYS = {
+    "fit": ("limit_train_batches", "max_steps"),
+    "validate": ("limit_val_batches",),
+    "test": ("limit_test_batches",),
+}
+
+
+def refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
+    """A run of 0 batches reports nothing (test, validate) or saves weights nobody trained (fit),
+    and exits 0: refused before anything is built."""
+    for key in ZERO_BATCH_KEYS.get(subcommand or "", ()):
+        if trainer.get(key) == 0:
+            what = (
+                "would train on no batch and save weights nobody trained"
+                if subcommand == "fit"
+                else "would run no batch and report nothing"
+            )
+            raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
+        raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
+        raise ValueError(  # Lightning divides by it at the first step
+            f"--trainer.val_check_interval {interval} must be positive (batches, or a fraction)"
+        )
+    clip = trainer.get("gradient_clip_val")
+    if isinstance(clip, (int, float)) and clip < 0:
+        raise ValueError(f"--trainer.gradient_clip_val {clip} must be >= 0 (0: no clipping)")
+
+
+# Commands whose output folders hold the training runs they start (their markers are written
+# first, so a crash leaves a folder that is still theirs): a run inside one is theirs.
+RUN_HOLDERS = frozenset({"gpu_check", "soak", "quality_benchmark"})
+
+
+def refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
+    """The run's folders never a samples folder it reads, nor inside one, nor another
+    command's output folder (its marker says whose): its logs and checkpoints would mix with
+    them. A root above the samples is fine (Lightning writes only lightning_logs/ there), and so
+    is a root inside the folder of a command that holds runs (RUN_HOLDERS)."""
+    inputs = []
+    for key in ("train_files", "val_files", "test_files"):
+        value = data.get(key)
+        for item in [value] if isinstance(value, str) else list(value or []):
+            if not remote.is_remote(str(item)) and Path(item).is_dir():
+                inputs.append((f"--data.{key}", item, Path(item).resolve()))
+    dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
+    for flag, folder in (("--trainer.default_root_dir", root), ("--checkpoint.dirpath", dirpath)):
+        if not folder or remote.is_remote(str(folder)):
+            continue
+        out = Path(folder).resolve()
+        for key, item, source in inputs:
+            if out == source or source in out.parents:
+                raise ValueError(
+                    f"{flag} {folder} is inside {key} {item}: the run's files would mix with "
+                    "the samples; choose a folder outside it"
+                )
+        for owner in (out, *out.parents):  # another command's output folder, or inside one
+            marker = read_marker(owner) if owner.is_dir() else None
+            if marker is not None and not (owner != out and marker["command"] in RUN_HOLDERS):
+                raise ValueError(
+                    f"{flag} {folder} is inside {owner} ({marker['command']}'s output): the "
+                    "run's files would mix with it; choose a folder outside it"
+                    if owner != out
+                    else f"{flag} {folder} holds the output of {marker['command']}: the run's "
+                    "files would mix with it; choose another folder"
+                )
+
+
+def warn_unreached_validation(trainer: Any) -> None:
+    """A validation interval beyond the run's last batch means no validation at all and no
+    val_loss for the checkpoint to monitor: said in one line (a short smoke run of a long
+    recipe's config meets this, so it is not refused)."""
+    interval, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps")
+    accumulate = trainer.get("accumulate_grad_batches") or 1
+    if (
+        not isinstance(interval, int)
+        or isinstance(interval, bool)
+        or not isinstance(max_steps, int)
+    ):
+        return
+    if max_steps > 0 and isinstance(accumulate, int) and interval > max_steps * accumulate:
+        batches = max_steps * accumulate
+        print(
+            f"warning: --trainer.val_check_interval {interval} is beyond the run's last batch "
+            f"(--trainer.max_steps {max_steps} x accumulate_grad_batches {accumulate} = "
+            f"{batches}): no validation will run; give at most {batches} to validate",
+            file=sys.stderr,
+        )
+
+
+def check_remote_folders(root: str | None, checkpoint: Any) -> None:
+    """A run folder in an object store must be writable before anything is built: Lightning's
+    logger would otherwise create a missing bucket (s3fs's makedirs does) or fail mid-setup."""
+    dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
+    for flag, folder in (("trainer.default_root_dir", root), ("checkpoint.dirpath", dirpath)):
+        if folder and remote.is_remote(folder):
+            try:
+                remote.check_writable(str(folder))
+            except ValueError as error:
+                raise ValueError(f"--{flag} {error}") from None
