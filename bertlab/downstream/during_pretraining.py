@@ -55,7 +55,7 @@ from bertlab.downstream.tasks import (
     label_mapping,
     read_examples,
 )
-from bertlab.model.prenorm import encoder_config_and_state
+from bertlab.model.conversion import encoder_config_and_state
 
 
 @contextlib.contextmanager

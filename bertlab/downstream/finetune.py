@@ -63,7 +63,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
         # One reader and one builder of bertlab checkpoints: export's.
         from bertlab.export.model import load_checkpoint, rebuild_model, resolve_tokenizer
         from bertlab.export.run_facts import collect_run_facts
-        from bertlab.model.prenorm import encoder_config_and_state
+        from bertlab.model.conversion import encoder_config_and_state
 
         try:
             checkpoint = load_checkpoint(model)

@@ -63,8 +63,9 @@ from bertlab.export.model_card import (
 from bertlab.export.run_facts import RunFacts, collect_run_facts
 from bertlab.files.artefacts import check_model_folder, torch_load_reason
 from bertlab.files.output_folder import Legacy, check_inputs, check_output_folder, output_folder
+from bertlab.model.conversion import transformers_model
 from bertlab.model.network import like_saved
-from bertlab.model.prenorm import is_pre_layer_norm, transformers_model
+from bertlab.model.prenorm import is_pre_layer_norm
 from bertlab.model.rotary import is_rotary
 from bertlab.tokenizer.export import (
     TOKENIZER_FILES,
@@ -374,7 +375,7 @@ def export_model(
     meta = front_matter(language, license, datasets, widget, embeddings_only)
     exported_at = datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
-    with output_folder(output_dir, COMMAND, checked=True) as tmp:
+    with output_folder(output_dir, COMMAND) as tmp:
         copy_tokenizer_files(tokenizer_dir, tmp)
         info = tokenizer_info(tmp, tokenizer_dir, source_tok)
         checks = {"tokenizer": verify_tokenizer_folder(tmp, source_tok, lines, where)}

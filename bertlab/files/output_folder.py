@@ -181,23 +181,10 @@ def _shown(names: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def output_folder(
-    output: str | os.PathLike,
-    command: str,
-    inputs: Inputs = (),
-    overwrite: bool = False,
-    *,
-    flag: str = "--output_dir",
-    legacy: Legacy | None = None,
-    checked: bool = False,
-) -> Iterator[Path]:
-    """Check the rule, then yield a temporary folder that replaces `output` whole on success.
-
-    The marker is written into it last, listing what the command put there. With checked=True
-    the caller has already called check_output_folder (to refuse before slow work).
-    """
-    if not checked:
-        check_output_folder(output, command, inputs, overwrite, flag=flag, legacy=legacy)
+def output_folder(output: str | os.PathLike, command: str) -> Iterator[Path]:
+    """Yield a temporary folder that replaces `output` whole on success, once the caller has
+    checked the rule (check_output_folder, before its slow work). The marker is written into it
+    last, listing what the command put there."""
     with atomic_dir(output) as tmp:
         yield tmp
         write_marker(tmp, command)

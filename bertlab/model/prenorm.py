@@ -27,6 +27,8 @@ from torch import nn
 from transformers import BertForPreTraining
 from transformers.models.bert.modeling_bert import BertAttention, BertEncoder, BertLayer
 
+from bertlab.model.conversion import load_converted, refuse_decoder, shared_fields
+
 MARKER = "bertlab_layer_norm"  # the BertConfig attribute (saved in checkpoints) that says "pre"
 
 
@@ -67,8 +69,7 @@ def is_pre_layer_norm(model: nn.Module) -> bool:
 def use_pre_layer_norm(model: BertForPreTraining) -> BertForPreTraining:
     """Make `model` pre-LN in place (a new final LayerNorm, weights 1 and biases 0); return it."""
     config = model.config
-    if config.is_decoder or config.add_cross_attention:
-        raise ValueError("model.layer_norm pre: encoders only (no decoder, no cross-attention)")
+    refuse_decoder(config, "model.layer_norm pre")
     encoder = model.bert.encoder
     if not isinstance(encoder, _PreNormEncoder):
         encoder.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -88,19 +89,8 @@ def to_roberta_prelayernorm(model: BertForPreTraining):
     bert = model.config
     offset = bert.pad_token_id + 1  # RoBERTa's first real position id
     config = RobertaPreLayerNormConfig(
-        vocab_size=bert.vocab_size,
-        hidden_size=bert.hidden_size,
-        num_hidden_layers=bert.num_hidden_layers,
-        num_attention_heads=bert.num_attention_heads,
-        intermediate_size=bert.intermediate_size,
-        hidden_act=bert.hidden_act,
-        hidden_dropout_prob=bert.hidden_dropout_prob,
-        attention_probs_dropout_prob=bert.attention_probs_dropout_prob,
+        **shared_fields(bert),
         max_position_embeddings=bert.max_position_embeddings + offset,
-        type_vocab_size=bert.type_vocab_size,
-        initializer_range=bert.initializer_range,
-        layer_norm_eps=bert.layer_norm_eps,
-        pad_token_id=bert.pad_token_id,
         bos_token_id=None,
         eos_token_id=None,
         tie_word_embeddings=True,
@@ -137,25 +127,4 @@ def to_roberta_prelayernorm(model: BertForPreTraining):
     target["lm_head.bias"] = source["cls.predictions.bias"]
     target["lm_head.decoder.weight"] = target[f"{prefix}embeddings.word_embeddings.weight"]
     target["lm_head.decoder.bias"] = source["cls.predictions.bias"]
-    roberta = RobertaPreLayerNormForMaskedLM(config)
-    missing, unexpected = roberta.load_state_dict(target, strict=False)
-    assert not unexpected, unexpected
-    assert all(name.endswith("position_ids") for name in missing), missing
-    return roberta.eval()
-
-
-def transformers_model(model: BertForPreTraining):
-    """What transformers users load for `model`: itself (post-LN, absolute positions), or its
-    conversion (pre-LN: RobertaPreLayerNorm; rotary positions: RoFormer)."""
-    from bertlab.model.rotary import is_rotary, to_roformer
-
-    if is_rotary(model):
-        return to_roformer(model)
-    return to_roberta_prelayernorm(model) if is_pre_layer_norm(model) else model
-
-
-def encoder_config_and_state(model: BertForPreTraining) -> tuple:
-    """(config, state dict) of the encoder a downstream classifier is built on, as transformers
-    names it: BERT's, RobertaPreLayerNorm's for a pre-LN network, RoFormer's for rotary."""
-    exported = transformers_model(model)
-    return exported.config, exported.base_model.state_dict()
+    return load_converted(RobertaPreLayerNormForMaskedLM, config, target)

@@ -41,6 +41,8 @@ from transformers.models.roformer.modeling_roformer import (
     RoFormerSinusoidalPositionalEmbedding,
 )
 
+from bertlab.model.conversion import load_converted, refuse_decoder, shared_fields
+
 MARKER = "bertlab_positions"  # the BertConfig attribute (saved in checkpoints) that says "rotary"
 
 
@@ -89,8 +91,7 @@ def is_rotary(model: nn.Module) -> bool:
 def use_rotary(model: BertForPreTraining) -> BertForPreTraining:
     """Make `model`'s attention rotary in place (no parameter added or removed); return it."""
     config = model.config
-    if config.is_decoder or config.add_cross_attention:
-        raise ValueError("model.position_embedding rotary: encoders only (no decoder)")
+    refuse_decoder(config, "model.position_embedding rotary")
     head_size = config.hidden_size // config.num_attention_heads
     if head_size % 2:
         raise ValueError(
@@ -115,20 +116,9 @@ def to_roformer(model: BertForPreTraining):
     assert is_rotary(model)
     bert = model.config
     config = RoFormerConfig(
-        vocab_size=bert.vocab_size,
+        **shared_fields(bert),
         embedding_size=bert.hidden_size,
-        hidden_size=bert.hidden_size,
-        num_hidden_layers=bert.num_hidden_layers,
-        num_attention_heads=bert.num_attention_heads,
-        intermediate_size=bert.intermediate_size,
-        hidden_act=bert.hidden_act,
-        hidden_dropout_prob=bert.hidden_dropout_prob,
-        attention_probs_dropout_prob=bert.attention_probs_dropout_prob,
         max_position_embeddings=bert.max_position_embeddings,
-        type_vocab_size=bert.type_vocab_size,
-        initializer_range=bert.initializer_range,
-        layer_norm_eps=bert.layer_norm_eps,
-        pad_token_id=bert.pad_token_id,
         rotary_value=False,
         tie_word_embeddings=True,
     )
@@ -143,8 +133,4 @@ def to_roformer(model: BertForPreTraining):
     target["roformer.encoder.embed_positions.weight"] = sinusoid_table(
         bert.max_position_embeddings, head_size
     )
-    roformer = RoFormerForMaskedLM(config)
-    missing, unexpected = roformer.load_state_dict(target, strict=False)
-    assert not unexpected, unexpected
-    assert not [m for m in missing if "position_ids" not in m], missing
-    return roformer.eval()
+    return load_converted(RoFormerForMaskedLM, config, target)

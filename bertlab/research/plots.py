@@ -309,7 +309,7 @@ def plot_runs(
 
     figures: dict[str, list[str]] = {}
     notes: list[str] = []
-    with output_folder(out, COMMAND, checked=True) as tmp:
+    with output_folder(out, COMMAND) as tmp:
         _draw_all(runs, compiled, smoothing, dpi, tmp, figures, notes)
         if not figures:  # raised inside: the folder is not made
             folders = ", ".join(str(d) for d in logdir)

@@ -354,7 +354,7 @@ def quality_benchmark(
     if "ablation" in systems:
         for name in variants or ABLATIONS:
             plan[f"ablation/{name}"] = equal + ABLATIONS[name]
-    with output_folder(output_dir, COMMAND, inputs, overwrite, checked=True) as out:
+    with output_folder(output_dir, COMMAND) as out:
         runs = _run_plan(plan, data, out, steps, batch_size, lr, warmup_steps, eval_every,
                          budget_eval_every, max_blocks)  # fmt: skip
         lines = summarise(runs, texts)

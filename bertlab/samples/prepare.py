@@ -119,7 +119,7 @@ def prepare_samples(
         raise ValueError(f"--tokenizer {tokenizer}: no tokenizer.json (a fast tokenizer is needed)")
 
     with (
-        output_folder(output_dir, COMMAND, checked=True) as tmp,
+        output_folder(output_dir, COMMAND) as tmp,
         Workers(num_proc, tok.backend_tokenizer, scheduler) as workers,
     ):
         scratch = tmp / ".scratch"

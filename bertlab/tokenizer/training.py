@@ -121,7 +121,7 @@ def train_tokenizer(
     rng = random.Random(seed)
     check = sorted(rng.sample(lines, parity_lines)) if 0 < parity_lines < len(lines) else lines
 
-    with output_folder(output_dir, "train_tokenizer", checked=True) as folder:
+    with output_folder(output_dir, "train_tokenizer") as folder:
         if model_type == "wordpiece":
             from bertlab.tokenizer import wordpiece as tokenizer_wordpiece
 
@@ -196,7 +196,7 @@ def convert_tokenizer(
         source = str(text_file)
     else:
         lines, source = list(enumerate(tokenizer_spm.check_text(proto), 1)), "the check text"
-    with output_folder(output_dir, "convert_tokenizer", checked=True) as folder:
+    with output_folder(output_dir, "convert_tokenizer") as folder:
         tokenizer_spm.save_folder(proto, folder)
         report = compare_lines(str(folder), lines, source)
         if not report.ok:
