@@ -109,10 +109,11 @@ def prepare_corpus(
     output = Path(output_dir)
     lang = lang or download or "en"
     _check_settings(num_proc, min_doc_sentences, valid_docs, test_docs, lang)
-    if dataset is None:
-        for flag, value in (("dataset_config", dataset_config), ("dataset_files", dataset_files)):
-            if value is not None:
-                raise ValueError(f"--{flag} is only used with --dataset NAME")
+    _refuse_unused_flags(
+        download, dataset,
+        {"date": date, "mirror": mirror, "download_dir": download_dir},
+        {"dataset_config": dataset_config, "dataset_files": dataset_files},
+    )  # fmt: skip
     items = [input] if isinstance(input, str) else list(input or [])
     table_files = [dataset_files] if isinstance(dataset_files, str) else list(dataset_files or [])
     downloads = Path(download_dir) if download_dir is not None else output / DOWNLOADS
@@ -130,13 +131,7 @@ def prepare_corpus(
     outputs = {(output / f"{split}.txt").resolve() for split in SPLITS}
     paths = expand_inputs(items, outputs)
     if download is not None:
-        if date is None:
-            raise ValueError("--download needs --date YYYYMMDD (a dump date of that wiki)")
         paths.append(download_dump(download, date, downloads, mirror))
-    else:
-        for flag, value in (("date", date), ("mirror", mirror), ("download_dir", download_dir)):
-            if value is not None:
-                raise ValueError(f"--{flag} is only used with --download LANG")
     if not paths and dataset is None:
         raise ValueError(
             "--input is required (or --download LANG --date YYYYMMDD, or --dataset NAME)"
@@ -169,6 +164,20 @@ def prepare_corpus(
     )
     return {"output_dir": str(output), "inputs": sources, "lang": lang, "seed": seed,
             "splits": counts}  # fmt: skip
+
+
+def _refuse_unused_flags(
+    download: str | None, dataset: str | None, of_download: dict, of_dataset: dict
+) -> None:
+    """A flag of --download or --dataset given without it would be ignored: refused."""
+    if download is not None and of_download["date"] is None:
+        raise ValueError("--download needs --date YYYYMMDD (a dump date of that wiki)")
+    for needed, name, flags in (
+        (download, "--download LANG", of_download), (dataset, "--dataset NAME", of_dataset)
+    ):  # fmt: skip
+        for flag, value in flags.items():
+            if needed is None and value is not None:
+                raise ValueError(f"--{flag} is only used with {name}")
 
 
 def _check_settings(

@@ -113,10 +113,7 @@ def prepare_samples(
     first = next(documents, None)  # an empty corpus is an error before the slow imports
     if first is None:
         raise ValueError(f"--input {input}: empty corpus (no text)")
-    tok = _load_tokenizer(tokenizer)
-    special_ids = _special_ids(tok, tokenizer)
-    if getattr(tok, "backend_tokenizer", None) is None:
-        raise ValueError(f"--tokenizer {tokenizer}: no tokenizer.json (a fast tokenizer is needed)")
+    tok, special_ids = _fast_tokenizer(tokenizer)
 
     with (
         output_folder(output_dir, COMMAND) as tmp,
@@ -164,6 +161,16 @@ def prepare_samples(
         f"{corpus.num_sentences} sentences, {corpus.num_tokens} tokens -> {output_dir}"
     )
     return meta
+
+
+def _fast_tokenizer(tokenizer: str) -> tuple:
+    """The --tokenizer folder loaded (a fast tokenizer: workers share its Rust backend) and the
+    ids of its special tokens."""
+    tok = _load_tokenizer(tokenizer)
+    special_ids = _special_ids(tok, tokenizer)
+    if getattr(tok, "backend_tokenizer", None) is None:
+        raise ValueError(f"--tokenizer {tokenizer}: no tokenizer.json (a fast tokenizer is needed)")
+    return tok, special_ids
 
 
 def _warn_of_degenerate_output(

@@ -308,18 +308,7 @@ def resolve(
             chosen[name], reasons[name] = value, why
 
     if precision is None:
-        if cpu:
-            precision = "32-true"
-            reasons["precision"] = (
-                "bf16 through the working copy, not autocast" if fast_bf16
-                else f"no fast bf16 products on this CPU ({ISA_NAMES.get(facts.isa, facts.isa)}"
-                f": {bf16_rate})"
-            )  # fmt: skip
-        elif facts.cuda_bf16:
-            precision, reasons["precision"] = "bf16-mixed", "this GPU has bf16"
-        else:
-            precision = "16-mixed"
-            reasons["precision"] = "this GPU has no bf16: fp16 with loss scaling"
+        precision, reasons["precision"] = _default_precision(facts, fast_bf16, bf16_rate)
     precision = str(precision)
 
     if not cpu:
@@ -357,6 +346,20 @@ def resolve(
     resolved = dataclasses.replace(speed, **chosen)
     assert resolved.is_resolved(), resolved
     return Resolution(speed=resolved, precision=precision, reasons=reasons, facts=facts)
+
+
+def _default_precision(facts: DeviceFacts, fast_bf16: bool, bf16_rate: str) -> tuple[str, str]:
+    """(trainer.precision, why) for a config that leaves it unset."""
+    if facts.type == "cpu":
+        why = (
+            "bf16 through the working copy, not autocast" if fast_bf16
+            else f"no fast bf16 products on this CPU ({ISA_NAMES.get(facts.isa, facts.isa)}"
+            f": {bf16_rate})"
+        )  # fmt: skip
+        return "32-true", why
+    if facts.cuda_bf16:
+        return "bf16-mixed", "this GPU has bf16"
+    return "16-mixed", "this GPU has no bf16: fp16 with loss scaling"
 
 
 def strip_legacy(hparams: dict) -> dict:
