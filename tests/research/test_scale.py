@@ -14,7 +14,8 @@ import random
 import pytest
 from conftest import run_tool
 
-from bertlab.research.scale import _amdahl, build_corpus, project, source_documents
+from bertlab.research.scale import build_corpus, source_documents
+from bertlab.research.scale_report import _amdahl, project
 
 
 def test_scale_benchmark_measures_every_stage_and_projects(en_corpus, tmp_path):
