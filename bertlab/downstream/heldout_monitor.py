@@ -80,6 +80,10 @@ class HeldoutEvaluation(Callback):
             if not Path(path).is_file():
                 flag = "heldout.texts" if path in self.texts else "heldout.unigram_corpus"
                 raise ValueError(f"{flag}: {path}: no such file")
+        if output is not None:
+            _check_output(output, [("--heldout.texts", t) for t in self.texts] + (
+                [("--heldout.unigram_corpus", unigram_corpus)] if unigram_corpus else []
+            ))  # fmt: skip
         self.results: list[dict[str, Any]] = []
         self._blocks: list[HeldoutBlocks] = []
         self._unigram: torch.Tensor | None = None
@@ -160,3 +164,28 @@ class HeldoutEvaluation(Callback):
         self.results.append(record)
         self._evaluating += time.perf_counter() - began
         return record
+
+
+def _is_record(path: Path) -> bool:
+    """Whether `path` holds records this callback wrote (JSON lines, each with a step)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return all("step" in json.loads(line) for line in lines if line.strip())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_output(output: str, inputs: list) -> None:
+    """heldout.output is appended to, so an existing file must be this callback's own record
+    (a resumed run continues it); never one of its inputs, never another file."""
+    from bertlab.files.output_folder import check_inputs
+
+    check_inputs(output, inputs, "--heldout.output", noun="file name")
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"--heldout.output {output} is a folder; give a file name to write")
+    if path.exists() and not _is_record(path):
+        raise ValueError(
+            f"--heldout.output {output} exists and is not a record of held-out evaluations; "
+            "choose another file name"
+        )

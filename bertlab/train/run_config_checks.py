@@ -42,6 +42,12 @@ def refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
                 else "would run no batch and report nothing"
             )
             raise ValueError(f"--trainer.{key} 0: bertlab {subcommand} {what}")
+    max_time = trainer.get("max_time")
+    if subcommand == "fit" and _is_zero_time(max_time):
+        raise ValueError(
+            f"--trainer.max_time {max_time}: bertlab fit would train for no time and save "
+            "nothing; give DD:HH:MM:SS above zero"
+        )
     accumulate = trainer.get("accumulate_grad_batches")
     if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
         raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")
@@ -53,6 +59,18 @@ def refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
     clip = trainer.get("gradient_clip_val")
     if isinstance(clip, (int, float)) and clip < 0:
         raise ValueError(f"--trainer.gradient_clip_val {clip} must be >= 0 (0: no clipping)")
+
+
+def _is_zero_time(max_time: Any) -> bool:
+    """Whether a trainer.max_time (DD:HH:MM:SS, or a dict of days, hours, ...) is zero."""
+    try:
+        if isinstance(max_time, str):
+            return all(float(part) == 0 for part in max_time.split(":"))
+        if isinstance(max_time, dict):
+            return all(float(value) == 0 for value in max_time.values())
+    except ValueError:
+        return False  # Lightning names what it cannot read
+    return False
 
 
 # Commands whose output folders hold the training runs they start (their markers are written

@@ -51,6 +51,8 @@ class ThroughputMonitor(Callback):
         window: int = 20,
         log_every_n_steps: int | None = None,
     ) -> None:
+        if window < 1:  # a window of no batches logs no rate at all
+            raise ValueError(f"--throughput.window {window} must be at least 1 (batches)")
         self.peak_flops = peak_flops
         self.window = window
         self.log_every_n_steps = log_every_n_steps

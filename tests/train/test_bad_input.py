@@ -226,3 +226,18 @@ def test_precision_the_device_cannot_do(en_samples, valid, tmp_path):
     message = "--trainer.precision 16-mixed (fp16 mixed precision) needs a CUDA GPU"
     assert_one_line_error(status, output, message)
     assert_nothing_complete(tmp_path / "run")
+
+
+def test_heldout_output_never_overwrites_a_file_it_did_not_write(en_samples, valid, tmp_path):
+    """heldout.output is appended to: a user's notes, or the held-out text itself, would be lost."""
+    train = copy_samples(en_samples / "train", tmp_path / "train")
+    text = tmp_path / "heldout.txt"
+    text.write_text("The cat sat on the mat.\n\nA second document is here.\n", encoding="utf-8")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    for output, says in ((notes, "is not a record of held-out"), (text, "is --heldout.texts")):
+        heldout = (f"--heldout.texts=[{text}]", f"--heldout.output={output}")
+        status, log = fit(train, valid, tmp_path / "run", *heldout)
+        assert_one_line_error(status, log, f"--heldout.output {output}", says)
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
+    assert text.read_text(encoding="utf-8").startswith("The cat sat")

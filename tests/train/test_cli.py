@@ -202,6 +202,26 @@ def test_accumulating_zero_batches_is_refused(en_samples, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--trainer.max_time=00:00:00:00", "--trainer.max_time 00:00:00:00: bertlab fit would "
+         "train for no time"),
+        ("--throughput.window=0", "--throughput.window 0 must be at least 1"),
+    ],
+)  # fmt: skip
+def test_a_budget_of_nothing_is_refused(flag, says, en_samples, tmp_path, capsys):
+    # Lightning stops at once and exits 0 (max_time); a window of 0 batches logs no rate.
+    root = tmp_path / "runs"
+    args = ["fit", *small_run(en_samples, root, steps=2), "--model.hidden_size=32",
+            "--model.warmup_steps=1", flag]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], errors
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("model:\n  hidden_size: [1, 2\n", "not valid YAML at line 3, column 1"),
