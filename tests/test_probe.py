@@ -368,6 +368,8 @@ def test_bertlab_fit_refuses_shapes_settings_and_folders_that_would_fail_later(
     run.append("--model.warmup_steps=1")
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    bare = tmp_path / "no-hparams.ckpt"  # Lightning's keys, but not the model's settings
+    torch.save({"pytorch-lightning_version": "2.6.6", "global_step": 0, "state_dict": {}}, bare)
     cases = [
         (["--model.num_attention_heads=0"], "--model.num_attention_heads 0 must be at least 1"),
         (["--model.num_attention_heads=3"], "--model.hidden_size 64 is not a multiple of"),
@@ -380,6 +382,8 @@ def test_bertlab_fit_refuses_shapes_settings_and_folders_that_would_fail_later(
         ([f"--trainer.default_root_dir={en_samples / 'train'}"],
          "--trainer.default_root_dir .* is inside --data.train_files"),
         ([f"--ckpt_path={foreign}"], "--ckpt_path .*foreign.ckpt: not a checkpoint of bertlab fit"),
+        ([f"--ckpt_path={bare}"], "--ckpt_path .*no-hparams.ckpt: not a checkpoint of bertlab "
+         "fit \\(no hyper_parameters"),
         (["--model.warmup_steps=100"], "--model.warmup_steps 100 must be smaller than"),
         ([f"--model.from_pretrained={masked_lm}"],
          "--model.hidden_size 64 contradicts --model.from_pretrained .* \\(hidden_size 32\\)"),

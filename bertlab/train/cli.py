@@ -197,13 +197,17 @@ class BertLabCLI(LightningCLI):
         hparams = dict(hparams or {})
         hparams.pop("_instantiator", None)
         hparams = strip_legacy(hparams)
-        if hparams:
-            current = self.config[subcommand].get("model")
-            current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
-            line = check_resume(ckpt_path, hparams, self._explicit(subcommand, "model"), current)
-            if line:
-                rank_zero_info(line)
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        if not hparams:  # the model's shape unknown: a size-mismatch traceback, or flags unchecked
+            raise ValueError(
+                f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no hyper_parameters: "
+                "the model's settings are not in it); give a .ckpt from a run's checkpoints folder"
+            )
+        current = self.config[subcommand].get("model")
+        current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
+        line = check_resume(ckpt_path, hparams, self._explicit(subcommand, "model"), current)
+        if line:
+            rank_zero_info(line)
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         saved_data = checkpoint.get("datamodule_hyper_parameters")
         if subcommand == "fit" and isinstance(saved_data, dict):
             current = self.config[subcommand].get("data")
