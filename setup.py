@@ -65,5 +65,5 @@ setup(
         ],
         "dask": ["dask[distributed]>=2024.1"],
     },
-    entry_points={"console_scripts": ["bertlab=bertlab.train.cli:main"]},
+    entry_points={"console_scripts": ["bertlab=bertlab.command:bertlab_main"]},
 )

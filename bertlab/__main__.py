@@ -1,6 +1,6 @@
 """`python -m bertlab` is the same command as `bertlab`."""
 
-from bertlab.train.cli import main
+from bertlab.command import bertlab_main
 
 if __name__ == "__main__":
-    main()
+    bertlab_main()

@@ -17,6 +17,7 @@ Decisions:
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import sys
 import types
@@ -143,6 +144,38 @@ def _check_flags(argv: list[str], signature: inspect.Signature, command: str) ->
             )
 
 
+def _check_words(argv: list[str]) -> None:
+    """Refuse a word no flag takes and a flag given twice (after _gather_lists).
+
+    fire binds a stray word to the next parameter not yet given (`--input a.txt b.txt` to a
+    one-file flag makes b.txt the --seed), and keeps the last of two values of one flag: both
+    would run something the user did not ask for.
+    """
+    seen: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in ("--help", "-h", "--"):
+            return
+        if not word.startswith("--"):
+            before = f" after {argv[i - 1]}" if i else ""
+            raise ValueError(
+                f"unexpected argument {word!r}{before}: each value follows its own flag "
+                "(--flag value), and only list flags (such as --input a b) take several"
+            )
+        name, has_value, value = word[2:].partition("=")
+        name = name.replace("-", "_")
+        if not has_value and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+            i += 1
+        if name in seen:
+            raise ValueError(
+                f"--{name} is given twice ({seen[name]!r} and {value!r}); give it once"
+            )
+        seen[name] = value
+        i += 1
+
+
 def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap fn so values fire parsed are coerced to fn's annotations before the call."""
     signature = inspect.signature(fn)
@@ -177,17 +210,29 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def run(fn: Callable[..., Any], argv: list[str] | None = None) -> None:
-    """Run fn as this process's command; user errors exit 2 with one line on stderr."""
+def _imported(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
+    """Run fn as this process's command; user errors exit 2 with one line on stderr.
+
+    `fn` may be named as "module:function": it is then imported with Ctrl-C and SIGTERM already
+    handled, so a command stopped during its seconds of imports (torch, Lightning) ends with one
+    line and 130 / 143, not a KeyboardInterrupt traceback from inside torch.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = fn.__name__
-    signature = inspect.signature(fn)
-    hints = typing.get_type_hints(fn)
-    list_flags = {name for name in signature.parameters if _is_list(hints.get(name))}
     try:
         with stop_on_signals():
-            _check_flags(argv, signature, command)
-            fire.Fire(typed(fn), command=_gather_lists(argv, list_flags), name=command)
+            fn = _imported(fn) if isinstance(fn, str) else fn
+            signature = inspect.signature(fn)
+            hints = typing.get_type_hints(fn)
+            list_flags = {name for name in signature.parameters if _is_list(hints.get(name))}
+            _check_flags(argv, signature, fn.__name__)
+            gathered = _gather_lists(argv, list_flags)
+            _check_words(gathered)
+            fire.Fire(typed(fn), command=gathered, name=fn.__name__)
     except USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"error: {message}", file=sys.stderr)
@@ -198,3 +243,13 @@ def run(fn: Callable[..., Any], argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # raised by a handler someone else installed
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def bertlab_main() -> None:
+    """The `bertlab` command (bertlab.train.cli.main), imported with Ctrl-C and SIGTERM handled."""
+    try:
+        with stop_on_signals():
+            _imported("bertlab.train.cli:main")()
+    except Interrupted as stop:
+        print(stop.line(), file=sys.stderr)
+        sys.exit(stop.exit_status)

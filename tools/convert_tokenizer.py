@@ -6,7 +6,6 @@ Usage: python tools/convert_tokenizer.py --spm_model sp.model --output_dir token
 """
 
 from bertlab.command import run
-from bertlab.tokenizer.training import convert_tokenizer
 
 if __name__ == "__main__":
-    run(convert_tokenizer)
+    run("bertlab.tokenizer.training:convert_tokenizer")  # imported with Ctrl-C handled

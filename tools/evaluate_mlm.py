@@ -6,7 +6,6 @@ Usage: python tools/evaluate_mlm.py --model demo/model --text demo/corpus/test.t
 """
 
 from bertlab.command import run
-from bertlab.downstream.heldout import evaluate_mlm
 
 if __name__ == "__main__":
-    run(evaluate_mlm)
+    run("bertlab.downstream.heldout:evaluate_mlm")  # imported with Ctrl-C handled

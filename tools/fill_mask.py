@@ -5,7 +5,6 @@ Usage: python tools/fill_mask.py --model DIR --text "Paris is the [MASK] of Fran
 """
 
 from bertlab.command import run
-from bertlab.export.fill_mask import fill_mask
 
 if __name__ == "__main__":
-    run(fill_mask)
+    run("bertlab.export.fill_mask:fill_mask")  # imported with Ctrl-C handled

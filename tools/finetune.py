@@ -2,7 +2,6 @@
 """Downstream accuracy. Usage: python tools/finetune.py --model DIR --train_file F --valid_file F"""
 
 from bertlab.command import run
-from bertlab.downstream.finetune import finetune
 
 if __name__ == "__main__":
-    run(finetune)
+    run("bertlab.downstream.finetune:finetune")  # imported with Ctrl-C handled

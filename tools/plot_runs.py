@@ -2,7 +2,6 @@
 """Figures of training runs. Usage: python tools/plot_runs.py --logdir RUN... --output_dir DIR"""
 
 from bertlab.command import run
-from bertlab.research.plots import plot_runs
 
 if __name__ == "__main__":
-    run(plot_runs)
+    run("bertlab.research.plots:plot_runs")  # imported with Ctrl-C handled

@@ -8,7 +8,6 @@ Usage: python tools/prepare_corpus.py --input PATH... --output_dir DIR [--lang e
 """
 
 from bertlab.command import run
-from bertlab.corpus.prepare import prepare_corpus
 
 if __name__ == "__main__":
-    run(prepare_corpus)
+    run("bertlab.corpus.prepare:prepare_corpus")  # imported with Ctrl-C handled

@@ -6,7 +6,6 @@ Usage: python tools/prepare_samples.py --input corpus/train.txt --tokenizer toke
 """
 
 from bertlab.command import run
-from bertlab.samples.prepare import prepare_samples
 
 if __name__ == "__main__":
-    run(prepare_samples)
+    run("bertlab.samples.prepare:prepare_samples")  # imported with Ctrl-C handled

@@ -5,7 +5,6 @@ Usage: python tools/push_to_hub.py --model_dir DIR --repo_id ORG/NAME [--revisio
 """
 
 from bertlab.command import run
-from bertlab.export.hub import push_to_hub
 
 if __name__ == "__main__":
-    run(push_to_hub)
+    run("bertlab.export.hub:push_to_hub")  # imported with Ctrl-C handled

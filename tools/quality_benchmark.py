@@ -5,7 +5,6 @@ Usage: python tools/quality_benchmark.py --output_dir runs/quality
 """
 
 from bertlab.command import run
-from bertlab.research.quality import quality_benchmark
 
 if __name__ == "__main__":
-    run(quality_benchmark)
+    run("bertlab.research.quality:quality_benchmark")  # imported with Ctrl-C handled

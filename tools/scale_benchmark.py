@@ -6,7 +6,6 @@ Usage: python tools/scale_benchmark.py --input ../shared/data/enwiki-sample.xml.
 """
 
 from bertlab.command import run
-from bertlab.research.scale import scale_benchmark
 
 if __name__ == "__main__":
-    run(scale_benchmark)
+    run("bertlab.research.scale:scale_benchmark")  # imported with Ctrl-C handled

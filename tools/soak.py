@@ -5,7 +5,6 @@ Usage: python tools/soak.py --output_dir runs/soak [--max_steps 3000 --val_every
 """
 
 from bertlab.command import run
-from bertlab.research.soak import soak
 
 if __name__ == "__main__":
-    run(soak)
+    run("bertlab.research.soak:soak")  # imported with Ctrl-C handled

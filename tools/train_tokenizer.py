@@ -6,7 +6,6 @@ Usage: python tools/train_tokenizer.py --train_file corpus/train.txt --output_di
 """
 
 from bertlab.command import run
-from bertlab.tokenizer.training import train_tokenizer
 
 if __name__ == "__main__":
-    run(train_tokenizer)
+    run("bertlab.tokenizer.training:train_tokenizer")  # imported with Ctrl-C handled

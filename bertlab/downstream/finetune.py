@@ -37,7 +37,7 @@ from bertlab.downstream.tasks import (
     label_mapping,
     read_examples,
 )
-from bertlab.files.artefacts import check_model_folder
+from bertlab.files.artefacts import check_model_folder, check_model_weights
 from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_file
 from bertlab.speed.settings import check_precision
@@ -56,6 +56,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
         if not (path / "config.json").is_file():
             raise ValueError(f"--model {model}: not a model folder (no config.json)")
         check_model_folder(path, f"--model {model}")  # a damaged file named, not a traceback
+        check_model_weights(path, f"--model {model}")
         encoder = AutoModel.from_pretrained(path)
         config, state = encoder.config, encoder.state_dict()
         tokenizer = tokenizer or str(path)

@@ -295,11 +295,12 @@ def _load_masked_lm(folder: str) -> torch.nn.Module:
     import transformers
     from transformers import AutoModelForMaskedLM
 
-    from bertlab.files.artefacts import check_model_folder
+    from bertlab.files.artefacts import check_model_folder, check_model_weights
 
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"--model {folder}: not a Hugging Face model folder (no config.json)")
     check_model_folder(Path(folder), f"--model {folder}")  # a damaged file named, no traceback
+    check_model_weights(Path(folder), f"--model {folder}")  # nan figures, or a size mismatch
     # No progress bar or load report: an exported BertForPreTraining's unused NSP head is expected.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

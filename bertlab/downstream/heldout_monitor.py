@@ -92,20 +92,42 @@ class HeldoutEvaluation(Callback):
         self._last_step = -1
         self._tokens = 0
 
-    def _resolve_tokenizer(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+    def _resolve_tokenizer(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, own: bool = True
+    ) -> str | None:
         for candidate in (
-            self.tokenizer,
+            self.tokenizer if own else None,
             getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule else None,
             pl_module.hparams.get("tokenizer"),
         ):
             if candidate:
                 return str(candidate)
+        if not own:
+            return None
         raise ValueError("heldout.tokenizer: no tokenizer known for this run; set it")
+
+    def _check_tokenizer(
+        self, tokenizer, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """A heldout.tokenizer set beside the data's must be the same vocabulary: the model
+        reads token ids, so another vocabulary (even of the same size) gives meaningless figures."""
+        data = self._resolve_tokenizer(trainer, pl_module, own=False)
+        if self.tokenizer is None or data is None:
+            return
+        if Path(data).resolve() == Path(self.tokenizer).resolve():
+            return
+        if tokenizer.get_vocab() != _load_tokenizer(data, "data.tokenizer").get_vocab():
+            raise ValueError(
+                f"--heldout.tokenizer {self.tokenizer} is another vocabulary than the data's "
+                f"tokenizer {data}, which the model reads: its figures would mean nothing; "
+                "leave heldout.tokenizer out"
+            )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.texts or not trainer.is_global_zero:
             return
         tokenizer = _load_tokenizer(self._resolve_tokenizer(trainer, pl_module))
+        self._check_tokenizer(tokenizer, trainer, pl_module)
         positions = pl_module.model.config.max_position_embeddings
         max_len = self.max_len or min(128, positions)
         if max_len > positions:

@@ -21,7 +21,7 @@ import json as jsonlib
 from pathlib import Path
 from typing import Any
 
-from bertlab.files.artefacts import check_model_folder
+from bertlab.files.artefacts import check_model_folder, check_model_weights
 
 Prediction = dict[str, Any]
 
@@ -35,6 +35,7 @@ def load_fill_mask_pipeline(model: str):
     if not (folder / "config.json").is_file():
         raise ValueError(f"--model {model}: not a model folder (no config.json)")
     check_model_folder(folder, f"--model {model}")  # a damaged file named, not a traceback
+    check_model_weights(folder, f"--model {model}")  # nan scores, or a size-mismatch error
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     device = 0 if torch.cuda.is_available() else -1

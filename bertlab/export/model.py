@@ -61,7 +61,7 @@ from bertlab.export.model_card import (
     widget_sentence,
 )
 from bertlab.export.run_facts import RunFacts, collect_run_facts
-from bertlab.files.artefacts import check_model_folder, torch_load_reason
+from bertlab.files.artefacts import check_model_folder, refuse_nonfinite, torch_load_reason
 from bertlab.files.output_folder import Legacy, check_inputs, check_output_folder, output_folder
 from bertlab.model.conversion import transformers_model
 from bertlab.model.network import like_saved
@@ -122,6 +122,7 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
             f"--ckpt_path {ckpt_path}: not a bertlab checkpoint (its state_dict has no "
             f"{embeddings}; expected BertPretraining's weights)"
         )
+    refuse_nonfinite(checkpoint["state_dict"].items(), f"--ckpt_path {ckpt_path}")
     return checkpoint
 
 

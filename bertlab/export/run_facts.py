@@ -39,6 +39,7 @@ import yaml
 
 from bertlab.files.artefacts import read_json_object
 from bertlab.files.tensorboard_logs import read_scalars
+from bertlab.files.yaml_config import read_yaml
 
 VAL_LOSS_TAG = re.compile(r"^val(idation)?[_/]loss(_epoch)?$")
 TEST_LOSS_TAG = re.compile(r"^test[_/]loss(_epoch)?$")
@@ -83,10 +84,7 @@ def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """A run's YAML config as a dict (a `fit:` wrapper from a multi-command file is unwrapped)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"--config {path}: not valid YAML ({error})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of sections (model, data, ...)")
     if "fit" in data and isinstance(data["fit"], dict) and "model" not in data:

@@ -230,3 +230,53 @@ def check_sentencepiece_model(
                 break
     if detail:
         raise ValueError(f"{flag}: {path} is damaged: it disagrees with tokenizer.json ({detail})")
+
+
+# The tensors that pin a BERT-like config's shape (any prefix: bert., roformer., ...), and the
+# config fields each dimension is. A model of another architecture has none of them: skipped.
+SHAPE_TENSORS = {
+    "embeddings.word_embeddings.weight": ("vocab_size", "hidden_size"),
+    "embeddings.position_embeddings.weight": ("max_position_embeddings", "hidden_size"),
+    "encoder.layer.0.intermediate.dense.weight": ("intermediate_size", "hidden_size"),
+}
+
+
+def refuse_nonfinite(tensors: Any, where: str) -> None:
+    """ValueError naming `where` when a floating tensor of `tensors` ((name, tensor) pairs) holds
+    NaN or infinity: every reader of such weights would report nan, or train on from nan."""
+    import torch
+
+    for name, tensor in tensors:
+        floating = torch.is_tensor(tensor) and tensor.is_floating_point()
+        if floating and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{where} is damaged: its weight {name} holds NaN or infinite values (a run "
+                "that diverged?); take an earlier checkpoint"
+            )
+
+
+def check_model_weights(folder: Path, flag: str) -> None:
+    """ValueError naming the file unless the folder's weights agree with config.json's shape
+    and hold only finite values. (from_pretrained's own errors for either: a size-mismatch
+    traceback, or a model that reports nan.)"""
+    from safetensors import safe_open
+
+    config_path = folder / "config.json"
+    config = read_json_object(config_path, flag) if config_path.is_file() else {}
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights, flag)
+        with safe_open(str(weights), "pt") as f:
+            names = list(f.keys())  # noqa: SIM118 (safe_open is no mapping)
+            for name in names:
+                suffix = next((s for s in SHAPE_TENSORS if name.endswith(s)), None)
+                if suffix is None:
+                    continue
+                shape = tuple(f.get_slice(name).get_shape())
+                for field, size in zip(SHAPE_TENSORS[suffix], shape, strict=False):
+                    if isinstance(config.get(field), int) and config[field] != size:
+                        raise ValueError(
+                            f"{flag}: {config_path} says {field} {config[field]}, but "
+                            f"{weights.name} has {size} ({name} is {list(shape)}): the config "
+                            "is not these weights'; export the folder again"
+                        )
+            refuse_nonfinite(((name, f.get_tensor(name)) for name in names), f"{flag}: {weights}")

@@ -47,6 +47,9 @@ MARKER = ".bertlab-output"
 MARKER_VERSION = 1
 # How many foreign names a refusal lists before "...": enough to recognise the folder.
 SHOWN_NAMES = 3
+# Commands whose output folder holds the outputs of the commands and runs they start (each in
+# its own subfolder, with its own marker): the one kind of marked folder others may write in.
+HOLDERS = frozenset({"gpu_check", "soak", "quality_benchmark", "scale_benchmark"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,29 @@ def check_inputs(
             )
 
 
+def check_outside_outputs(output: str | os.PathLike, flag: str, command: str | None = None) -> None:
+    """Refuse an output inside another command's marked output folder (a HOLDERS folder
+    aside): the owner's --overwrite would then be refused, and its Hub upload or its reader
+    would take the stranger for its own. With `command`, `output` itself must not be another
+    command's folder either (for caches, which check_output_folder does not judge)."""
+    out = _resolved(output)
+    for owner in (out, *out.parents) if command else out.parents:
+        marker = read_marker(owner) if owner.is_dir() else None
+        if marker is None or (owner != out and marker["command"] in HOLDERS):
+            continue
+        if owner == out:
+            if marker["command"] != command:
+                raise ValueError(
+                    f"{flag} {output} holds the output of {marker['command']}, not {command}; "
+                    "choose another folder"
+                )
+            continue
+        raise ValueError(
+            f"{flag} {output} is inside {owner} ({marker['command']}'s output), which would "
+            f"then hold files {marker['command']} did not write; choose a folder outside it"
+        )
+
+
 def check_output_folder(
     output: str | os.PathLike,
     command: str,
@@ -139,7 +165,13 @@ def check_output_folder(
         keep: names or patterns of the command's own caches and leftovers (never output).
     """
     check_inputs(output, inputs, flag)
+    check_outside_outputs(output, flag)
     path = Path(output)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            f"{flag} {output} is a link to {os.readlink(path)}, which does not exist; remove "
+            "the link or give another folder"
+        )
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {output} is a file, not a folder; give a folder to write")
     if not path.exists():
@@ -202,6 +234,7 @@ def check_output_file(
     """The same rule for a single result file: never an input or inside an input folder; an
     existing file only if `recognise` says this command wrote it, and only with --overwrite."""
     check_inputs(output, inputs, flag, noun="file name")
+    check_outside_outputs(output, flag)
     path = Path(output)
     if path.is_dir():
         raise ValueError(f"{flag} {output} is a folder; give a file name to write")

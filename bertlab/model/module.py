@@ -261,6 +261,13 @@ class BertPretraining(pl.LightningModule):
             fused=self.speed.fused_mlm_loss,
         )
 
+    # What self.log records, so what a ModelCheckpoint can monitor (bertlab.train.checkpointing).
+    LOGGED_METRICS = (
+        "val_loss", "val/loss", "val/mlm_loss", "val/mlm_accuracy", "val/nsp_loss",
+        "val/nsp_accuracy", "val/perplexity", "train/loss", "train/mlm_loss", "train/perplexity",
+        "train/mlm_accuracy", "train/nsp_loss", "train/nsp_accuracy", "train/skipped_steps",
+    )  # fmt: skip
+
     def _logs_this_step(self) -> bool:
         every = self.trainer.log_every_n_steps
         return bool(every) and (self.trainer.global_step + 1) % every == 0

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForPreTraining
 
+from bertlab.files.artefacts import check_model_folder, check_model_weights
 from bertlab.model.prenorm import MARKER as PRE_LN
 from bertlab.model.prenorm import use_pre_layer_norm
 from bertlab.model.rotary import MARKER as ROTARY
@@ -43,8 +44,6 @@ SHAPE_KEYS = (
 
 def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
     from transformers import AutoTokenizer
-
-    from bertlab.files.artefacts import check_model_folder
 
     if not Path(path).is_dir():
         raise ValueError(f"{flag}: {path} is not a tokenizer folder")
@@ -164,6 +163,8 @@ def _load_pretrained(
             f"model.from_pretrained: {folder} is not a Hugging Face model folder "
             "(no config.json); Hub names are not fetched, download the model first"
         )
+    check_model_folder(folder, "model.from_pretrained")  # a damaged file named, not a traceback
+    check_model_weights(folder, "model.from_pretrained")
     config = BertConfig.from_pretrained(folder)
     if config.model_type != "bert":
         raise ValueError(

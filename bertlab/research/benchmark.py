@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from bertlab.files.output_folder import check_outside_outputs
 from bertlab.research.benchmark_records import (
     default_options,
     machine_facts,
@@ -295,6 +296,7 @@ def benchmark(
     if batch_size:
         shape["batch_size"] = batch_size
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
+    check_outside_outputs(work_dir, "--work_dir", "benchmark")  # a cache, never in another's
     if threads:
         torch.set_num_threads(threads)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON lines only

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.files.atomic import atomic_write
-from bertlab.files.output_folder import check_output_folder, output_folder
+from bertlab.files.output_folder import check_output_folder, check_outside_outputs, output_folder
 from bertlab.research.benchmark import BERT_MINI
 from bertlab.research.benchmark_runs import run_in_process
 from bertlab.research.measured_data import DEFAULT_INPUT, cached_pipeline
@@ -335,6 +335,7 @@ def quality_benchmark(
         # Lightning's Timer would refuse it only when the budget run starts, after the others.
         raise ValueError(f"--max_time {max_time!r} must be DD:HH:MM:SS, e.g. 00:00:08:00")
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
+    check_outside_outputs(work_dir, "--work_dir", COMMAND)  # a cache, never in another's output
     inputs = [("--input", input), ("--work_dir", work_dir)]
     check_output_folder(output_dir, COMMAND, inputs, overwrite)
     data = prepare_quality_data(input, work_dir)

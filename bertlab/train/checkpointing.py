@@ -209,9 +209,15 @@ def _newest_remote(urls: list[str], local: set[Path]) -> Path | str | None:
 def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> str | None:
     """`--ckpt_path` as fit should get it: `last` resolved in `folders`, a file checked.
 
-    Other Lightning keywords (`best`, `hpc`) pass unchanged; a URL is checked like a file.
+    `hpc` passes unchanged; a URL is checked like a file. `best` is refused: Lightning means the
+    best checkpoint of a fit in the same process, which a command never has.
     """
-    if ckpt_path is None or ckpt_path in ("best", "hpc"):
+    if ckpt_path == "best":
+        raise ValueError(
+            "--ckpt_path best: a new bertlab process knows no best checkpoint (Lightning keeps it "
+            "only within one fit); give the checkpoint file (its name carries val_loss) or last"
+        )
+    if ckpt_path is None or ckpt_path == "hpc":
         return ckpt_path
     if ckpt_path == "last":
         folders = [Path(f) if _is_local(f) else str(f) for f in folders if f]
@@ -257,7 +263,18 @@ def checkpoint_size_estimate(module: torch.nn.Module) -> int:
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint that also saves last.ckpt when fit ends between two validations."""
+    """ModelCheckpoint that also saves last.ckpt when fit ends between two validations, and
+    refuses a `monitor` bertlab never logs before training (Lightning's own check comes only at
+    the first validation's end, after the training it cost)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        names = getattr(pl_module, "LOGGED_METRICS", None)
+        if self.monitor is not None and names is not None and self.monitor not in names:
+            raise ValueError(
+                f"--checkpoint.monitor {self.monitor}: bertlab logs no metric of that name; "
+                f"give one of {', '.join(names)}"
+            )
+        super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):

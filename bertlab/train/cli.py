@@ -44,7 +44,6 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -62,7 +61,7 @@ from bertlab.command import USER_ERRORS as COMMAND_USER_ERRORS
 from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files import remote
-from bertlab.files.artefacts import torch_load_reason
+from bertlab.files.artefacts import read_json_object, refuse_nonfinite, torch_load_reason
 from bertlab.files.output_folder import new_folders, remove_unused
 from bertlab.model.module import BertPretraining
 from bertlab.model.network import SHAPE_KEYS
@@ -84,10 +83,11 @@ from bertlab.train.checkpointing import (
 )
 from bertlab.train.guards import NonFiniteLossGuard
 from bertlab.train.interrupt import GracefulInterrupt, exit_status
-from bertlab.train.messages import check_config_files, moved_key_hint, one_line
+from bertlab.train.messages import check_config_files, moved_key_hint, one_line, unknown_key_hint
 from bertlab.train.preflight import Preflight
 from bertlab.train.run_config_checks import (
     check_remote_folders,
+    refuse_escaping_filename,
     refuse_outputs_in_inputs,
     refuse_zero_batches,
     warn_unreached_validation,
@@ -176,6 +176,15 @@ class BertLabCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no Lightning "
                 "checkpoint keys in it); give a .ckpt from a run's checkpoints folder"
             )
+        if subcommand == "fit" and "loops" not in checkpoint:  # Lightning restarts at step 0
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} holds no loop state (saved with weights only): a resume "
+                "would restart at step 0; give a full checkpoint, or export it and start a new "
+                "run with --model.from_pretrained"
+            )
+        refuse_nonfinite(
+            dict(checkpoint.get("state_dict") or {}).items(), f"--ckpt_path {ckpt_path}"
+        )
         step = checkpoint.get("global_step")
         max_steps = self.config[subcommand].trainer.get("max_steps")
         if subcommand == "fit" and isinstance(step, int) and max_steps not in (None, -1):
@@ -221,7 +230,7 @@ class BertLabCLI(LightningCLI):
         training only some weights of a model nobody trained is said in one line."""
         start, trainable = model.get("from_pretrained"), model.get("trainable", "all")
         if start and Path(start, "config.json").is_file():
-            saved = json.loads(Path(start, "config.json").read_text(encoding="utf-8"))
+            saved = read_json_object(Path(start, "config.json"), "--model.from_pretrained")
             explicit = self._explicit("fit", "model")
             for key in SHAPE_KEYS:
                 if key in explicit and key in saved and explicit[key] != saved[key]:
@@ -260,6 +269,7 @@ class BertLabCLI(LightningCLI):
         if self.subcommand == "fit":
             checkpoint = config.get("checkpoint")
             refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
+            refuse_escaping_filename(checkpoint)
         # Scored all the same, but the figures are of random weights: said in one line.
         trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
         if self.subcommand in ("test", "validate") and not trained:
@@ -355,7 +365,9 @@ def main(args: list[str] | None = None) -> None:
     except USER_ERRORS as error:
         if os.environ.get("BERTLAB_DEBUG"):
             raise
-        print(f"error: {one_line(error)}{moved_key_hint(str(error))}", file=sys.stderr)
+        given = list(sys.argv[1:] if args is None else args)
+        hints = moved_key_hint(str(error)) + unknown_key_hint(str(error), given)
+        print(f"error: {one_line(error)}{hints}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
         print(stop.line(), file=sys.stderr)

@@ -198,8 +198,8 @@ class NonFiniteLossGuard(Callback):
             if trainer.is_global_zero:
                 where = describe_sources(lines, _MAX_LINES_IN_WARNING) if lines else "unknown"
                 log.warning(
-                    f"non-finite training loss or gradients at step {step.number}: the update "
-                    f"was skipped ({self.skipped} so far); batch lines: {where}"
+                    f"warning: non-finite training loss or gradients at step {step.number}: the "
+                    f"update was skipped ({self.skipped} so far); batch lines: {where}"
                 )
 
     def _stop(self, trainer: pl.Trainer, number: int, lines: list[str]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 
+from bertlab.files.yaml_config import read_yaml
 from bertlab.speed.settings import LEGACY_MODEL_KEYS
 
 
@@ -91,29 +92,48 @@ def _readable(message: str) -> str:
     return message
 
 
+def _config_paths(args: list[str]) -> list[str]:
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    return paths + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+
+
+_UNKNOWN_OPTION = re.compile(r"does not accept option '(?P<key>[^']+)'")
+
+
+def unknown_key_hint(message: str, args: list[str]) -> str:
+    """For jsonargparse's "does not accept option 'model.x'": the --config file that holds it."""
+    match = _UNKNOWN_OPTION.search(message)
+    if not match:
+        return ""
+    parts = match.group("key").split(".")
+    for path in _config_paths(args):
+        if _holds(path, parts):
+            return f" (in --config {path}; `bertlab fit --help` lists the keys)"
+    return ""
+
+
+def _holds(path: str, parts: list[str]) -> bool:
+    try:
+        data = read_yaml(path)
+    except (OSError, ValueError):
+        return False
+    if isinstance(data, dict) and "fit" in data and parts[0] not in data:
+        data = data["fit"]  # a file of several subcommands
+    for part in parts[:-1]:
+        data = data.get(part) if isinstance(data, dict) else None
+    return isinstance(data, dict) and parts[-1] in data
+
+
 def check_config_files(args: list[str]) -> None:
     """A --config file that is not YAML, or not a mapping of sections, named in one line.
 
     jsonargparse reports it as `Problems parsing config: ... in "<unicode string>"`, without the
     file, and a YAML list as `Unexpected config: - a - b`.
     """
-    import yaml
-
-    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
+    for path in _config_paths(args):
         if not os.path.isfile(path):
             continue  # jsonargparse names a missing file itself
-        try:
-            with open(path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ValueError(f"--config {path}: not valid YAML{where}: {problem}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"--config {path}: not UTF-8 text") from None
+        loaded = read_yaml(path)
         if loaded is None:  # jsonargparse's message would be "Unexpected config:" and nothing
             raise ValueError(
                 f"--config {path} is empty (no settings); give a config such as "

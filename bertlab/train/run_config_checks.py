@@ -8,7 +8,7 @@ Decisions:
   val_check_interval) and a negative clipping value.
 - The run's folders never lie inside a samples folder it reads, nor inside another command's
   output folder (its marker says whose), except the folders of the commands that hold runs
-  (RUN_HOLDERS).
+  (bertlab.files.output_folder.HOLDERS).
 - A validation interval beyond the last batch is warned of, not refused: a short smoke run of a
   long recipe's config meets it.
 - A run folder in an object store is checked writable by a probe object: Lightning's logger
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.files import remote
-from bertlab.files.output_folder import read_marker
+from bertlab.files.output_folder import HOLDERS, read_marker
 
 ZERO_BATCH_KEYS = {
     "fit": ("limit_train_batches", "max_steps"),
@@ -73,16 +73,11 @@ def _is_zero_time(max_time: Any) -> bool:
     return False
 
 
-# Commands whose output folders hold the training runs they start (their markers are written
-# first, so a crash leaves a folder that is still theirs): a run inside one is theirs.
-RUN_HOLDERS = frozenset({"gpu_check", "soak", "quality_benchmark"})
-
-
 def refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
     """The run's folders never a samples folder it reads, nor inside one, nor another
     command's output folder (its marker says whose): its logs and checkpoints would mix with
     them. A root above the samples is fine (Lightning writes only lightning_logs/ there), and so
-    is a root inside the folder of a command that holds runs (RUN_HOLDERS)."""
+    is a root inside the folder of a command that holds runs (output_folder.HOLDERS)."""
     inputs = []
     for key in ("train_files", "val_files", "test_files"):
         value = data.get(key)
@@ -102,7 +97,7 @@ def refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
                 )
         for owner in (out, *out.parents):  # another command's output folder, or inside one
             marker = read_marker(owner) if owner.is_dir() else None
-            if marker is not None and not (owner != out and marker["command"] in RUN_HOLDERS):
+            if marker is not None and not (owner != out and marker["command"] in HOLDERS):
                 raise ValueError(
                     f"{flag} {folder} is inside {owner} ({marker['command']}'s output): the "
                     "run's files would mix with it; choose a folder outside it"
@@ -110,6 +105,17 @@ def refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
                     else f"{flag} {folder} holds the output of {marker['command']}: the run's "
                     "files would mix with it; choose another folder"
                 )
+
+
+def refuse_escaping_filename(checkpoint: Any) -> None:
+    """checkpoint.filename is a name inside the checkpoint folder: an absolute path or a `..`
+    would put checkpoints outside the run, where `--ckpt_path last` never looks."""
+    name = checkpoint.get("filename") if checkpoint is not None else None
+    if name and (Path(name).is_absolute() or ".." in Path(name).parts):
+        raise ValueError(
+            f"--checkpoint.filename {name} leaves the checkpoint folder; give a file name "
+            "(e.g. {step}-{val_loss:.2f}), and set --checkpoint.dirpath for the folder"
+        )
 
 
 def warn_unreached_validation(trainer: Any) -> None:
