@@ -122,6 +122,10 @@ def _gather_lists(argv: list[str], list_flags: set[str]) -> list[str]:
                 i += 1
             if not values:
                 raise ValueError(f"--{name} needs a value")
+            if len(values) == 1 and values[0].startswith("[") and values[0].endswith("]"):
+                # fire's own list syntax, `--datasets '[a,b]'` or '["a", "b"]': the same list
+                values = [v.strip().strip("'\"") for v in values[0][1:-1].split(",")]
+                values = [v for v in values if v]
             # A JSON-ish list of quoted strings survives fire's literal parsing intact.
             out.append(f"--{name}=" + repr([str(v) for v in values]))
             continue

@@ -206,3 +206,21 @@ def mlm_samples(en_corpus: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
             max_seq_len=64, dupe_factor=1, num_shards=1, nsp=False,
         )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def masked_lm(en_wordpiece: Path, tmp_path_factory) -> Path:
+    """A tiny untrained BertForMaskedLM folder with the English WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("masked_lm")
+    tokenizer = AutoTokenizer.from_pretrained(en_wordpiece)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -231,24 +231,6 @@ def _error(status_err: tuple[int, str]) -> str:
     return errors[0]
 
 
-@pytest.fixture(scope="module")
-def masked_lm(en_wordpiece: Path, tmp_path_factory) -> Path:
-    """A tiny untrained BertForMaskedLM folder with the English WordPiece tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    out = tmp_path_factory.mktemp("masked_lm")
-    tokenizer = AutoTokenizer.from_pretrained(en_wordpiece)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    BertForMaskedLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def test_fill_mask_refuses_a_model_without_a_mask_and_a_top_k_beyond_the_vocabulary(
     masked_lm, tmp_path, capsys
 ):

@@ -38,7 +38,6 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -249,9 +248,7 @@ class DownstreamEvaluation(pl.Callback):
         )
 
     def _load_task(self, tokenizer_path: str) -> dict[str, Any]:
-        from transformers import AutoTokenizer
-
-        from bertlab.files.artefacts import check_model_folder
+        from bertlab.tokenizer.loading import open_tokenizer
 
         train = read_examples(self.train_file, self.label_column, self.text_columns)
         valid = read_examples(self.valid_file, self.label_column, self.text_columns)
@@ -261,8 +258,7 @@ class DownstreamEvaluation(pl.Callback):
         flag = f"DownstreamEvaluation.valid_file {self.valid_file}"
         if reason := degenerate_split(valid, mapping, flag):
             print(f"warning: {reason}", file=sys.stderr)
-        check_model_folder(Path(tokenizer_path), f"DownstreamEvaluation.tokenizer {tokenizer_path}")
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        tokenizer = open_tokenizer(tokenizer_path, "DownstreamEvaluation.tokenizer")
         if tokenizer.pad_token_id is None:
             raise ValueError(f"DownstreamEvaluation.tokenizer {tokenizer_path}: no padding token")
         return {

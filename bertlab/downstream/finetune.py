@@ -42,12 +42,13 @@ from bertlab.files.atomic import atomic_write
 from bertlab.files.output_folder import check_output_file
 from bertlab.speed.settings import check_precision
 from bertlab.tokenizer.export import check_folder_tokenizer, check_tokenizer
+from bertlab.tokenizer.loading import open_tokenizer
 
 
 def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     """(classifier, tokenizer) from an exported folder or a bertlab .ckpt checkpoint."""
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     transformers.logging.set_verbosity_error()
     path = Path(model)
@@ -78,10 +79,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
         config, state = encoder_config_and_state(pretraining)
     else:
         raise ValueError(f"--model {model}: no such folder or checkpoint file")
-    if not Path(tokenizer).is_dir():
-        raise ValueError(f"--tokenizer {tokenizer}: no such tokenizer folder")
-    check_model_folder(Path(tokenizer), f"--tokenizer {tokenizer}")
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    tok = open_tokenizer(tokenizer, "--tokenizer")
     if path.is_dir() and chosen is not None:
         check_folder_tokenizer(tok, chosen, path, config.vocab_size)
     return classifier_from_encoder(config, state, num_labels, seed), tok
@@ -272,6 +270,9 @@ def finetune(
     """
     began = time.perf_counter()
     files = {"train": train_file, "valid": valid_file, "test": test_file}
+    for name, path in files.items():
+        if path and Path(path).is_dir():
+            raise ValueError(f"--{name}_file {path} is a folder; give a .tsv or .jsonl file")
     if output_json:
         inputs = [(f"--{name}_file", path) for name, path in files.items()]
         inputs += [("--model", model), ("--tokenizer", tokenizer)]

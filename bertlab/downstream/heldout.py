@@ -43,13 +43,12 @@ import torch
 from torch import Tensor
 
 from bertlab.tokenizer.export import check_folder_tokenizer
+from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 
 MIN_BLOCK_TOKENS = 16
 # A masked position's loss varies by some 2-3 nats, so the mean over 200 positions is uncertain
 # by about 0.2 nats: the size of the differences between runs worth reporting.
 MIN_POSITIONS = 200
-# Real text in a tokenizer's own language has well under 1% [UNK]: above 5% the text is not.
-MAX_UNKNOWN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,9 @@ def _documents(path: Path) -> Iterable[list[str]]:
 
 
 def _load_tokenizer(path: str, flag: str = "--tokenizer"):
-    from transformers import AutoTokenizer
+    from bertlab.tokenizer.loading import open_tokenizer
 
-    from bertlab.files.artefacts import check_model_folder
-
-    if not Path(path).is_dir():
-        raise ValueError(f"{flag} {path}: not a tokenizer or model folder")
-    # A damaged file is named (AutoTokenizer's errors name none, and it never reads vocab.txt).
-    check_model_folder(Path(path), f"{flag} {path}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = (lines or [type(error).__name__])[0]
-        if reason.endswith(":"):  # "...from one of:" and a list: keep the list, on one line
-            reason = " ".join(lines)[:300]
-        raise ValueError(f"{flag} {path}: cannot be loaded: {reason}") from None
+    tokenizer = open_tokenizer(path, flag)
     for role in ("cls_token_id", "sep_token_id", "mask_token_id", "pad_token_id"):
         if getattr(tokenizer, role) is None:
             raise ValueError(f"{flag} {path}: has no {role.removesuffix('_id')}")
@@ -364,6 +350,8 @@ def evaluate_mlm(
             raise ValueError(f"--text {path}: no such file")
     if max_blocks < 1:
         raise ValueError(f"--max_blocks must be at least 1, got {max_blocks}")
+    if seed < 0:
+        raise ValueError(f"--seed {seed} must be 0 or more")
     if output is not None:
         inputs = [("--text", t) for t in texts] + [
             ("--unigram_corpus", unigram_corpus), ("--model", model), ("--tokenizer", tokenizer),

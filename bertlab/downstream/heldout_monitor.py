@@ -73,6 +73,8 @@ class HeldoutEvaluation(Callback):
         self.every_n_steps = every_n_steps
         self.max_blocks = max_blocks
         self.max_len = max_len
+        if seed < 0:
+            raise ValueError(f"--heldout.seed {seed} must be 0 or more")
         self.seed = seed
         self.tokenizer = tokenizer
         self.output = output

@@ -184,6 +184,8 @@ def _read_jsonl(path: Path, label_column: str, text_columns: list[str] | None) -
 def _example(label: str, text: str, text_pair: str | None, where: str) -> Example:
     if not label.strip():
         raise ValueError(f"{where}: empty label")
+    if not text.strip() or (text_pair is not None and not text_pair.strip()):
+        raise ValueError(f"{where}: empty text (the model would learn the label from nothing)")
     return Example(label=label.strip(), text=text, text_pair=text_pair, where=where)
 
 

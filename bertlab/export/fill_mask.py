@@ -18,10 +18,12 @@ Decisions:
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 from pathlib import Path
 from typing import Any
 
 from bertlab.files.artefacts import check_model_folder, check_model_weights
+from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 
 Prediction = dict[str, Any]
 
@@ -45,6 +47,20 @@ def load_fill_mask_pipeline(model: str):
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reason = lines[0] if lines else type(error).__name__
         raise ValueError(f"--model {model}: not a masked language model ({reason})") from None
+
+
+def _warn_of_unknown(tokenizer, number: int, text: str) -> None:
+    """Text the tokenizer cannot spell (another script) gets fills that say nothing: one line."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    words = [i for i in ids if i != tokenizer.mask_token_id]
+    unknown = sum(i == tokenizer.unk_token_id for i in words)
+    if words and unknown > MAX_UNKNOWN_SHARE * len(words):
+        print(
+            f"warning: --text #{number}: {unknown} of its {len(words)} tokens are "
+            f"{tokenizer.unk_token} for this tokenizer (another language or script?): the "
+            "fills are guesses from almost nothing",
+            file=sys.stderr,
+        )
 
 
 def predict_masks(pipe, texts: list[str], top_k: int = 5) -> list[list[list[Prediction]]]:
@@ -71,6 +87,8 @@ def predict_masks(pipe, texts: list[str], top_k: int = 5) -> list[list[list[Pred
                 f"--text #{number} is {length} tokens, but the model takes at most {limit}; "
                 "shorten it"
             )
+    for number, text in enumerate(texts, start=1):
+        _warn_of_unknown(pipe.tokenizer, number, text)
     results = []
     for text in texts:
         output = pipe(text, top_k=top_k)

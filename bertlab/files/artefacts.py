@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,8 @@ def refuse_nonfinite(tensors: Any, where: str) -> None:
     import torch
 
     for name, tensor in tensors:
-        floating = torch.is_tensor(tensor) and tensor.is_floating_point()
+        # A remote checkpoint's pickle is read with its tensors left in the store (meta tensors).
+        floating = torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.is_meta
         if floating and not bool(torch.isfinite(tensor).all()):
             raise ValueError(
                 f"{where} is damaged: its weight {name} holds NaN or infinite values (a run "
@@ -255,15 +257,29 @@ def refuse_nonfinite(tensors: Any, where: str) -> None:
             )
 
 
+def _check_layers(
+    names: list[str], layers: object, flag: str, config_path: Path, weights: Path
+) -> None:
+    """More layers in config.json than in the weights would be drawn at random, silently."""
+    found = {int(m.group(1)) for n in names if (m := re.search(r"encoder\.layer\.(\d+)\.", n))}
+    if found and isinstance(layers, int) and layers != len(found):
+        raise ValueError(
+            f"{flag}: {config_path} says num_hidden_layers {layers}, but {weights.name} holds "
+            f"{len(found)}: the config is not these weights'; export the folder again"
+        )
+
+
 def check_model_weights(folder: Path, flag: str) -> None:
     """ValueError naming the file unless the folder's weights agree with config.json's shape
     and hold only finite values. (from_pretrained's own errors for either: a size-mismatch
-    traceback, or a model that reports nan.)"""
+    traceback, layers drawn at random without a word, or a model that reports nan.)"""
     from safetensors import safe_open
 
     config_path = folder / "config.json"
     config = read_json_object(config_path, flag) if config_path.is_file() else {}
-    for weights in sorted(folder.glob("*.safetensors")):
+    every_name: list[str] = []
+    files = sorted(folder.glob("*.safetensors"))
+    for weights in files:
         check_safetensors(weights, flag)
         with safe_open(str(weights), "pt") as f:
             names = list(f.keys())  # noqa: SIM118 (safe_open is no mapping)
@@ -280,3 +296,12 @@ def check_model_weights(folder: Path, flag: str) -> None:
                             "is not these weights'; export the folder again"
                         )
             refuse_nonfinite(((name, f.get_tensor(name)) for name in names), f"{flag}: {weights}")
+        every_name += names
+    # Layers a config has beyond the weights would be drawn at random, without a word.
+    found = {int(m[1]) for n in every_name if (m := re.search(r"encoder\.layer\.(\d+)\.", n))}
+    layers = config.get("num_hidden_layers")
+    if found and isinstance(layers, int) and layers != len(found):
+        raise ValueError(
+            f"{flag}: {config_path} says num_hidden_layers {layers}, but the weights hold "
+            f"{len(found)} layers: the config is not these weights'; export the folder again"
+        )

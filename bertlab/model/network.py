@@ -43,16 +43,9 @@ SHAPE_KEYS = (
 
 
 def _load_tokenizer(path: str, flag: str = "model.tokenizer"):
-    from transformers import AutoTokenizer
+    from bertlab.tokenizer.loading import open_tokenizer
 
-    if not Path(path).is_dir():
-        raise ValueError(f"{flag}: {path} is not a tokenizer folder")
-    check_model_folder(Path(path), flag)  # a damaged file named, not a traceback
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{flag}: {path} cannot be loaded as a tokenizer: {reason}") from None
+    return open_tokenizer(path, flag)
 
 
 def _has_tokenizer(folder: Path) -> bool:

@@ -49,17 +49,20 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def _read_samples_meta(samples: str) -> dict[str, Any]:
+    """The samples folder's counts, read and checked as the trainer's reader reads them."""
+    from bertlab.samples.shard_reader import read_meta
+
     path = Path(samples)
-    meta_path = path / "meta.json" if path.is_dir() else path
-    if not meta_path.is_file():
+    folder = path.parent if path.name == "meta.json" else path
+    if not (folder / "meta.json").is_file():
         raise ValueError(f"--samples {samples}: no meta.json found (expected a samples folder)")
     try:
-        meta = json_module.loads(meta_path.read_text(encoding="utf-8"))
-        return {"num_samples": int(meta["num_samples"]), "max_seq_len": int(meta["max_seq_len"])}
-    except (json_module.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(
-            f"--samples {meta_path}: not a bertlab samples meta.json ({error})"
-        ) from None
+        meta = read_meta(folder)
+    except ValueError as error:
+        raise ValueError(f"--samples {samples}: {error}") from None
+    if "num_samples" not in meta:
+        raise ValueError(f"--samples {samples}: {folder / 'meta.json'} has no num_samples")
+    return {"num_samples": meta["num_samples"], "max_seq_len": meta["max_seq_len"]}
 
 
 def _duration(seconds: float) -> str:

@@ -62,6 +62,23 @@ class PipelineData:
         return json.loads((self.samples[split] / "meta.json").read_text(encoding="utf-8"))
 
 
+def _corpus(source: Path, output_dir: Path, valid_docs: int, test_docs: int) -> None:
+    """prepare_corpus of the benchmark's --input; its split sizes are the benchmark's own
+    choice, so a dump too small for them is the --input's fault, said so."""
+    from bertlab.corpus.prepare import prepare_corpus
+
+    try:
+        prepare_corpus(input=[str(source)], output_dir=str(output_dir), lang="en",
+                       valid_docs=valid_docs, test_docs=test_docs)  # fmt: skip
+    except ValueError as error:
+        if "leave no training documents" not in str(error):
+            raise
+        raise ValueError(
+            f"--input {source} is too small: the benchmark holds out {valid_docs + test_docs} "
+            "documents for validation and test, and it has no more; give a larger dump"
+        ) from None
+
+
 def cached_pipeline(
     input: str,
     work_dir: str,
@@ -75,7 +92,6 @@ def cached_pipeline(
 ) -> PipelineData:
     """prepare_corpus (English) -> a WordPiece of `vocab_size` -> prepare_samples(**sample_args)
     of each split, each stage cached under work_dir as `<prefix>corpus-<hash>`, ..."""
-    from bertlab.corpus.prepare import prepare_corpus
     from bertlab.samples.prepare import prepare_samples
     from bertlab.tokenizer.training import train_tokenizer
 
@@ -92,13 +108,7 @@ def cached_pipeline(
         corpus = cached(
             work / f"{prefix}corpus-{settings_key(corpus_settings)}",
             "train.txt",
-            lambda tmp: prepare_corpus(
-                input=[str(source)],
-                output_dir=str(tmp),
-                lang="en",
-                valid_docs=valid_docs,
-                test_docs=test_docs,
-            ),  # fmt: skip
+            lambda tmp: _corpus(source, tmp, valid_docs, test_docs),
         )
         tokenizer_settings = {"corpus": corpus.name, "type": "wordpiece", "vocab": vocab_size}
         tokenizer = cached(

@@ -132,6 +132,11 @@ def load_runs(logdir: list[str], names: list[str] | None = None) -> list[Run]:
         raise ValueError("--logdir: give at least one run's log folder")
     if names is not None and len(names) != len(logdir):
         raise ValueError(f"--names: {len(names)} names for {len(logdir)} --logdir folders")
+    for i, name in enumerate(names or []):
+        if not str(name).strip():
+            raise ValueError(f"--names: name {i + 1} is empty; give each --logdir a legend name")
+        if list(map(str, names)).index(str(name)) != i:  # two runs under one legend name
+            raise ValueError(f"--names: {name!r} is given twice; give each run its own name")
     seen: dict[Path, str] = {}
     for root in map(str, logdir):  # the same curves twice, under two names, compare nothing
         if (key := Path(root).resolve()) in seen:

@@ -58,11 +58,11 @@ from bertlab.samples.shard_reader import SAMPLES_FORMAT, SAMPLES_FORMAT_VERSION
 from bertlab.samples.shard_writer import LineEncoder, ShardDealer, deal, finish_shard, shard_name
 from bertlab.samples.token_store import TokenStore
 from bertlab.samples.tokenized import read_documents, tokenize_corpus
+from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 from bertlab.workers import WORKER, Workers
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 MIN_SEQ_LEN = 8
-UNKNOWN_SHARE = 0.05  # above this share of [UNK] tokens, the tokenizer does not fit the text
 COMMAND = "prepare_samples"
 # What prepare_samples wrote before the output marker existed.
 LEGACY = Legacy(names={"meta.json"}, required={"meta.json"}, patterns={"shard-*.jsonl.gz"})
@@ -178,7 +178,7 @@ def _warn_of_degenerate_output(
 ) -> None:
     """Valid samples that mean little, said in one line each: NSP from a single document (every
     label 0), shards left empty, a tokenizer that does not fit the text."""
-    if corpus.num_unknown > UNKNOWN_SHARE * corpus.num_tokens:
+    if corpus.num_unknown > MAX_UNKNOWN_SHARE * corpus.num_tokens:
         print(
             f"warning: {corpus.num_unknown / corpus.num_tokens:.0%} of --input {input}'s "
             f"tokens are the unknown token: --tokenizer {tokenizer} was not made for this "

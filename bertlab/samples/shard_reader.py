@@ -23,6 +23,7 @@ import glob
 import gzip
 import json
 import os
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -91,7 +92,50 @@ def read_meta(folder: str | Path) -> dict:
     for key in ("tokenizer", "max_seq_len", "shards"):
         if key not in meta:
             raise ValueError(f"{path}: missing {key!r}")
+    _check_counts(meta, path)
     return meta
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_counts(meta: dict, path: object) -> None:
+    """The counts a reader trusts: a negative or non-integer one is a damaged meta.json (an
+    epoch count of -409,600,000, a shard read as holding no samples)."""
+    if not (_is_count(meta["max_seq_len"]) and meta["max_seq_len"] > 0):
+        raise ValueError(f"{path} is damaged: max_seq_len {meta['max_seq_len']!r} is no length")
+    if "num_samples" in meta and not _is_count(meta["num_samples"]):
+        raise ValueError(f"{path} is damaged: num_samples {meta['num_samples']!r} is no count")
+    if not isinstance(meta["shards"], list):
+        raise ValueError(f"{path} is damaged: 'shards' is not a list")
+    for shard in meta["shards"]:
+        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
+            raise ValueError(f"{path} is damaged: a shard entry without a file name ({shard!r})")
+        if not _is_count(shard.get("num_samples")):
+            raise ValueError(
+                f"{path} is damaged: {shard['file']}'s num_samples "
+                f"{shard.get('num_samples')!r} is no count"
+            )
+
+
+_warned_unlisted: set[str] = set()
+
+
+def _warn_unlisted(folder: Path, listed: dict) -> None:
+    """A shard file the folder's meta.json does not list is never read: said once, in a line."""
+    unlisted = sorted(
+        p.name for p in folder.iterdir() if p.name.endswith(SHARD_SUFFIXES) and p.name not in listed
+    )
+    key = str(folder.resolve())
+    if unlisted and key not in _warned_unlisted:
+        _warned_unlisted.add(key)
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        print(
+            f"warning: {folder / unlisted[0]}{more} not listed in {folder / 'meta.json'}: not "
+            "read (a leftover? remove it, or remake the samples)",
+            file=sys.stderr,
+        )
 
 
 def _expand(entry: str, flag: str) -> list[Path]:
@@ -172,6 +216,7 @@ def resolve_samples(spec: str | os.PathLike | list, flag: str) -> SampleSet:
             listed = {s["file"]: s for s in meta["shards"]}
             if path.is_dir():
                 names = [s["file"] for s in meta["shards"]]
+                _warn_unlisted(path, listed)
             elif path.name.endswith(SHARD_SUFFIXES):
                 names = [path.name]
             else:

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bertlab.samples.token_store import array_path
+from bertlab.tokenizer.special import compression_of
 from bertlab.workers import WORKER, Workers
 
 _CHUNK_CHARS = 1 << 17  # text per tokenization task
@@ -49,6 +50,12 @@ def read_documents(path: Path) -> Iterator[list[str]]:
     line_number = 0
     pending = b""
     document: list[str] = []
+    kind = compression_of(path) if Path(path).suffix != ".gz" and Path(path).is_file() else None
+    if kind is not None:
+        raise ValueError(
+            f"--input {path}: {kind}-compressed; give it as plain text, or gzip-compressed "
+            "with a .gz name"
+        )
     try:
         with _open_binary(path) as f:
             while True:

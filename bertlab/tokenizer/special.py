@@ -21,12 +21,22 @@ from tqdm import tqdm
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SPECIAL_IDS: dict[str, int] = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+# Real text in a tokenizer's own language has well under 1% [UNK]: above 5% the text is not
+# (another language or script), and what a model does with it says little. Every reader warns.
+MAX_UNKNOWN_SHARE = 0.05
 
 
 # A file's first bytes -> its compression: the tokenizer trainers read plain text only.
 COMPRESSED_MAGIC = (("gzip", b"\x1f\x8b"), ("xz", b"\xfd7zXZ\x00")) + tuple(
     ("bzip2", f"BZh{level}".encode()) for level in range(1, 10)
 )
+
+
+def compression_of(path: Path) -> str | None:
+    """gzip, xz or bzip2 when the file's first bytes say it is compressed; None for text."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return next((name for name, magic in COMPRESSED_MAGIC if head.startswith(magic)), None)
 
 
 def iter_lines(path: str, flag: str = "--train_file") -> Iterator[tuple[int, str]]:
@@ -37,10 +47,8 @@ def iter_lines(path: str, flag: str = "--train_file") -> Iterator[tuple[int, str
     if not file.is_file():
         raise ValueError(f"{flag} {path} is not a file")
     offset = 0
+    kind = compression_of(file)
     with open(file, "rb") as f:
-        head = f.read(6)
-        f.seek(0)
-        kind = next((name for name, magic in COMPRESSED_MAGIC if head.startswith(magic)), None)
         if kind is not None:
             raise ValueError(
                 f"{flag} {path} is {kind}-compressed: give the plain text (prepare_corpus's "

@@ -28,8 +28,9 @@ import os
 import random
 from pathlib import Path
 
-from bertlab.files.artefacts import check_model_folder, check_tokenizer_files, read_json_object
+from bertlab.files.artefacts import check_tokenizer_files, read_json_object
 from bertlab.files.output_folder import Legacy, check_output_folder, output_folder
+from bertlab.tokenizer.loading import open_tokenizer
 from bertlab.tokenizer.parity import ParityReport, check_parity, compare_lines
 from bertlab.tokenizer.special import SPECIAL_IDS, SPECIAL_TOKENS, sample_lines
 
@@ -205,40 +206,9 @@ def convert_tokenizer(
     print(f"converted {spm_model} ({len(proto.pieces)} pieces); {report.summary()} -> {output_dir}")
 
 
-# Any one of these makes a folder a tokenizer folder AutoTokenizer may load.
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.model", "spiece.model",
-)  # fmt: skip
-
-
 def load_tokenizer(path: str):
     """Load a tokenizer folder with AutoTokenizer, checking the BERT special tokens and ids."""
-    from transformers import AutoTokenizer
-
-    folder = Path(path)
-    if folder.is_file():
-        raise ValueError(
-            f"tokenizer folder {path} is a file; give the folder that holds tokenizer.json"
-        )
-    if not folder.is_dir():
-        raise ValueError(f"tokenizer folder {path} does not exist")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise ValueError(
-            f"tokenizer folder {path} holds no tokenizer files (tokenizer.json, "
-            "tokenizer_config.json); give a folder train_tokenizer or export_model wrote"
-        )
-    # A damaged file is named (AutoTokenizer's JSON errors name none).
-    check_model_folder(folder, f"tokenizer folder {path}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except Exception as error:  # transformers raises many types for a folder it cannot read
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = (lines or [type(error).__name__])[0]
-        if reason.endswith(":"):  # "...from one of:" and a list: keep the list, on one line
-            reason = " ".join(lines)[:300]
-        raise ValueError(
-            f"tokenizer folder {path} cannot be loaded by AutoTokenizer: {reason}"
-        ) from None
+    tokenizer = open_tokenizer(path, "tokenizer folder")
     problems = []
     for name, token in zip(SPECIAL_IDS, SPECIAL_TOKENS, strict=True):
         declared = getattr(tokenizer, f"{name}_token", None)

@@ -176,12 +176,6 @@ class BertLabCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no Lightning "
                 "checkpoint keys in it); give a .ckpt from a run's checkpoints folder"
             )
-        if subcommand == "fit" and "loops" not in checkpoint:  # Lightning restarts at step 0
-            raise ValueError(
-                f"--ckpt_path {ckpt_path} holds no loop state (saved with weights only): a resume "
-                "would restart at step 0; give a full checkpoint, or export it and start a new "
-                "run with --model.from_pretrained"
-            )
         refuse_nonfinite(
             dict(checkpoint.get("state_dict") or {}).items(), f"--ckpt_path {ckpt_path}"
         )
@@ -210,6 +204,12 @@ class BertLabCLI(LightningCLI):
             raise ValueError(
                 f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no hyper_parameters: "
                 "the model's settings are not in it); give a .ckpt from a run's checkpoints folder"
+            )
+        if subcommand == "fit" and "loops" not in checkpoint:  # Lightning restarts at step 0
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} holds no loop state (saved with weights only): a resume "
+                "would restart at step 0; give a full checkpoint, or export it and start a new "
+                "run with --model.from_pretrained"
             )
         current = self.config[subcommand].get("model")
         current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})

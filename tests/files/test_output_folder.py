@@ -224,8 +224,9 @@ def test_export_model(capsys, tmp_path, en_wordpiece):
 
     out = check_rule(capsys, tmp_path, export_model, argv, ckpt, "--ckpt_path", "export_model")
     assert "word_embeddings.safetensors" in read_marker(out)["entries"]
-    # The recorded tokenizer (not given on the command line) is an input too.
-    refused(capsys, export_model, argv(en_wordpiece / "model"), "is inside the tokenizer folder")
+    # The recorded tokenizer (not given on the command line) is an input too; a marked one is
+    # refused as another command's output first.
+    refused(capsys, export_model, argv(en_wordpiece / "model"), "(train_tokenizer's output)")
 
 
 def test_plot_runs(capsys, tmp_path):

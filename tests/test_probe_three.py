@@ -1,0 +1,299 @@
+"""The third mistake probe's findings (issue 17), each through the command's real entry point.
+
+.venv/bin/python -m pytest tests/test_probe_three.py -q
+
+Each test is a class of finding: weights that contradict their config or hold NaN, a checkpoint
+a resume cannot continue exactly, a config key given twice, a word no flag takes, an output put
+inside another command's folder, a message that lost the user's flag or file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from test_probe import _run
+
+from bertlab.train.cli import main
+
+
+def _error(status_err: tuple[int, str]) -> str:
+    status, err = status_err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def _fit(argv: list[str], capsys) -> tuple[int, str]:
+    """`bertlab fit|test ...` in-process: (exit status, stderr)."""
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exit_info:
+        return int(exit_info.code or 0), capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def _tiny_fit(samples: Path, root: Path, *extra: str) -> list[str]:
+    from tiny import fit_args
+
+    return [*fit_args(samples, root, steps=2), "--trainer.val_check_interval=2",
+            "--model.warmup_steps=1", *extra]  # fmt: skip
+
+
+def _changed_model(source: Path, folder: Path, **config) -> Path:
+    shutil.copytree(source, folder)
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**saved, **config}), encoding="utf-8")
+    return folder
+
+
+def _nan_model(source: Path, folder: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(n for n in weights if n.endswith("attention.self.query.weight"))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_weights_that_contradict_their_config_or_hold_nan_are_refused_by_every_reader(
+    masked_lm, en_corpus, tmp_path, capsys
+):
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.export.fill_mask import fill_mask
+
+    text = en_corpus / "test.txt"
+    wider = _changed_model(masked_lm, tmp_path / "vocab", vocab_size=4000)
+    deeper = _changed_model(masked_lm, tmp_path / "layers", num_hidden_layers=3)
+    nan = _nan_model(masked_lm, tmp_path / "nan")
+    for folder, expected in (
+        (wider, f"{wider / 'config.json'} says vocab_size 4000, but model.safetensors has"),
+        (deeper, f"{deeper / 'config.json'} says num_hidden_layers 3, but the weights hold 1"),
+        (nan, "holds NaN or infinite values"),
+    ):
+        for fn, argv in (
+            (evaluate_mlm, ["--model", folder, "--text", text, "--max_blocks", "4"]),
+            (fill_mask, ["--model", folder, "--text", "the [MASK] is here"]),
+        ):
+            error = _error(_run(fn, argv, capsys))
+            assert error.startswith(f"error: --model {folder}") and expected in error, error
+
+
+def test_a_checkpoint_a_resume_cannot_continue_is_refused(
+    en_samples, en_wordpiece, tmp_path, capsys
+):
+    """Without loop state Lightning restarts at step 0; NaN weights would train on from NaN;
+    `best` means nothing to a new process."""
+    import torch
+    from tiny import handmade_checkpoint
+
+    weights_only = handmade_checkpoint(en_wordpiece, tmp_path / "weights.ckpt")
+    checkpoint = torch.load(weights_only, weights_only=True)
+    checkpoint["loops"] = {}  # a full checkpoint's key, so only the NaN is wrong
+    name = next(k for k in checkpoint["state_dict"] if k.endswith("query.weight"))
+    checkpoint["state_dict"][name][0, 0] = float("nan")
+    torch.save(checkpoint, tmp_path / "nan.ckpt")
+    shape = ["--model.hidden_size=32", "--model.intermediate_size=64"]
+    for subcommand, ckpt, expected in (
+        ("fit", weights_only, f"--ckpt_path {weights_only} holds no loop state"),
+        ("fit", tmp_path / "nan.ckpt", f"its weight {name} holds NaN"),
+        ("test", tmp_path / "nan.ckpt", f"its weight {name} holds NaN"),
+        ("fit", "best", "--ckpt_path best: a new bertlab process knows no best checkpoint"),
+    ):
+        argv = _tiny_fit(en_samples, tmp_path / "run", *shape, f"--ckpt_path={ckpt}")
+        error = _error(_fit([subcommand, *argv[1:]], capsys))
+        assert expected in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_refuses_config_mistakes_before_training(en_samples, en_wordpiece, tmp_path, capsys):
+    doubled = tmp_path / "doubled.yaml"
+    tiny = (REPO / "configs" / "tiny.yaml").read_text(encoding="utf-8")
+    doubled.write_text(tiny + "model:\n  hidden_size: 64\n", encoding="utf-8")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(tiny.replace("\n  hidden_size:", "\n  hiden_size:", 1), encoding="utf-8")
+    assert "hiden_size" in typo.read_text(encoding="utf-8")
+    first_model = tiny.splitlines().index("model:") + 1
+    cases = (
+        ([f"--config={doubled}"], f"--config {doubled}: key 'model' is on lines {first_model}"),
+        ([f"--config={typo}"], f"(in --config {typo};"),
+        (["--checkpoint.filename=../../escape"], "--checkpoint.filename ../../escape leaves"),
+        (["--checkpoint.monitor=nope_loss"], "--checkpoint.monitor nope_loss: bertlab logs no"),
+        (["--heldout.texts=[x]", "--heldout.seed=-1"], "--heldout.seed -1 must be 0 or more"),
+    )
+    for extra, expected in cases:
+        error = _error(_fit(_tiny_fit(en_samples, tmp_path / "run", *extra), capsys))
+        assert expected in error, error
+    assert not list(tmp_path.glob("*.ckpt")) and not (tmp_path / "run").exists()
+
+
+def test_heldout_tokenizer_of_another_vocabulary_is_refused(
+    en_samples, en_corpus, ja_unigram, tmp_path, capsys
+):
+    argv = _tiny_fit(en_samples, tmp_path / "run", f"--heldout.texts=[{en_corpus / 'test.txt'}]",
+                     f"--heldout.tokenizer={ja_unigram}")  # fmt: skip
+    error = _error(_fit(argv, capsys))
+    assert f"--heldout.tokenizer {ja_unigram} is another vocabulary than the data's" in error
+
+
+def test_samples_meta_json_counts_and_unlisted_shards(en_samples, tmp_path, capsys):
+    from bertlab.research.budget import plan_budget
+
+    train = tmp_path / "train"
+    shutil.copytree(en_samples / "train", train)
+    meta = json.loads((train / "meta.json").read_text(encoding="utf-8"))
+    (train / "meta.json").write_text(json.dumps({**meta, "num_samples": -5}), encoding="utf-8")
+    error = _error(_run(plan_budget, ["--batch_size", "8", "--samples", train], capsys))
+    assert f"{train / 'meta.json'} is damaged: num_samples -5 is no count" in error
+    (train / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    listed = meta["shards"][0]["file"]
+    shutil.copy(train / listed, train / "shard-99999.jsonl.gz")
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for split in ("valid", "test"):
+        shutil.copytree(en_samples / split, samples / split)
+    (samples / "train").symlink_to(train)
+    status, err = _fit(_tiny_fit(samples, tmp_path / "run"), capsys)
+    assert status == 0, err
+    unlisted = [line for line in err.splitlines() if "shard-99999" in line]
+    assert len(unlisted) == 1 and unlisted[0].startswith("warning: "), err
+    assert "not listed in" in unlisted[0]
+
+
+def test_the_front_door_refuses_stray_words_and_repeated_flags(en_corpus, tmp_path, capsys):
+    from bertlab.corpus.prepare import prepare_corpus
+
+    text = en_corpus / "test.txt"
+    out = tmp_path / "c"
+    error = _error(_run(prepare_corpus, ["--input", text, "--output_dir", out, "--output_dir",
+                                         tmp_path / "d"], capsys))  # fmt: skip
+    assert f"--output_dir is given twice ('{out}' and '{tmp_path / 'd'}')" in error
+    error = _error(_run(prepare_corpus, ["--output_dir", out, "stray", "--input", text], capsys))
+    assert f"unexpected argument 'stray' after {out}" in error
+    assert not out.exists() and not (tmp_path / "d").exists()
+    # fire's list syntax is a list, as `--input a b` is
+    other = tmp_path / "other.txt"
+    other.write_text(text.read_text(encoding="utf-8"), encoding="utf-8")
+    argv = ["--input", f"[{text},{other}]", "--output_dir", out, "--valid_docs", "1"]
+    status, err = _run(prepare_corpus, [*argv, "--test_docs", "1"], capsys)
+    assert status == 0, err
+    assert (out / "train.txt").is_file()
+
+
+def test_no_tool_writes_inside_another_commands_output(
+    en_corpus, en_wordpiece, masked_lm, tmp_path, capsys
+):
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.research.benchmark import benchmark
+
+    tok = tmp_path / "tok"
+    shutil.copytree(en_wordpiece, tok)
+    before = sorted(p.name for p in tok.iterdir())
+    text = en_corpus / "test.txt"
+    for fn, argv, flag, path in (
+        (prepare_corpus, ["--input", text], "--output_dir", tok / "corpus"),
+        (evaluate_mlm, ["--model", masked_lm, "--text", text], "--output", tok / "r.json"),
+        (benchmark, ["--quick", "--input", text], "--work_dir", tok / "cache"),
+    ):
+        error = _error(_run(fn, [*argv, flag, path], capsys))
+        assert f"{flag} {path} is inside {tok} (train_tokenizer's output)" in error, error
+    error = _error(_run(benchmark, ["--quick", "--input", text, "--work_dir", tok], capsys))
+    assert f"--work_dir {tok} holds the output of train_tokenizer" in error
+    assert sorted(p.name for p in tok.iterdir()) == before
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nowhere")
+    error = _error(_run(prepare_corpus, ["--input", text, "--output_dir", link], capsys))
+    assert f"--output_dir {link} is a link to {tmp_path / 'nowhere'}, which does not exist" in error
+
+
+def test_readers_name_the_flag_and_the_file(
+    masked_lm, en_samples, en_corpus, en_wordpiece, tmp_path, capsys
+):
+    import bz2
+
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.export.fill_mask import fill_mask
+    from bertlab.samples.prepare import prepare_samples
+
+    text = en_corpus / "test.txt"
+    base = ["--model", masked_lm, "--max_blocks", "4"]
+    packed = tmp_path / "test.txt.bz2"
+    packed.write_bytes(bz2.compress(text.read_bytes()))
+    samples = en_samples / "train"
+    broken = tmp_path / "broken"
+    shutil.copytree(en_wordpiece, broken)
+    config = json.loads((broken / "tokenizer.json").read_text(encoding="utf-8"))
+    (broken / "tokenizer.json").write_text(json.dumps({**config, "model": "x"}), encoding="utf-8")
+    for fn, argv, expected in (
+        (evaluate_mlm, [*base, "--text", text, "--seed", "-1"], "--seed -1 must be 0 or more"),
+        (evaluate_mlm, [*base, "--text", packed], f"{packed}: bzip2-compressed; give it as"),
+        (evaluate_mlm, [*base, "--text", text, "--tokenizer", samples],
+         f"--tokenizer {samples} holds no tokenizer files (tokenizer.json); it is a samples"),
+        (prepare_samples, ["--input", text, "--tokenizer", broken, "--output_dir",
+                           tmp_path / "s"], f"tokenizer folder {broken}"),
+    ):  # fmt: skip
+        error = _error(_run(fn, argv, capsys))
+        assert expected in error, error
+    assert "'str' object" not in error or "structure" in error
+    status, err = _run(fill_mask, ["--model", masked_lm, "--text", "東京は[MASK]です"], capsys)
+    assert status == 0
+    assert any(line.startswith("warning: --text #1:") and "[UNK]" in line
+               for line in err.splitlines()), err  # fmt: skip
+
+
+def test_plot_runs_and_finetune_refuse_inputs_that_would_mean_nothing(masked_lm, tmp_path, capsys):
+    from tiny import write_run
+
+    from bertlab.downstream.finetune import finetune
+    from bertlab.research.plots import plot_runs
+
+    write_run(tmp_path / "a", seconds_per_step=0.1, downstream=False)
+    write_run(tmp_path / "b", seconds_per_step=0.1, downstream=False)
+    runs = ["--logdir", tmp_path / "a", tmp_path / "b", "--output_dir", tmp_path / "plots"]
+    assert "--names: name 1 is empty" in _error(_run(plot_runs, [*runs, "--names", "", "b"],
+                                                     capsys))  # fmt: skip
+    assert "--names: 'x' is given twice" in _error(_run(plot_runs, [*runs, "--names", "x", "x"],
+                                                        capsys))  # fmt: skip
+    task = tmp_path / "task.tsv"
+    task.write_text("1\tA good film.\n0\tA bad film.\n1\t \n", encoding="utf-8")
+    base = ["--model", masked_lm, "--max_epochs", "1"]
+    error = _error(_run(finetune, [*base, "--train_file", task, "--valid_file", task], capsys))
+    assert f"{task} line 3: empty text" in error
+    error = _error(_run(finetune, [*base, "--train_file", tmp_path, "--valid_file", task], capsys))
+    assert f"--train_file {tmp_path} is a folder; give a .tsv or .jsonl file" in error
+
+
+def _mapped(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+EXPORT = [str(REPO / "tools" / "export_model.py"), "--ckpt_path", "x", "--output_dir", "m"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+@pytest.mark.parametrize("command", [["-m", "bertlab", "fit"], EXPORT])
+def test_ctrl_c_during_the_imports_is_one_line(command, tmp_path):
+    """The signal lands once torch's library is loaded (the imports are then seconds from done):
+    a command is stopped at once with 130 and one line, not a KeyboardInterrupt traceback."""
+    process = subprocess.Popen([sys.executable, *command], cwd=tmp_path, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not _mapped(process.pid, "libtorch") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip() == "interrupted by SIGINT: stopped at once; no output is half-written", err
