@@ -238,7 +238,7 @@ def test_readers_name_the_flag_and_the_file(
         (evaluate_mlm, [*base, "--text", text, "--seed", "-1"], "--seed -1 must be 0 or more"),
         (evaluate_mlm, [*base, "--text", packed], f"{packed}: bzip2-compressed; give it as"),
         (evaluate_mlm, [*base, "--text", text, "--tokenizer", samples],
-         f"--tokenizer {samples} holds no tokenizer files (tokenizer.json); it is a samples"),
+         f"--tokenizer {samples} holds no tokenizer files (tokenizer.json); it is prepare_s"),
         (prepare_samples, ["--input", text, "--tokenizer", broken, "--output_dir",
                            tmp_path / "s"], f"tokenizer folder {broken}"),
     ):  # fmt: skip

@@ -100,11 +100,7 @@ def build_network(hp: Mapping[str, Any], attn_implementation: str = "sdpa") -> B
         )
     config = BertConfig(
         vocab_size=vocab_size,
-        hidden_size=hp["hidden_size"],
-        num_hidden_layers=hp["num_hidden_layers"],
-        num_attention_heads=hp["num_attention_heads"],
-        intermediate_size=hp["intermediate_size"],
-        max_position_embeddings=hp["max_position_embeddings"],
+        **{key: hp[key] for key in SHAPE_KEYS},
         hidden_dropout_prob=hp["hidden_dropout_prob"],
         attention_probs_dropout_prob=hp["attention_probs_dropout_prob"],
         initializer_range=hp["initializer_range"],

@@ -65,10 +65,9 @@ BERT_MINI = {
     "intermediate_size": 1024, "max_position_embeddings": 512, "batch_size": 32,
     "max_seq_len": 128, "vocab_size": 30522, "dupe_factor": 5,
 }  # fmt: skip
-BERT_BASE = {
+BERT_BASE = BERT_MINI | {
     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "max_position_embeddings": 512, "batch_size": 256,
-    "max_seq_len": 128, "vocab_size": 30522, "dupe_factor": 5,
+    "intermediate_size": 3072, "batch_size": 256,
 }  # fmt: skip
 SHAPES = {"mini": BERT_MINI, "base": BERT_BASE}
 # The batch per sequence length on a GPU, the same for both systems (BERT-Base fits either on

@@ -5,8 +5,8 @@ Decisions:
   held-out evaluator, fine-tuning, export) opens it here, so a folder is judged the same way
   wherever it is given, with the user's flag in the message.
 - Before AutoTokenizer: the path must be a folder, hold a tokenizer file, and its files must be
-  whole (bertlab.files.artefacts names a damaged one; transformers' JSON errors name none). A
-  samples folder given by mistake is recognised by its meta.json and its tokenizer named.
+  whole (bertlab.files.artefacts names a damaged one; transformers' JSON errors name none). Another
+  command's folder given by mistake (samples, a corpus) is named for what it is, by its marker.
 - AutoTokenizer raises many types for a folder it cannot read (OSError, ValueError, and for a
   tokenizer.json of the wrong structure an AttributeError about a 'str'): each becomes one line
   with its first line of text. A reason ending in ':' ("...from one of:") keeps its list.
@@ -16,27 +16,16 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from bertlab.files.artefacts import check_model_folder
+from bertlab.files.output_folder import read_marker
 
 # Any one of these makes a folder a tokenizer folder AutoTokenizer may load.
 LOADABLE_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.model", "spiece.model",
 )  # fmt: skip
-
-
-def _samples_tokenizer(folder: Path) -> str | None:
-    """The tokenizer a samples folder's meta.json names, when `folder` is one."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if isinstance(meta, dict) and meta.get("format") == "bertlab.samples":
-        return str(meta.get("tokenizer"))
-    return None
 
 
 def open_tokenizer(path: str | Path, flag: str) -> Any:
@@ -51,10 +40,11 @@ def open_tokenizer(path: str | Path, flag: str) -> Any:
     if not folder.is_dir():
         raise ValueError(f"{where} does not exist")
     if not any((folder / name).is_file() for name in LOADABLE_FILES):
-        samples = _samples_tokenizer(folder)
+        marker = read_marker(folder)
         hint = (
-            f"it is a samples folder, made with the tokenizer {samples}"
-            if samples
+            f"it is {marker['command']}'s output; give the folder train_tokenizer or "
+            "export_model wrote"
+            if marker
             else "give a folder train_tokenizer or export_model wrote"
         )
         raise ValueError(f"{where} holds no tokenizer files (tokenizer.json); {hint}")

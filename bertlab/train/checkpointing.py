@@ -59,6 +59,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from typing_extensions import override
 
 from bertlab.files import remote
+from bertlab.files.artefacts import refuse_nonfinite, torch_load_reason
 from bertlab.files.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,30 @@ def checkpoint_step(path: str | Path) -> int | None:
         return None
     step = state.get("global_step") if isinstance(state, dict) else None
     return step if isinstance(step, int) else None
+
+
+def read_run_checkpoint(ckpt_path: str) -> dict[str, Any] | None:
+    """The checkpoint a resume or a test reads, checked: a Lightning checkpoint, readable, its
+    weights finite. None for a path that is no local file nor URL (Lightning's keywords)."""
+    try:
+        if remote.is_remote(ckpt_path):  # its pickle only: the tensors stay in the store
+            checkpoint = read_remote_checkpoint(ckpt_path)
+        elif Path(ckpt_path).is_file():
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        else:
+            return None
+    except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it "
+            f"({torch_load_reason(error)}); use --ckpt_path last to take the newest complete one"
+        ) from None
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise ValueError(
+            f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no Lightning "
+            "checkpoint keys in it); give a .ckpt from a run's checkpoints folder"
+        )
+    refuse_nonfinite(dict(checkpoint.get("state_dict") or {}).items(), f"--ckpt_path {ckpt_path}")
+    return checkpoint
 
 
 def read_remote_checkpoint(url: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ from bertlab.command import USER_ERRORS as COMMAND_USER_ERRORS
 from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files import remote
-from bertlab.files.artefacts import read_json_object, refuse_nonfinite, torch_load_reason
+from bertlab.files.artefacts import read_json_object
 from bertlab.files.output_folder import new_folders, remove_unused
 from bertlab.model.module import BertPretraining
 from bertlab.model.network import SHAPE_KEYS
@@ -78,7 +78,7 @@ from bertlab.speed.settings import (
 from bertlab.train.checkpointing import (
     AtomicCheckpointIO,
     Checkpoint,
-    read_remote_checkpoint,
+    read_run_checkpoint,
     resolve_checkpoint,
 )
 from bertlab.train.guards import NonFiniteLossGuard
@@ -87,6 +87,7 @@ from bertlab.train.messages import check_config_files, moved_key_hint, one_line,
 from bertlab.train.preflight import Preflight
 from bertlab.train.run_config_checks import (
     check_remote_folders,
+    check_steps_left,
     refuse_escaping_filename,
     refuse_outputs_in_inputs,
     refuse_zero_batches,
@@ -158,42 +159,11 @@ class BertLabCLI(LightningCLI):
         ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
         if not ckpt_path:
             return
-        try:
-            if remote.is_remote(ckpt_path):  # its pickle only: the tensors stay in the store
-                checkpoint = read_remote_checkpoint(ckpt_path)
-            elif os.path.isfile(ckpt_path):
-                checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-            else:
-                return
-        except Exception as error:  # damaged inside: resolve_checkpoint only sees truncation
-            reason = torch_load_reason(error)
-            raise ValueError(
-                f"--ckpt_path {ckpt_path} is damaged: torch.load cannot read it ({reason}); "
-                "use --ckpt_path last to take the newest complete one"
-            ) from None
-        if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
-            raise ValueError(
-                f"--ckpt_path {ckpt_path}: not a checkpoint of bertlab fit (no Lightning "
-                "checkpoint keys in it); give a .ckpt from a run's checkpoints folder"
-            )
-        refuse_nonfinite(
-            dict(checkpoint.get("state_dict") or {}).items(), f"--ckpt_path {ckpt_path}"
-        )
-        step = checkpoint.get("global_step")
-        max_steps = self.config[subcommand].trainer.get("max_steps")
-        if subcommand == "fit" and isinstance(step, int) and max_steps not in (None, -1):
-            if max_steps < step:  # Lightning would stop at once and exit 0, having done nothing
-                raise ValueError(
-                    f"--trainer.max_steps {max_steps} is below the step of --ckpt_path "
-                    f"{ckpt_path} ({step}): nothing to train; give more steps, or use "
-                    "bertlab validate/test"
-                )
-            if max_steps == step:
-                print(  # exit 0 is right (the run is complete), but it trains nothing
-                    f"warning: --ckpt_path {ckpt_path}: at trainer.max_steps, nothing to train; "
-                    "raise --trainer.max_steps to train on",
-                    file=sys.stderr,
-                )
+        checkpoint = read_run_checkpoint(ckpt_path)
+        if checkpoint is None:
+            return
+        if subcommand == "fit":
+            check_steps_left(ckpt_path, checkpoint, self.config[subcommand].trainer)
         hparams = checkpoint.get("hyper_parameters")
         if hparams is not None and not isinstance(hparams, dict):
             raise ValueError(f"--ckpt_path {ckpt_path}: its hyper_parameters are not a mapping")

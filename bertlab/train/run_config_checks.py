@@ -107,6 +107,25 @@ def refuse_outputs_in_inputs(root: Any, checkpoint: Any, data: Any) -> None:
                 )
 
 
+def check_steps_left(ckpt_path: str, checkpoint: dict, trainer: Any) -> None:
+    """A resume's trainer.max_steps against the checkpoint's step: below it Lightning would stop
+    at once and exit 0, having done nothing (refused); at it, nothing is trained (said)."""
+    step, max_steps = checkpoint.get("global_step"), trainer.get("max_steps")
+    if not isinstance(step, int) or max_steps in (None, -1):
+        return
+    if max_steps < step:
+        raise ValueError(
+            f"--trainer.max_steps {max_steps} is below the step of --ckpt_path {ckpt_path} "
+            f"({step}): nothing to train; give more steps, or use bertlab validate/test"
+        )
+    if max_steps == step:
+        print(  # exit 0 is right (the run is complete), but it trains nothing
+            f"warning: --ckpt_path {ckpt_path}: at trainer.max_steps, nothing to train; raise "
+            "--trainer.max_steps to train on",
+            file=sys.stderr,
+        )
+
+
 def refuse_escaping_filename(checkpoint: Any) -> None:
     """checkpoint.filename is a name inside the checkpoint folder: an absolute path or a `..`
     would put checkpoints outside the run, where `--ckpt_path last` never looks."""

@@ -20,19 +20,14 @@ TEXTS = ["The river is [MASK] long.", "A [MASK] of the [MASK] city."]
 
 
 @pytest.fixture(scope="module")
-def model_dir(en_wordpiece: Path, tmp_path_factory) -> Path:
-    """A tiny BERT whose MLM output bias makes "the" the best fill for any mask."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+def model_dir(masked_lm: Path, en_wordpiece: Path, tmp_path_factory) -> Path:
+    """The tiny masked LM with an MLM output bias that makes "the" the best fill for any mask."""
+    from transformers import AutoTokenizer, BertForMaskedLM
 
-    tokenizer = AutoTokenizer.from_pretrained(en_wordpiece)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    model = BertForMaskedLM(config)
+    model = BertForMaskedLM.from_pretrained(masked_lm)
+    the = AutoTokenizer.from_pretrained(en_wordpiece).convert_tokens_to_ids("the")
     with torch.no_grad():
-        model.cls.predictions.bias[tokenizer.convert_tokens_to_ids("the")] = 30.0
+        model.cls.predictions.bias[the] = 30.0
     out = tmp_path_factory.mktemp("fill") / "model"
     model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):

@@ -86,7 +86,7 @@ def test_tokenizer_sets_vocabulary_and_padding(tokenizer):
     assert module.model.config.pad_token_id == 0
     with pytest.raises(ValueError, match="disagrees"):
         BertPretraining(tokenizer=tokenizer, vocab_size=123, **TINY)
-    with pytest.raises(ValueError, match="not a tokenizer folder"):
+    with pytest.raises(ValueError, match="tokenizer does not exist"):
         BertPretraining(tokenizer="/nonexistent/tokenizer", **TINY)
     with pytest.raises(ValueError, match="model.tokenizer is required"):
         BertPretraining(**TINY)

@@ -13,6 +13,12 @@ from conftest import run_tool
 from bertlab.research.budget import plan_budget
 
 BERT_TOKENS = 1_000_000 * 256 * 512  # the paper's 1M steps of 256 sequences of 512 tokens
+# What prepare_samples' meta.json holds that plan_budget reads (the reader checks the rest).
+SAMPLES_META = {
+    "format": "bertlab.samples", "format_version": 1, "tokenizer": {"path": "tok"},
+    "num_samples": 1000, "max_seq_len": 128, "shards": [{"file": "shard-00000.jsonl.gz",
+    "num_samples": 1000}],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -55,9 +61,7 @@ def test_wall_clock_from_throughput():
 
 
 def test_samples_meta_gives_count_and_length(tmp_path):
-    (tmp_path / "meta.json").write_text(
-        json.dumps({"format": "bertlab.samples", "num_samples": 1000, "max_seq_len": 128})
-    )
+    (tmp_path / "meta.json").write_text(json.dumps(SAMPLES_META))
     plan = plan_budget(batch_size=100, target_tokens=128 * 2500, samples=str(tmp_path))
     assert plan["seq_len"] == 128 and plan["steps"] == 25 and plan["epochs"] == pytest.approx(2.5)
 
@@ -96,9 +100,7 @@ def test_bad_input_is_one_line_naming_the_flag(args, flag):
 
 
 def test_a_flag_that_contradicts_the_samples_is_refused(tmp_path):
-    (tmp_path / "meta.json").write_text(
-        json.dumps({"format": "bertlab.samples", "num_samples": 1000, "max_seq_len": 128})
-    )
+    (tmp_path / "meta.json").write_text(json.dumps(SAMPLES_META))
     for flag, value, key in (("--seq_len", "512", "max_seq_len 128"),
                              ("--num_samples", "5", "num_samples 1000")):  # fmt: skip
         result = run_tool("plan_budget.py", "--batch_size", "8", "--samples", tmp_path, flag,
