@@ -13,6 +13,7 @@ Decisions:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,6 +23,38 @@ from torch import Tensor
 
 from bertlab.downstream.tasks import classification_metrics
 from bertlab.model.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """How a classifier is fine-tuned: the options `finetune` and DownstreamEvaluation share.
+
+    Each command keeps its own flags (their docstrings are its --help and config keys); both
+    gather them here, so the meaning, the limits and the message of each is written once.
+    """
+
+    max_seq_len: int = 128  # tokens per example, [CLS] and [SEP] included
+    batch_size: int = 32  # examples per optimizer step
+    lr: float = 5e-5  # peak learning rate (linear warmup, then linear decay to 0)
+    weight_decay: float = 0.01  # AdamW's, not on biases and LayerNorm weights
+    warmup_ratio: float = 0.1  # the share of the steps spent warming up
+    max_epochs: int = 3  # the most epochs to train
+
+    def check(self, flag: str) -> None:
+        """A ValueError naming the flag (`flag` + the field: `--lr`, `Callback.lr`) of the first
+        value that means nothing."""
+        if self.batch_size < 1:
+            raise ValueError(f"{flag}batch_size must be positive, got {self.batch_size}")
+        if self.max_seq_len < 8:
+            raise ValueError(f"{flag}max_seq_len {self.max_seq_len} is too small (needs >= 8)")
+        if self.max_epochs < 1:
+            raise ValueError(f"{flag}max_epochs {self.max_epochs} must be at least 1")
+        if not self.lr > 0:
+            raise ValueError(f"{flag}lr {self.lr} must be positive")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"{flag}weight_decay {self.weight_decay} must be >= 0 (0: no decay)")
+        if not 0 <= self.warmup_ratio <= 1:  # a share of the steps: 2 would warm up past the end
+            raise ValueError(f"{flag}warmup_ratio {self.warmup_ratio} must be in [0, 1]")
 
 
 def classifier_from_encoder(config, encoder_state: dict[str, Tensor], num_labels: int, seed: int):

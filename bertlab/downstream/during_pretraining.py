@@ -44,7 +44,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from bertlab.downstream.classifier import classifier_from_encoder, optimizer_and_schedule
+from bertlab.downstream.classifier import (
+    FineTuning,
+    classifier_from_encoder,
+    optimizer_and_schedule,
+)
 from bertlab.downstream.tasks import (
     check_compatible,
     classification_metrics,
@@ -82,25 +86,23 @@ def train_and_score(
     valid: list[dict],
     num_labels: int,
     pad_id: int,
-    max_seq_len: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    warmup_ratio: float,
-    max_epochs: int,
+    settings: FineTuning,
     max_steps: int | None,
     seed: int,
     autocast_dtype: torch.dtype | None,
 ) -> dict[str, float]:
     """Fine-tune `model` in place on `train` (plain PyTorch), return its scores on `valid`."""
+    batch_size, max_seq_len = settings.batch_size, settings.max_seq_len
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout; the caller restores the random state
     steps_per_epoch = -(-len(train) // batch_size)
-    total = max_epochs * steps_per_epoch
+    total = settings.max_epochs * steps_per_epoch
     if max_steps is not None:
         total = min(total, max_steps)
-    optimizer, scheduler = optimizer_and_schedule(model, lr, weight_decay, warmup_ratio, total)
+    optimizer, scheduler = optimizer_and_schedule(
+        model, settings.lr, settings.weight_decay, settings.warmup_ratio, total
+    )
     autocast = torch.autocast(
         device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
     )
@@ -190,8 +192,12 @@ class DownstreamEvaluation(pl.Callback):
             raise ValueError(
                 f"DownstreamEvaluation.every_n_steps must be >= 1, got {every_n_steps}"
             )
-        if max_epochs < 1 or (max_steps is not None and max_steps < 1):
-            raise ValueError("DownstreamEvaluation: max_epochs and max_steps must be >= 1")
+        self.settings = FineTuning(
+            max_seq_len, batch_size, lr, weight_decay, warmup_ratio, max_epochs
+        )
+        self.settings.check("DownstreamEvaluation.")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"DownstreamEvaluation.max_steps {max_steps} must be at least 1")
         if precision not in (None, "32", "bf16-mixed"):
             raise ValueError(f"DownstreamEvaluation.precision: 32 or bf16-mixed, got {precision!r}")
         self.train_file, self.valid_file = train_file, valid_file
@@ -200,9 +206,7 @@ class DownstreamEvaluation(pl.Callback):
         self.name = name
         self.prefix = f"downstream/{name}" if name else "downstream"
         self.label_column, self.text_columns = str(label_column), text_columns
-        self.max_seq_len, self.batch_size = max_seq_len, batch_size
-        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
-        self.max_epochs, self.max_steps, self.seed = max_epochs, max_steps, seed
+        self.max_seq_len, self.max_steps, self.seed = max_seq_len, max_steps, seed
         self.precision = precision
         self.at_start, self.at_end = at_start, at_end
         # Carried across a resume (state_dict): seconds before this fit, the last evaluated step.
@@ -332,12 +336,7 @@ class DownstreamEvaluation(pl.Callback):
                     self._task["valid"],
                     num_labels=self._task["num_labels"],
                     pad_id=self._task["pad_id"],
-                    max_seq_len=self.max_seq_len,
-                    batch_size=self.batch_size,
-                    lr=self.lr,
-                    weight_decay=self.weight_decay,
-                    warmup_ratio=self.warmup_ratio,
-                    max_epochs=self.max_epochs,
+                    settings=self.settings,
                     max_steps=self.max_steps,
                     seed=self.seed,
                     autocast_dtype=self._autocast_dtype(trainer),

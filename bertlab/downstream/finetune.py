@@ -28,7 +28,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from bertlab.downstream.classifier import SequenceClassifier, classifier_from_encoder
+from bertlab.downstream.classifier import FineTuning, SequenceClassifier, classifier_from_encoder
 from bertlab.downstream.tasks import (
     check_compatible,
     collate,
@@ -102,27 +102,6 @@ def _loader(features: list[dict], pad_id: int, args: dict, shuffle: bool, seed: 
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
         collate_fn=lambda batch: collate(batch, pad_id, args["max_seq_len"]),
     )
-
-
-def _check_settings(
-    *, batch_size: int, max_seq_len: int, lr: float, weight_decay: float, warmup_ratio: float,
-    max_epochs: int, patience: int | None,
-) -> None:  # fmt: skip
-    """The numeric flags, refused before any file is read when they mean nothing."""
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be positive, got {batch_size}")
-    if max_seq_len < 8:
-        raise ValueError(f"--max_seq_len {max_seq_len} is too small (needs >= 8)")
-    if max_epochs < 1:
-        raise ValueError(f"--max_epochs {max_epochs} must be at least 1")
-    if patience is not None and patience < 0:
-        raise ValueError(f"--patience {patience} must be >= 0 (0: stop at the first worse epoch)")
-    if not lr > 0:
-        raise ValueError(f"--lr {lr} must be positive")
-    if not weight_decay >= 0:
-        raise ValueError(f"--weight_decay {weight_decay} must be >= 0 (0: no decay)")
-    if not 0 <= warmup_ratio <= 1:  # a share of the steps: 2 would warm up past the end
-        raise ValueError(f"--warmup_ratio {warmup_ratio} must be in [0, 1]")
 
 
 def read_splits(
@@ -280,10 +259,10 @@ def finetune(
             output_json, "finetune", inputs, overwrite, flag="--output_json",
             recognise=_is_result,
         )  # fmt: skip
-    _check_settings(
-        batch_size=batch_size, max_seq_len=max_seq_len, lr=lr, weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio, max_epochs=max_epochs, patience=patience,
-    )  # fmt: skip
+    settings = FineTuning(max_seq_len, batch_size, lr, weight_decay, warmup_ratio, max_epochs)
+    settings.check("--")  # before any file is read
+    if patience is not None and patience < 0:
+        raise ValueError(f"--patience {patience} must be >= 0 (0: stop at the first worse epoch)")
     check_precision(precision, accelerator, flag="")
     splits, mapping = read_splits(files, label_column, text_columns)
 

@@ -330,3 +330,19 @@ def test_with_bertpretraining(setup):
     trainer.fit(module, torch.utils.data.DataLoader([batch] * 2, batch_size=None))
     logged = [(step, m) for step, m in logger.records if "downstream/accuracy" in m]
     assert [step for step, _ in logged] == [2]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"lr": 0.0}, "DownstreamEvaluation.lr 0.0 must be positive"),
+        ({"batch_size": 0}, "DownstreamEvaluation.batch_size must be positive, got 0"),
+        ({"warmup_ratio": 2.0}, "DownstreamEvaluation.warmup_ratio 2.0 must be in [0, 1]"),
+        ({"max_steps": 0}, "DownstreamEvaluation.max_steps 0 must be at least 1"),
+    ],
+)
+def test_fine_tuning_settings_are_refused_as_finetune_refuses_them(setting, message):
+    """The callback and `finetune` share their settings' checks (downstream.classifier)."""
+    with pytest.raises(ValueError) as error:
+        DownstreamEvaluation(train_file="t.tsv", valid_file="v.tsv", **setting)
+    assert str(error.value) == message
