@@ -23,6 +23,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import fire
@@ -53,6 +54,10 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     if value is True and bool not in options:
         # fire turns a flag given no value (`--input` at the end of the line) into True.
         raise ValueError(f"--{name} needs a value")
+    if bool in options and isinstance(value, int) and not isinstance(value, bool):
+        if value in (0, 1):  # fire reads `--lowercase 0` as the number
+            return bool(value)
+        raise ValueError(f"--{name} expects true or false, got {value!r}")
     if bool in options and isinstance(value, str):
         lowered = value.lower()
         if lowered in ("true", "yes", "1", "on"):
@@ -214,6 +219,34 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _flag_values(argv: list[str]) -> list[tuple[str, str]]:
+    """(--flag, value) for each value on the command line, list flags' values one by one."""
+    pairs = []
+    for i, word in enumerate(argv):
+        if not word.startswith("--"):
+            continue
+        name, has_value, value = word.partition("=")
+        if not has_value:
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else ""
+        pairs.append((name, value))
+    return pairs
+
+
+def _os_error_line(error: OSError, argv: list[str]) -> str:
+    """`[Errno 13] Permission denied: 'ro/.t2.x.tmp'` as the flag whose path it is: the file
+    itself, a file inside its folder, or the hidden temporary written beside it."""
+    failed = Path(error.filename).absolute()
+    reason = (error.strerror or type(error).__name__).lower()
+    for flag, value in _flag_values(argv):
+        if not value:
+            continue
+        given = Path(value).expanduser().absolute()
+        beside = failed.parent == given.parent and failed.name.startswith(f".{given.name}.")
+        if failed == given or given in failed.parents or beside:
+            return f"{flag} {value}: {reason} ({error.filename})"
+    return f"{error.filename}: {reason}"
+
+
 def _imported(target: str) -> Callable[..., Any]:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -239,6 +272,8 @@ def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
             fire.Fire(typed(fn), command=gathered, name=fn.__name__)
     except USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if isinstance(error, OSError) and error.filename and message.startswith("[Errno"):
+            message = _os_error_line(error, argv)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:

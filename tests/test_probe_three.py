@@ -297,3 +297,44 @@ def test_ctrl_c_during_the_imports_is_one_line(command, tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert err.strip() == "interrupted by SIGINT: stopped at once; no output is half-written", err
+
+
+def test_the_fourth_probes_mistakes_are_one_line(en_corpus, en_wordpiece, tmp_path, capsys):
+    """A symlink loop, `--lowercase 0`, a vocabulary of 1e10, a widget longer than the model,
+    and an OSError of a temporary file named by the flag whose path it is."""
+    from tiny import handmade_checkpoint
+
+    from bertlab.export.model import export_model
+    from bertlab.export.model_card import WIDGET_WORDS, widget_sentence
+    from bertlab.tokenizer.training import train_tokenizer
+
+    text = en_corpus / "test.txt"
+    loop = tmp_path / "loop.txt"
+    loop.symlink_to(loop)
+    out = ["--output_dir", tmp_path / "tok"]
+    for argv, expected in (
+        (["--train_file", loop, *out], f"--train_file {loop} is a symbolic link that points to"),
+        (["--train_file", text, *out, "--vocab_size", "10000000000"], "is beyond any tokenizer"),
+        (["--train_file", text, *out, "--lowercase", "2"], "--lowercase expects true or false"),
+    ):
+        assert expected in _error(_run(train_tokenizer, argv, capsys))
+    status, err = _run(train_tokenizer, ["--train_file", text, *out, "--lowercase", "0",
+                                         "--model_type", "wordpiece", "--vocab_size", "500"],
+                       capsys)  # fmt: skip
+    assert status == 0, err
+    ckpt = handmade_checkpoint(en_wordpiece, tmp_path / "tiny.ckpt")
+    long = " ".join(["word"] * 80) + " [MASK]"
+    error = _error(_run(export_model, ["--ckpt_path", ckpt, "--output_dir", tmp_path / "m",
+                                       "--widget_text", long], capsys))  # fmt: skip
+    assert "--widget_text: the widget sentence is" in error and "than the model's 64" in error
+    assert not (tmp_path / "m").exists()
+    line = " ".join(f"w{i}" for i in range(100))
+    assert len(widget_sentence(None, None, "[MASK]", line).split()) == WIDGET_WORDS
+
+    def writes(output_dir: str) -> None:
+        """A command whose temporary file beside its output cannot be written."""
+        raise PermissionError(13, "Permission denied", str(Path(output_dir).parent / ".t2.x.tmp"))
+
+    error = _error(_run(writes, ["--output_dir", tmp_path / "t2"], capsys))
+    assert error == (f"error: --output_dir {tmp_path / 't2'}: permission denied "
+                     f"({tmp_path / '.t2.x.tmp'})")  # fmt: skip

@@ -137,10 +137,14 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
 
     A URL (bertlab.files.remote) stays a URL string; everything else is a Path.
 
-    A file named twice is read once. `outputs` (resolved paths) are skipped inside directories
-    and globs and are an error when named outright: a corpus folder may sit inside an input one.
+    A file named twice (the same path, another spelling of it, a folder holding it, a hard
+    link) is read once, said in one warning line: reading it twice would count its documents
+    twice, and a valid or test document could be a training one too. `outputs` (resolved paths)
+    are skipped inside directories and globs and are an error when named outright: a corpus
+    folder may sit inside an input one.
     """
-    paths: dict[Path | str, Path | str] = {}
+    paths: dict[Path | str | tuple[int, int], Path | str] = {}
+    twice: list[tuple[Path | str, Path]] = []
     for item in map(str, inputs):
         if remote.is_remote(item):
             for url in _expand_remote(item):
@@ -183,8 +187,27 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
             else:
                 raise ValueError(f"--input {path}: no such file or directory")
             for p in found:
-                paths.setdefault(p.resolve(), p)
+                key = _file_key(p)
+                if key in paths:
+                    twice.append((paths[key], p))
+                paths.setdefault(key, p)
+    if twice:
+        first, again = twice[0]
+        more = f" and {len(twice) - 1} more file(s)" if len(twice) > 1 else ""
+        print(
+            f"warning: --input names {first} twice (also as {again}){more}: each file is read once",
+            file=sys.stderr,
+        )
     return list(paths.values())
+
+
+def _file_key(path: Path) -> tuple[int, int] | Path:
+    """The file itself, however it is named: its device and inode (hard links too)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return path.resolve()
+    return (info.st_dev, info.st_ino)
 
 
 def read_documents(

@@ -236,6 +236,12 @@ def verify_model_folder(
             reference, got_mlm.logits, inputs, real, dtype
         )
     fill = transformers.pipeline("fill-mask", model=str(folder), device=-1)
+    length, positions = len(fill.tokenizer(widget)["input_ids"]), mlm.config.max_position_embeddings
+    if length > positions:  # the model cannot read it, and neither could the Hub's widget
+        raise ValueError(
+            f"--widget_text: the widget sentence is {length} tokens, more than the model's "
+            f"{positions} positions; give a shorter --widget_text"
+        )
     answer = fill(widget, top_k=1)
     top = answer[0] if answer and isinstance(answer[0], dict) else answer[0][0]
     result["fill-mask pipeline"] = f"answers the widget sentence (top token {top['token_str']!r})"

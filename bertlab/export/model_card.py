@@ -33,6 +33,7 @@ from bertlab.export.run_facts import RunFacts
 from bertlab.model.prenorm import MARKER as PRE_LN_MARKER
 from bertlab.model.rotary import MARKER as ROTARY_MARKER
 
+WIDGET_WORDS = 12  # the most words of a corpus line the default widget takes
 WIDGET_BY_LANGUAGE = {
     "en": "Paris is the [MASK] of France.",
     "ja": "日本の首都は[MASK]です。",
@@ -89,7 +90,8 @@ def widget_sentence(
     if language in WIDGET_BY_LANGUAGE:
         return WIDGET_BY_LANGUAGE[language].replace("[MASK]", mask_token)
     if corpus_line:
-        words = corpus_line.split()
+        # A widget is a short sentence, and it must fit a small model's positions.
+        words = corpus_line.split()[:WIDGET_WORDS]
         if len(words) > 2:
             longest = max(range(len(words)), key=lambda i: len(words[i].strip(".,;:!?")))
             words[longest] = mask_token

@@ -72,8 +72,13 @@ class Legacy:
 Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
 
 
-def _resolved(path: str | os.PathLike) -> Path:
-    return Path(path).expanduser().resolve()
+def _resolved(path: str | os.PathLike, flag: str = "") -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise ValueError(
+            f"{flag} {path} is a symbolic link that points to itself".strip()
+        ) from None
 
 
 def _matches(name: str, patterns: Collection[str]) -> bool:
@@ -105,11 +110,11 @@ def check_inputs(
     output: str | os.PathLike, inputs: Inputs, flag: str = "--output_dir", noun: str = "folder"
 ) -> None:
     """Refuse an output that is, holds or lies inside one of `inputs` ((flag, path) pairs)."""
-    out = _resolved(output)
+    out = _resolved(output, flag)
     for input_flag, value in inputs:
         if value is None:
             continue
-        source = _resolved(value)
+        source = _resolved(value, input_flag)
         if source == out:
             raise ValueError(f"{flag} {output} is {input_flag} {value}; choose another {noun}")
         if out in source.parents:
@@ -125,7 +130,7 @@ def check_outside_outputs(output: str | os.PathLike, flag: str, command: str | N
     aside): the owner's --overwrite would then be refused, and its Hub upload or its reader
     would take the stranger for its own. With `command`, `output` itself must not be another
     command's folder either (for caches, which check_output_folder does not judge)."""
-    out = _resolved(output)
+    out = _resolved(output, flag)
     for owner in (out, *out.parents) if command else out.parents:
         marker = read_marker(owner) if owner.is_dir() else None
         if marker is None or (owner != out and marker["command"] in HOLDERS):

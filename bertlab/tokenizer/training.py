@@ -34,6 +34,10 @@ from bertlab.tokenizer.loading import open_tokenizer
 from bertlab.tokenizer.parity import ParityReport, check_parity, compare_lines
 from bertlab.tokenizer.special import SPECIAL_IDS, SPECIAL_TOKENS, sample_lines
 
+# Token ids beyond 2**24 are no vocabulary anyone trains (the largest are about 1M), and the
+# Rust trainers abort the whole process, without a Python error, far below what an int holds.
+MAX_VOCAB_SIZE = 2**24
+
 __all__ = [
     "SPECIAL_IDS",
     "SPECIAL_TOKENS",
@@ -99,6 +103,11 @@ def train_tokenizer(
     check_output_folder(output_dir, "train_tokenizer", inputs, overwrite, legacy=LEGACY)
     if model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+    if vocab_size > MAX_VOCAB_SIZE:  # the trainers abort the process on sizes like 1e10
+        raise ValueError(
+            f"--vocab_size {vocab_size} is beyond any tokenizer (at most {MAX_VOCAB_SIZE:,}; "
+            "BERT's is 30,522)"
+        )
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(
             f"--vocab_size {vocab_size} is too small: it must exceed the 5 special tokens"

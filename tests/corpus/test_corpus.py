@@ -222,7 +222,7 @@ def test_flags_are_checked(tmp_path: Path) -> None:
     assert result.returncode == 2 and "x.csv: unknown format" in result.stderr
 
 
-def test_corpus_folder_inside_an_input_folder(tmp_path: Path) -> None:
+def test_corpus_folder_inside_an_input_folder(tmp_path: Path, capsys) -> None:
     source = tmp_path / "in" / "docs.txt"
     source.parent.mkdir()
     source.write_text("\n\n".join(f"Document number {i}." for i in range(20)) + "\n")
@@ -232,10 +232,16 @@ def test_corpus_folder_inside_an_input_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--output_dir .*corpus is inside --input"):
         prepare_corpus([str(source.parent), str(source)], str(out), valid_docs=2, test_docs=2)
     assert not out.exists()
-    # The file named twice is read once.
+    # The file named twice (a hard link too) is read once, said in one line.
     other = tmp_path / "corpus"
-    first = prepare_corpus([str(source), str(source)], str(other), valid_docs=2, test_docs=2)
+    (tmp_path / "link.txt").hardlink_to(source)
+    capsys.readouterr()
+    first = prepare_corpus([str(source), str(tmp_path / "link.txt")], str(other), valid_docs=2,
+                           test_docs=2)  # fmt: skip
     assert first["splits"]["train"]["documents"] == 16
+    assert f"warning: --input names {source} twice (also as {tmp_path / 'link.txt'})" in (
+        capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match="holds --input"):
         prepare_corpus([str(other / "train.txt")], str(other), overwrite=True)
 
