@@ -131,6 +131,9 @@ def _gather_lists(argv: list[str], list_flags: set[str]) -> list[str]:
                 # fire's own list syntax, `--datasets '[a,b]'` or '["a", "b"]': the same list
                 values = [v.strip().strip("'\"") for v in values[0][1:-1].split(",")]
                 values = [v for v in values if v]
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:  # twice the same file, dataset or size: a slip, not a wish
+                raise ValueError(f"--{name} names {repeated!r} twice; give each value once")
             # A JSON-ish list of quoted strings survives fire's literal parsing intact.
             out.append(f"--{name}=" + repr([str(v) for v in values]))
             continue

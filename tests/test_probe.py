@@ -427,7 +427,7 @@ def test_tools_refuse_settings_that_mean_nothing(tmp_path, masked_lm, en_corpus,
         (fill_mask, ["--model", masked_lm, "--text", "word " * 100 + "[MASK]"],
          "tokens, but the model takes at most 64"),
         (plot_runs, ["--logdir", tmp_path / "run", tmp_path / "run", "--output_dir",
-                     tmp_path / "p"], "is given twice"),
+                     tmp_path / "p"], "twice; give each value once"),
     ]  # fmt: skip
     for fn, argv, expected in cases:
         assert expected in _error(_run(fn, argv, capsys)), (fn.__name__, argv)
@@ -451,7 +451,7 @@ def test_inputs_that_do_not_fit_are_refused_or_said(en_wordpiece, masked_lm, tmp
     raw.write_text('{"text": "A document. Of two sentences."}\n')
     error = _error(_run(prepare_samples, ["--input", raw, "--tokenizer", en_wordpiece,
                                           "--output_dir", tmp_path / "s"], capsys))  # fmt: skip
-    assert "is raw input for prepare_corpus, not a corpus" in error
+    assert "raw input for prepare_corpus, not a corpus" in error
     japanese = tmp_path / "ja.txt"
     document = "東京は日本の首都です。人口が多い。\n大阪は商業の町です。食べ物がおいしい。\n\n"
     japanese.write_text(document * 40)

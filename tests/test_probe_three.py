@@ -262,7 +262,7 @@ def test_plot_runs_and_finetune_refuse_inputs_that_would_mean_nothing(masked_lm,
     runs = ["--logdir", tmp_path / "a", tmp_path / "b", "--output_dir", tmp_path / "plots"]
     assert "--names: name 1 is empty" in _error(_run(plot_runs, [*runs, "--names", "", "b"],
                                                      capsys))  # fmt: skip
-    assert "--names: 'x' is given twice" in _error(_run(plot_runs, [*runs, "--names", "x", "x"],
+    assert "--names names 'x' twice" in _error(_run(plot_runs, [*runs, "--names", "x", "x"],
                                                         capsys))  # fmt: skip
     task = tmp_path / "task.tsv"
     task.write_text("1\tA good film.\n0\tA bad film.\n1\t \n", encoding="utf-8")
@@ -338,3 +338,23 @@ def test_the_fourth_probes_mistakes_are_one_line(en_corpus, en_wordpiece, tmp_pa
     error = _error(_run(writes, ["--output_dir", tmp_path / "t2"], capsys))
     assert error == (f"error: --output_dir {tmp_path / 't2'}: permission denied "
                      f"({tmp_path / '.t2.x.tmp'})")  # fmt: skip
+
+
+def test_text_readers_refuse_a_shard_and_see_through_links(
+    masked_lm, en_samples, en_corpus, tmp_path, capsys
+):
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.downstream.heldout import evaluate_mlm
+
+    shard = next((en_samples / "test").glob("shard-*.jsonl.gz"))
+    base = ["--model", masked_lm, "--max_blocks", "4"]
+    error = _error(_run(evaluate_mlm, [*base, "--text", shard], capsys))
+    assert f"{shard}: a samples shard (prepare_samples' output), not corpus text" in error
+    text = en_corpus / "test.txt"
+    link = tmp_path / "unigram.txt"
+    link.hardlink_to(text)
+    status, err = _run(evaluate_mlm, [*base, "--text", text, "--unigram_corpus", link], capsys)
+    assert status == 0 and f"warning: --unigram_corpus {link} is also a --text" in err, err
+    error = _error(_run(prepare_corpus, ["--input", text, text, "--output_dir", tmp_path / "c"],
+                        capsys))  # fmt: skip
+    assert f"--input names '{text}' twice; give each value once" in error

@@ -30,7 +30,7 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from bertlab.export.model_card import EMBEDDINGS_FILE, check_card
-from bertlab.files.artefacts import check_model_folder
+from bertlab.files.artefacts import check_model_folder, check_model_weights
 from bertlab.files.output_folder import read_marker
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
@@ -92,6 +92,7 @@ def check_export_folder(model_dir: Path) -> None:
             )
     # A dry run must not call a folder with a damaged file fine: read what the Hub would serve.
     check_model_folder(model_dir, f"--model_dir {model_dir}")
+    check_model_weights(model_dir, f"--model_dir {model_dir}")  # NaN weights for all to download
     problems = check_card(model_dir, _mask_token(model_dir))
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""

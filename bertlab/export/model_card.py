@@ -396,6 +396,12 @@ def check_card(model_dir: Path, mask_token: str | None) -> list[str]:
     ).is_file()
     required = ("license",) if embeddings_only else REQUIRED_FIELDS
     problems = [f"{readme}: front matter lacks {field}" for field in required if field not in meta]
+    license = meta.get("license")
+    if "license" in meta and not (isinstance(license, str) and license in HUB_LICENSES):
+        problems.append(
+            f"{readme}: license {license!r} is not one of the Hub's license identifiers (the Hub "
+            "refuses the card; other, for one's own)"
+        )
     if embeddings_only:
         return problems
     if meta.get("library_name") not in (None, "transformers"):

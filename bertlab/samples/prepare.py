@@ -57,7 +57,7 @@ from bertlab.samples.pairs import mlm_blocks, nsp_pairs
 from bertlab.samples.shard_reader import SAMPLES_FORMAT, SAMPLES_FORMAT_VERSION
 from bertlab.samples.shard_writer import LineEncoder, ShardDealer, deal, finish_shard, shard_name
 from bertlab.samples.token_store import TokenStore
-from bertlab.samples.tokenized import read_documents, tokenize_corpus
+from bertlab.samples.tokenized import check_corpus_name, read_documents, tokenize_corpus
 from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 from bertlab.workers import WORKER, Workers
 
@@ -225,12 +225,7 @@ def _source_file(input: str) -> Path:
         raise ValueError(
             f"--input {input} is a folder; give a corpus file such as corpus/train.txt"
         )
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".xml", ".xml.bz2", ".parquet", ".arrow", ".bz2")):
-        raise ValueError(  # raw input: tokenized as it is, its markup would become samples
-            f"--input {input} is raw input for prepare_corpus, not a corpus; run "
-            "tools/prepare_corpus.py on it and give its train.txt"
-        )
+    check_corpus_name(path)  # before the slow work; read_documents checks it again
     return path.resolve()
 
 

@@ -44,12 +44,32 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
 
 
+RAW_SUFFIXES = (".jsonl", ".jsonl.gz", ".xml", ".xml.bz2", ".parquet", ".arrow", ".bz2")
+
+
+def check_corpus_name(path: Path | str) -> None:
+    """Refuse a file whose name says it is no corpus text: a samples shard, or raw input for
+    prepare_corpus (read as text, its JSON or markup would be taken for sentences)."""
+    name = Path(path).name.lower()
+    if name.startswith("shard-") and name.endswith((".jsonl", ".jsonl.gz")):
+        raise ValueError(
+            f"--input {path}: a samples shard (prepare_samples' output), not corpus text; give "
+            "a corpus file such as corpus/test.txt"
+        )
+    if name.endswith(RAW_SUFFIXES) and not name.endswith(".txt.bz2"):  # that one: compressed text
+        raise ValueError(
+            f"--input {path}: raw input for prepare_corpus, not a corpus; run "
+            "tools/prepare_corpus.py on it and give its train.txt"
+        )
+
+
 def read_documents(path: Path) -> Iterator[list[str]]:
     """Documents (lists of sentences) of a corpus file; ValueError at the first byte not UTF-8."""
     offset = 0
     line_number = 0
     pending = b""
     document: list[str] = []
+    check_corpus_name(path)
     kind = compression_of(path) if Path(path).suffix != ".gz" and Path(path).is_file() else None
     if kind is not None:
         raise ValueError(

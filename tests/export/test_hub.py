@@ -160,6 +160,24 @@ def test_a_broken_card_fails_the_dry_run(model_dir: Path, tmp_path: Path):
     (broken / "README.md").write_text(card.replace("[MASK]", "<mask>", 1), "utf-8")
     with pytest.raises(ValueError, match=r"lacks the tokenizer's mask token \[MASK\]"):
         push_to_hub(str(broken), "someone/tiny-bert", dry_run=True)
+    (broken / "README.md").write_text(card.replace("license: apache-2.0", "license: mine"), "utf-8")
+    with pytest.raises(ValueError, match="license 'mine' is not one of the Hub's license"):
+        push_to_hub(str(broken), "someone/tiny-bert", dry_run=True)
+
+
+def test_weights_holding_nan_are_not_published(model_dir: Path, tmp_path: Path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "nan"
+    shutil.copytree(model_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(n for n in weights if n.endswith("query.weight"))
+    weights[name][0, 0] = float("inf")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"its weight {name} holds NaN or infinite values"):
+        push_to_hub(str(broken), "someone/tiny-bert", dry_run=True)
 
 
 def test_a_file_export_model_wrote_that_is_gone_or_one_it_did_not_write_is_said(
