@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 import sys
 import types
 import typing
@@ -86,6 +87,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         return ",".join(map(str, value))
     if str in options and not isinstance(value, (str, bool)) and not already_number:
         return str(value)
+    if float in options and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"--{name} expects a finite number, got {value!r}")
     if float in options and isinstance(value, int) and not isinstance(value, bool):
         return value if int in options else float(value)
     if int in options and isinstance(value, str) and str not in options:
@@ -98,9 +101,12 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         raise ValueError(f"--{name} expects an integer, got {value!r}")
     if float in options and isinstance(value, str) and str not in options:
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ValueError(f"--{name} expects a number, got {value!r}") from None
+        if not math.isfinite(number):  # `--lr inf`: no setting means infinity or NaN
+            raise ValueError(f"--{name} expects a finite number, got {value!r}")
+        return number
     return value
 
 

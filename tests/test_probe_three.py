@@ -358,3 +358,42 @@ def test_text_readers_refuse_a_shard_and_see_through_links(
     error = _error(_run(prepare_corpus, ["--input", text, text, "--output_dir", tmp_path / "c"],
                         capsys))  # fmt: skip
     assert f"--input names '{text}' twice; give each value once" in error
+
+
+def test_the_fourth_probes_silent_inputs_are_refused_or_said(
+    masked_lm, en_samples, en_wordpiece, shared_data, tmp_path, capsys
+):
+    from bertlab.downstream.finetune import finetune
+    from bertlab.research.benchmark import benchmark
+    from bertlab.research.budget import plan_budget
+    from bertlab.research.scale import scale_benchmark
+
+    plan = ["--batch_size", "8", "--seq_len", "64", "--num_samples", "1000"]
+    error = _error(_run(plan_budget, [*plan, "--tokens_per_second", "inf"], capsys))
+    assert error == "error: --tokens_per_second expects a finite number, got 'inf'"
+    train = tmp_path / "train"
+    shutil.copytree(en_samples / "train", train)
+    meta = json.loads((train / "meta.json").read_text(encoding="utf-8"))
+    meta["shards"][0]["num_samples"] += 1
+    (train / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    error = _error(_run(plan_budget, ["--batch_size", "8", "--samples", train], capsys))
+    assert "is damaged: num_samples" in error and "is not the sum of its shards'" in error
+    task = tmp_path / "task.tsv"
+    rows = [f"{label}\tA {word} film." for label, word in ((1, "good"), (0, "bad"))] * 4
+    task.write_text("label\tsentence\n" + "\n".join(rows) + "\nlabel\tsentence\n", "utf-8")
+    base = ["--model", masked_lm, "--max_epochs", "1", "--max_seq_len", "32"]
+    error = _error(_run(finetune, [*base, "--train_file", task, "--valid_file", task], capsys))
+    assert f"{task} line 10: the header line again" in error
+    task.write_text("label\tsentence\n" + "\n".join(rows) + "\n", "utf-8")
+    link = tmp_path / "valid.tsv"
+    link.hardlink_to(task)
+    status, err = _run(finetune, [*base, "--train_file", task, "--valid_file", link], capsys)
+    assert status == 0 and f"warning: --valid_file {link} is also the --train_file" in err, err
+    tok = tmp_path / "tok"
+    shutil.copytree(en_wordpiece, tok)
+    error = _error(_run(benchmark, ["--quick", "--output", tok / "b.jsonl"], capsys))
+    assert f"--output {tok / 'b.jsonl'} is inside {tok} (train_tokenizer's output)" in error
+    error = _error(_run(scale_benchmark, ["--input", shared_data / "enwiki-sample.xml.bz2",
+                                          "--work_dir", tmp_path / "sw", "--sizes_mb", "0.2",
+                                          "--num_proc", "1"], capsys))  # fmt: skip
+    assert "train_tokenizer refused the corpus scaled from --input: --vocab_size" in error

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from bertlab.corpus.wikipedia import Page, iter_pages
 from bertlab.files import remote
+from bertlab.files.identity import file_identity
 from bertlab.files.output_folder import MARKER, SHOWN_NAMES, read_marker
 
 FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
@@ -187,7 +188,7 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
             else:
                 raise ValueError(f"--input {path}: no such file or directory")
             for p in found:
-                key = _file_key(p)
+                key = file_identity(p)
                 if key in paths:
                     twice.append((paths[key], p))
                 paths.setdefault(key, p)
@@ -199,15 +200,6 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
             file=sys.stderr,
         )
     return list(paths.values())
-
-
-def _file_key(path: Path) -> tuple[int, int] | Path:
-    """The file itself, however it is named: its device and inode (hard links too)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return path.resolve()
-    return (info.st_dev, info.st_ino)
 
 
 def read_documents(

@@ -39,6 +39,7 @@ from bertlab.downstream.tasks import (
 )
 from bertlab.files.artefacts import check_model_folder, check_model_weights
 from bertlab.files.atomic import atomic_write
+from bertlab.files.identity import file_identity
 from bertlab.files.output_folder import check_output_file
 from bertlab.speed.settings import check_precision
 from bertlab.tokenizer.export import check_folder_tokenizer, check_tokenizer
@@ -51,6 +52,7 @@ def load_model(model: str, num_labels: int, tokenizer: str | None, seed: int):
     from transformers import AutoModel
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # a bar per load: noise in a result's log
     path = Path(model)
     chosen = tokenizer
     if path.is_dir():
@@ -116,7 +118,7 @@ def read_splits(
     named = {name: path for name, path in files.items() if path is not None}
     seen: dict[Path, str] = {}
     for name, path in named.items():
-        key = Path(path).resolve()
+        key = file_identity(path)  # another spelling, a symbolic or a hard link: the same file
         if key in seen:
             other = seen[key]
             why = (

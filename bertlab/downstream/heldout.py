@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bertlab.files.identity import file_identity
 from bertlab.tokenizer.export import check_folder_tokenizer
 from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 
@@ -298,14 +298,6 @@ def _load_masked_lm(folder: str) -> torch.nn.Module:
         raise ValueError(f"--model {folder}: cannot be loaded as a masked LM: {reason}") from None
 
 
-def _same_file(a: str, b: str) -> bool:
-    """The same file however named: another path, a symbolic or a hard link."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _is_earlier_result(path: Path) -> bool:
     """Whether `path` holds figures evaluate_mlm wrote (a list of objects with text and loss)."""
     try:
@@ -367,7 +359,7 @@ def evaluate_mlm(
         ]  # fmt: skip
         check_output_file(output, "evaluate_mlm", inputs, overwrite, flag="--output",
                           recognise=_is_earlier_result)  # fmt: skip
-    if unigram_corpus and any(_same_file(unigram_corpus, t) for t in texts):
+    if unigram_corpus and file_identity(unigram_corpus) in {file_identity(t) for t in texts}:
         _warn(
             f"--unigram_corpus {unigram_corpus} is also a --text: the baseline has seen the "
             "held-out text, so below_unigram is not what context bought; give the training corpus"

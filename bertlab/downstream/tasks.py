@@ -140,6 +140,8 @@ def _read_tsv(path: Path, label_column: str, text_columns: list[str] | None) -> 
     for number, line in rows:
         fields = line.split("\t")
         where = f"{path} line {number}"
+        if has_header and fields == first:  # two files joined: the header read as an example
+            raise ValueError(f"{where}: the header line again (two files joined?); remove it")
         if expected is not None and len(fields) != expected:
             raise ValueError(
                 f"{where}: {len(fields)} tab-separated field(s), expected {expected}"

@@ -197,6 +197,8 @@ def _check_flags(
         raise ValueError("--repeats and --prep_repeats must be at least 1")
     if output is not None and Path(output).is_dir():
         raise ValueError(f"--output {output} is a folder; give a file for the JSON lines")
+    if output is not None:
+        check_outside_outputs(output, "--output")
     if output is not None and Path(output).is_file() and Path(output).stat().st_size:
         # Results are appended: only to a file of earlier results (JSON lines), never to text.
         with open(output, encoding="utf-8", errors="replace") as f:

@@ -90,6 +90,12 @@ def _run_child(spec: dict, log: Path, env: dict | None = None) -> dict:
         child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0 or not result_path.is_file():
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        if tail and tail[-1].startswith("ValueError: "):  # the stage refused the scaled corpus
+            raise ValueError(
+                f"{spec['stage']} refused the corpus scaled from --input: "
+                f"{tail[-1].removeprefix('ValueError: ')} (each size is cut from --input, or "
+                f"repeats its documents: give larger --sizes_mb or a larger --input); see {log}"
+            )
         raise RuntimeError(f"{spec['stage']} failed ({child.returncode}): {' | '.join(tail)}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
     return result | {"peak_mb": usage.ru_maxrss / 1024}  # Linux: kilobytes
@@ -210,6 +216,8 @@ def scale_benchmark(
     cores = cores or [64]
     if any(size <= 0 for size in sizes_mb):
         raise ValueError(f"--sizes_mb {sizes_mb}: sizes must be positive")
+    if not target_mb > 0:
+        raise ValueError(f"--target_mb {target_mb} must be positive (the size to project to)")
     if any(n < 1 for n in num_proc) or any(n < 1 for n in cores):
         raise ValueError("--num_proc and --cores must be at least 1")
     if not Path(input).exists():

@@ -117,6 +117,12 @@ def _check_counts(meta: dict, path: object) -> None:
                 f"{path} is damaged: {shard['file']}'s num_samples "
                 f"{shard.get('num_samples')!r} is no count"
             )
+    listed = sum(shard["num_samples"] for shard in meta["shards"])
+    if "num_samples" in meta and meta["num_samples"] != listed:  # which count is the truth?
+        raise ValueError(
+            f"{path} is damaged: num_samples {meta['num_samples']} is not the sum of its "
+            f"shards' ({listed}); remake the samples"
+        )
 
 
 _warned_unlisted: set[str] = set()
