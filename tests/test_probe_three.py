@@ -397,3 +397,68 @@ def test_the_fourth_probes_silent_inputs_are_refused_or_said(
                                           "--work_dir", tmp_path / "sw", "--sizes_mb", "0.2",
                                           "--num_proc", "1"], capsys))  # fmt: skip
     assert "train_tokenizer refused the corpus scaled from --input: --vocab_size" in error
+
+
+def test_the_fourth_probes_fit_findings(en_samples, en_corpus, en_wordpiece, tmp_path, capsys):
+    """fit / test: settings refused naming the flag, held-out data that is training data said."""
+    from tiny import handmade_checkpoint
+
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("model: [1, 2]\n", encoding="utf-8")
+    tok = tmp_path / "tok"
+    shutil.copytree(en_wordpiece, tok)
+    heldout = f"--heldout.texts=[{en_corpus / 'test.txt'}]"
+    for extra, expected in (
+        ([f"--config={listed}"], f"--config {listed}: model is a YAML list, not a section"),
+        (["--model.lr=nan"], "--model.lr nan: expected a finite number"),
+        (["--trainer.gradient_clip_val=inf"], "--trainer.gradient_clip_val inf: expected a finite"),
+        (["--trainer.devices=0"], "--trainer.devices 0: give a number of devices of at least 1"),
+        ([heldout, "--heldout.max_blocks=0"], "--heldout.max_blocks 0 must be at least 1"),
+        ([heldout, f"--heldout.output={tok / 'h.jsonl'}"],
+         f"--heldout.output {tok / 'h.jsonl'} is inside {tok} (train_tokenizer's output)"),
+    ):  # fmt: skip
+        error = _error(_fit(_tiny_fit(en_samples, tmp_path / "run", *extra), capsys))
+        assert expected in error, error
+    argv = _tiny_fit(en_samples, tmp_path / "run", "--ckpt_path=last")
+    error = _error(_fit(["test", *argv[1:]], capsys))
+    assert "--ckpt_path last: no checkpoint in" in error and "to score" in error
+    garbled = tmp_path / "garbled.ckpt"
+    data = bytearray(handmade_checkpoint(en_wordpiece, garbled).read_bytes())
+    data[-200:-150] = b"\xa2" * 50  # inside the zip's central directory
+    garbled.write_bytes(bytes(data))
+    argv = _tiny_fit(en_samples, tmp_path / "run", f"--ckpt_path={garbled}")
+    error = _error(_fit(["test", *argv[1:]], capsys))
+    assert f"--ckpt_path {garbled} is not a complete checkpoint" in error
+    # Validation samples copied from the training ones, and the training text as held-out text.
+    samples = tmp_path / "samples"
+    shutil.copytree(en_samples / "train", samples / "train")
+    shutil.copytree(en_samples / "train", samples / "valid")
+    shutil.copytree(en_samples / "test", samples / "test")
+    source = json.loads((samples / "train" / "meta.json").read_text("utf-8"))["source_files"][0]
+    status, err = _fit(_tiny_fit(samples, tmp_path / "run2", f"--heldout.texts=[{source}]",
+                                 "--heldout.max_blocks=2"), capsys)  # fmt: skip
+    assert status == 0, err
+    lines = [line for line in err.splitlines() if "its loss is not held-out" in line]
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), err
+    assert f"--data.val_files ({samples / 'valid'}) was made from {source}" in lines[0] + lines[1]
+
+
+def test_the_fourth_probes_tool_findings(masked_lm, en_corpus, en_samples, tmp_path, capsys):
+    from bertlab.downstream.finetune import finetune
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.research.budget import plan_budget
+
+    base = ["--model", masked_lm, "--max_blocks", "4"]
+    error = _error(_run(evaluate_mlm, [*base, "--text", en_corpus], capsys))
+    assert f"--text {en_corpus}: a folder, not a file" in error
+    task = tmp_path / "task.tsv"
+    task.write_text("1\tA good film.\n0\tA bad film.\n", encoding="utf-8")
+    error = _error(_run(finetune, ["--model", masked_lm, "--train_file", task, "--valid_file",
+                                   task, "--seed", "-1"], capsys))  # fmt: skip
+    assert "--seed -1 must be in [0, 2**32)" in error
+    train = tmp_path / "train"
+    shutil.copytree(en_samples / "train", train)
+    meta = json.loads((train / "meta.json").read_text(encoding="utf-8"))
+    (train / "meta.json").write_text(json.dumps({**meta, "nsp": "yes"}), encoding="utf-8")
+    error = _error(_run(plan_budget, ["--batch_size", "8", "--samples", train], capsys))
+    assert "is damaged: nsp 'yes' is not true or false" in error

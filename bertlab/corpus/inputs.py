@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from bertlab.corpus.wikipedia import Page, iter_pages
 from bertlab.files import remote
+from bertlab.files.artefacts import not_a_file
 from bertlab.files.identity import file_identity
 from bertlab.files.output_folder import MARKER, SHOWN_NAMES, read_marker
 
@@ -186,7 +187,7 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
                     raise ValueError(f"--input {path} is one of this run's outputs")
                 found = [path]
             else:
-                raise ValueError(f"--input {path}: no such file or directory")
+                raise ValueError(f"--input {path}: {not_a_file(path)}")
             for p in found:
                 key = file_identity(p)
                 if key in paths:

@@ -285,11 +285,21 @@ class BertDataModule(pl.LightningDataModule):
         train = {os.path.realpath(s.path) for s in self.sets.get("train", first).shards}
         for split in [s for s in ("val", "test") if s in self.sets and "train" in self.sets]:
             shared = [s for s in self.sets[split].shards if os.path.realpath(s.path) in train]
-            if shared and int(os.environ.get("RANK", "0")) == 0:
+            sources = self.sets[split].source_files.keys() & self.sets["train"].source_files
+            if int(os.environ.get("RANK", "0")) != 0:
+                continue
+            if shared:
                 print(
                     f"warning: --data.{split}_files ({self.sets[split].folders[0]}) shares "
                     f"{len(shared)} of its {len(self.sets[split].shards)} shards with "
                     "--data.train_files: its loss is not held-out",
+                    file=sys.stderr,
+                )
+            elif sources:  # a copy of the training samples, or made from the same text
+                named = self.sets["train"].source_files[next(iter(sources))]
+                print(
+                    f"warning: --data.{split}_files ({self.sets[split].folders[0]}) was made "
+                    f"from {named}, as --data.train_files was: its loss is not held-out",
                     file=sys.stderr,
                 )
 
@@ -325,8 +335,10 @@ class BertDataModule(pl.LightningDataModule):
         """Raise a ValueError when a model with these settings cannot train on this data."""
         folder = next(iter(self.sets.values())).folders[0]
         if self.max_seq_len > max_position_embeddings:
+            longest = max(self.sets.values(), key=lambda s: s.max_seq_len)  # name the culprit
             raise ValueError(
-                f"the samples in {folder} are up to {self.max_seq_len} tokens (max_seq_len), "
+                f"the samples in {longest.folders[0]} are up to {longest.max_seq_len} tokens "
+                "(max_seq_len), "
                 f"longer than --model.max_position_embeddings {max_position_embeddings}; make "
                 "samples with a smaller --max_seq_len or give the model more positions"
             )

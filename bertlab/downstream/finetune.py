@@ -263,6 +263,8 @@ def finetune(
         )  # fmt: skip
     settings = FineTuning(max_seq_len, batch_size, lr, weight_decay, warmup_ratio, max_epochs)
     settings.check("--")  # before any file is read
+    if not 0 <= seed < 2**32:  # numpy's bound, which it states without the flag
+        raise ValueError(f"--seed {seed} must be in [0, 2**32)")
     if patience is not None and patience < 0:
         raise ValueError(f"--patience {patience} must be >= 0 (0: stop at the first worse epoch)")
     check_precision(precision, accelerator, flag="")

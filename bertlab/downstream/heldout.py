@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bertlab.files.artefacts import not_a_file
 from bertlab.files.identity import file_identity
 from bertlab.tokenizer.export import check_folder_tokenizer
 from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
@@ -71,7 +72,7 @@ def _documents(path: Path) -> Iterable[list[str]]:
     from bertlab.samples.tokenized import read_documents
 
     if not path.is_file():
-        raise ValueError(f"--text {path}: no such file")
+        raise ValueError(f"--text {path}: {not_a_file(path)}")
     try:  # the file is named, not prepare_samples' --input (this reads --text, heldout.texts...)
         yield from read_documents(path)
     except ValueError as error:
@@ -153,7 +154,7 @@ def unigram_log_probs(corpus: str | Path, tokenizer) -> Tensor:
         tokenizer = _load_tokenizer(str(tokenizer))
     path = Path(corpus)
     if not path.is_file():
-        raise ValueError(f"--unigram_corpus {path}: no such file")
+        raise ValueError(f"--unigram_corpus {path}: {not_a_file(path)}")
     size = len(tokenizer)
     counts = np.zeros(size, dtype=np.float64)
     for sentences in _documents(path):
@@ -348,7 +349,7 @@ def evaluate_mlm(
         raise ValueError("--text: give at least one held-out text file")
     for path in texts:
         if not Path(path).is_file():
-            raise ValueError(f"--text {path}: no such file")
+            raise ValueError(f"--text {path}: {not_a_file(path)}")
     if max_blocks < 1:
         raise ValueError(f"--max_blocks must be at least 1, got {max_blocks}")
     if seed < 0:

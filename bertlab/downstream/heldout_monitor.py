@@ -21,6 +21,7 @@ Decisions:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from bertlab.downstream.heldout import (
     make_blocks,
     unigram_log_probs,
 )
+from bertlab.files.artefacts import not_a_file
+from bertlab.files.identity import file_identity
 
 
 class HeldoutEvaluation(Callback):
@@ -71,6 +74,8 @@ class HeldoutEvaluation(Callback):
         if every_n_steps < 0:
             raise ValueError(f"heldout.every_n_steps must be >= 0, got {every_n_steps}")
         self.every_n_steps = every_n_steps
+        if max_blocks < 1:
+            raise ValueError(f"--heldout.max_blocks {max_blocks} must be at least 1")
         self.max_blocks = max_blocks
         self.max_len = max_len
         if seed < 0:
@@ -81,7 +86,7 @@ class HeldoutEvaluation(Callback):
         for path in [*self.texts, *([unigram_corpus] if unigram_corpus else [])]:
             if not Path(path).is_file():
                 flag = "heldout.texts" if path in self.texts else "heldout.unigram_corpus"
-                raise ValueError(f"{flag}: {path}: no such file")
+                raise ValueError(f"{flag}: {path}: {not_a_file(path)}")
         if output is not None:
             _check_output(output, [("--heldout.texts", t) for t in self.texts] + (
                 [("--heldout.unigram_corpus", unigram_corpus)] if unigram_corpus else []
@@ -125,11 +130,26 @@ class HeldoutEvaluation(Callback):
                 "leave heldout.tokenizer out"
             )
 
+    def _warn_of_training_text(self, trainer: pl.Trainer) -> None:
+        """A held-out text the training samples were made from: valid, but not held out."""
+        sets = getattr(trainer.datamodule, "sets", None) or {}
+        if "train" not in sets:
+            return
+        sources = sets["train"].source_files
+        for text in self.texts:
+            if file_identity(text) in sources:
+                print(
+                    f"warning: --heldout.texts {text} is a text the training samples were made "
+                    "from: its loss is not held-out",
+                    file=sys.stderr,
+                )
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.texts or not trainer.is_global_zero:
             return
         tokenizer = _load_tokenizer(self._resolve_tokenizer(trainer, pl_module))
         self._check_tokenizer(tokenizer, trainer, pl_module)
+        self._warn_of_training_text(trainer)
         positions = pl_module.model.config.max_position_embeddings
         max_len = self.max_len or min(128, positions)
         if max_len > positions:
@@ -202,9 +222,10 @@ def _is_record(path: Path) -> bool:
 def _check_output(output: str, inputs: list) -> None:
     """heldout.output is appended to, so an existing file must be this callback's own record
     (a resumed run continues it); never one of its inputs, never another file."""
-    from bertlab.files.output_folder import check_inputs
+    from bertlab.files.output_folder import check_inputs, check_outside_outputs
 
     check_inputs(output, inputs, "--heldout.output", noun="file name")
+    check_outside_outputs(output, "--heldout.output")
     path = Path(output)
     if path.is_dir():
         raise ValueError(f"--heldout.output {output} is a folder; give a file name to write")

@@ -305,3 +305,14 @@ def check_model_weights(folder: Path, flag: str) -> None:
             f"{flag}: {config_path} says num_hidden_layers {layers}, but the weights hold "
             f"{len(found)} layers: the config is not these weights'; export the folder again"
         )
+
+
+def not_a_file(path: str | Path) -> str:
+    """Why `path` cannot be read as a file, in a few words: "no such file", "a folder, not a
+    file", "not a regular file (a FIFO or a device)" (never "no such file" for what exists)."""
+    file = Path(path)
+    if file.is_dir():
+        return "a folder, not a file; give a file in it"
+    if file.exists():
+        return "not a regular file (a FIFO, a socket or a device); give a file"
+    return "no such file"

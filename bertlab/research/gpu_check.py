@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bertlab.files.artefacts import not_a_file
 from bertlab.files.output_folder import check_output_folder, write_marker
 from bertlab.research.gpu_checks import (
     Check,
@@ -44,6 +45,7 @@ from bertlab.research.gpu_checks import (
     check_test,
     make_plan,
 )
+from bertlab.signals import Interrupted
 
 COMMAND = "gpu_check"
 
@@ -91,7 +93,7 @@ def gpu_check(
         raise ValueError(f"--checks {' '.join(unknown)}: unknown; choose from {' '.join(names)}")
     input = input or DEFAULT_INPUT
     if not Path(input).is_file():
-        raise ValueError(f"--input {input}: no such file")
+        raise ValueError(f"--input {input}: {not_a_file(input)}")
     out = Path(output_dir)
     if check_output_folder(out, COMMAND, [("--input", input)], overwrite):
         import shutil
@@ -103,7 +105,15 @@ def gpu_check(
     results: list[Check] = []
     for name in (n for n in names if n in wanted):
         started = time.perf_counter()
-        check = _run_check(name, plan, input, out)
+        try:
+            check = _run_check(name, plan, input, out)
+        except Interrupted as stop:  # device time is dear: what was measured stays, said so
+            done = ", ".join(c.name for c in results) or "none"
+            stop.detail = (
+                f"stopped during the {name} check; the checks done ({done}) are in "
+                f"{out / 'checks.json'}, the folder is incomplete"
+            )
+            raise
         check.figures["seconds"] = round(time.perf_counter() - started, 1)
         results.append(check)
         print(check.line(), flush=True)

@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from bertlab.files.artefacts import not_a_file
 from bertlab.files.output_folder import Legacy, check_output_folder, write_marker
 from bertlab.files.tensorboard_logs import read_scalars
 
@@ -254,7 +255,7 @@ def soak(
         raise ValueError(f"--warmup_fraction {warmup_fraction} must be in [0, 0.9)")
     # Refused here, before the output folder and a fit are started for nothing.
     if not Path(config).is_file():
-        raise ValueError(f"--config {config}: no such file")
+        raise ValueError(f"--config {config}: {not_a_file(config)}")
     for flag, value, least in (("num_workers", num_workers, 0), ("interval", interval, 0.01),
                                ("max_growth_mb", max_growth_mb, 0)):  # fmt: skip
         if value < least:

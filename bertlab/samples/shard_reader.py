@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertlab.files import remote
+from bertlab.files.identity import file_identity
 
 SAMPLES_FORMAT = "bertlab.samples"
 SAMPLES_FORMAT_VERSION = 1
@@ -60,6 +61,16 @@ class SampleSet:
     @property
     def num_samples(self) -> int:
         return sum(shard.num_samples for shard in self.shards)
+
+    @property
+    def source_files(self) -> dict:
+        """The corpus files the samples were made from: file identity -> path as recorded."""
+        return {
+            file_identity(path): str(path)
+            for meta in self.metas.values()
+            for path in meta.get("source_files") or []
+            if isinstance(path, str)
+        }
 
 
 def read_meta(folder: str | Path) -> dict:
@@ -105,6 +116,8 @@ def _check_counts(meta: dict, path: object) -> None:
     epoch count of -409,600,000, a shard read as holding no samples)."""
     if not (_is_count(meta["max_seq_len"]) and meta["max_seq_len"] > 0):
         raise ValueError(f"{path} is damaged: max_seq_len {meta['max_seq_len']!r} is no length")
+    if "nsp" in meta and not isinstance(meta["nsp"], bool):
+        raise ValueError(f"{path} is damaged: nsp {meta['nsp']!r} is not true or false")
     if "num_samples" in meta and not _is_count(meta["num_samples"]):
         raise ValueError(f"{path} is damaged: num_samples {meta['num_samples']!r} is no count")
     if not isinstance(meta["shards"], list):

@@ -136,7 +136,7 @@ def is_complete_checkpoint(path: str | Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return bool(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, ValueError, zipfile.BadZipFile):  # a garbled directory: UnicodeDecodeError
         return False
 
 
@@ -231,7 +231,9 @@ def _newest_remote(urls: list[str], local: set[Path]) -> Path | str | None:
     return None
 
 
-def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> str | None:
+def resolve_checkpoint(
+    ckpt_path: str | None, folders: Iterable[str | Path], missing_ok: bool = True
+) -> str | None:
     """`--ckpt_path` as fit should get it: `last` resolved in `folders`, a file checked.
 
     `hpc` passes unchanged; a URL is checked like a file. `best` is refused: Lightning means the
@@ -252,6 +254,8 @@ def resolve_checkpoint(ckpt_path: str | None, folders: Iterable[str | Path]) -> 
         found = newest_checkpoint(folders)
         if found is None:
             where = ", ".join(str(f) for f in folders)
+            if not missing_ok:  # validate / test: random weights are no answer
+                raise ValueError(f"--ckpt_path last: no checkpoint in {where} to score")
             log.warning("--ckpt_path last: no checkpoint in %s yet; starting from scratch", where)
             return None
         log.info("--ckpt_path last: resuming from %s", found)

@@ -150,7 +150,7 @@ class BertLabCLI(LightningCLI):
             config = self.config[subcommand]
             root = config.trainer.default_root_dir
             folders = [config.checkpoint.dirpath, root or "lightning_logs"]
-            config.ckpt_path = resolve_checkpoint(config.ckpt_path, folders)
+            config.ckpt_path = resolve_checkpoint(config.ckpt_path, folders, subcommand == "fit")
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the checkpoint's hyperparameters into `model`; older checkpoints kept
@@ -277,9 +277,13 @@ class BertLabCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except USER_ERRORS:
-            # A refusal from inside the run: the log folder it made for itself goes with it.
+        except (*USER_ERRORS, Interrupted) as error:
+            # A refusal from inside the run, or a stop before its first step (or during a test):
+            # the log folder it made for itself goes with it. Logs of steps trained stay.
             run_root = getattr(self, "_log_root", None)
+            trained = subcommand == "fit" and self.trainer.global_step > 0
+            if isinstance(error, Interrupted) and trained:
+                raise
             if run_root is not None and self.trainer.is_global_zero:
                 root, parents, before = run_root
                 log_dir = Path(self.trainer.logger.log_dir)

@@ -47,6 +47,10 @@ def _kind(annotation: str) -> str:
     return re.sub(r"<class '([^']+)'>", r"\1", annotation)
 
 
+def _not_finite(value: str) -> bool:
+    return value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+
+
 def _readable(message: str) -> str:
     """jsonargparse's type errors as `--key value: expected ...`, the flag first.
 
@@ -62,6 +66,8 @@ def _readable(message: str) -> str:
     union = _UNION.search(rest)
     if union:
         subtypes, value = union.group("subtypes"), union.group("v")
+        if _not_finite(value):
+            return f"--{key} {value}: expected a finite number"
         others = _LITERAL.sub("", subtypes).replace(_NONE, "")
         if not re.search(r"\w", others):  # only literals (and None): say which values
             choices = [
@@ -88,6 +94,8 @@ def _readable(message: str) -> str:
         if literal:
             choices = ", ".join(c.strip().strip("'") for c in literal.group(1).split(","))
             return f"--{key} {got.group('v')}: expected one of {choices}"
+        if _not_finite(got.group("v")):
+            return f"--{key} {got.group('v')}: expected a finite number"
         return f"--{key} {got.group('v')}: expected {_kind(got.group('type'))}"
     return message
 
@@ -143,6 +151,24 @@ def check_config_files(args: list[str]) -> None:
             raise ValueError(
                 f"--config {path}: a YAML {type(loaded).__name__}, not a mapping of sections "
                 "(model:, data:, trainer:, ...)"
+            )
+        _check_sections(loaded, path)
+
+
+# Top-level keys of a config that hold one value; every other one is a section of settings.
+SCALAR_KEYS = {"seed_everything", "ckpt_path", "config"}
+
+
+def _check_sections(loaded: dict, path: str, prefix: str = "") -> None:
+    """A section that is not a mapping (`model: [1, 2]`) is ignored by the parser or refused
+    without the file's name: refused here, naming it."""
+    for key, value in loaded.items():
+        if key in ("fit", "validate", "test") and isinstance(value, dict) and not prefix:
+            _check_sections(value, path, f"{key}.")  # a file of several subcommands
+        elif key not in SCALAR_KEYS and value is not None and not isinstance(value, dict):
+            raise ValueError(
+                f"--config {path}: {prefix}{key} is a YAML {type(value).__name__}, not a "
+                f"section of settings (indented `name: value` lines under `{key}:`)"
             )
 
 

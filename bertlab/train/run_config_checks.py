@@ -48,6 +48,12 @@ def refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
             f"--trainer.max_time {max_time}: bertlab fit would train for no time and save "
             "nothing; give DD:HH:MM:SS above zero"
         )
+    devices = trainer.get("devices")
+    if str(devices).strip() in ("0", "-0", "[]") or (isinstance(devices, int) and devices < -1):
+        raise ValueError(  # Lightning's own words name Trainer(devices='0'), not the flag
+            f"--trainer.devices {devices}: give a number of devices of at least 1, a list of "
+            "device indices, -1 (all) or auto"
+        )
     accumulate = trainer.get("accumulate_grad_batches")
     if isinstance(accumulate, int) and accumulate < 1:  # Lightning divides by it mid-step
         raise ValueError(f"--trainer.accumulate_grad_batches {accumulate} must be at least 1")

@@ -310,7 +310,7 @@ def test_truncated_gzip_and_wrong_counts_fail(tmp_path):
         take(loader(tmp_path / "train", on_bad_sample="skip"))
     write_samples(tmp_path / "short", [10], nsp=False)
     meta = json.loads((tmp_path / "short" / "meta.json").read_text())
-    meta["shards"][0]["num_samples"] = 12
+    meta["shards"][0]["num_samples"] = meta["num_samples"] = 12  # consistent, but not the file's
     (tmp_path / "short" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="has 10 lines but its meta.json says 12"):
         take(loader(tmp_path / "short"))

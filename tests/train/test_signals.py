@@ -119,6 +119,8 @@ def test_fit_interrupted_exits_128_plus_the_signal_with_its_checkpoint(
     name = signal.Signals(signum).name
     if stopped is None:
         assert not list(root.rglob("*.ckpt")), "a checkpoint before the first step"
+        # Nothing of this run is saved: not even the log folder it made for itself.
+        assert not (root / "lightning_logs" / "version_0").exists()
         assert f"interrupted by {name}: stopped before the first training step" in run.output
         return
     assert f"interrupted by {name} at step {stopped}: saved {folder / 'last.ckpt'}" in run.output
@@ -199,6 +201,7 @@ def test_test_interrupted_exits_128_plus_the_signal(en_samples, trained, tmp_pat
     assert f"interrupted by {signal.Signals(signum).name}" in run.output
     assert digest(trained) == before  # test reads the checkpoint, never writes it
     assert_no_debris(tmp_path)
+    assert not (tmp_path / "test-run" / "lightning_logs" / "version_0").exists()  # nothing written
 
 
 # -- export_model --------------------------------------------------------------------------------
