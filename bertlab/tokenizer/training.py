@@ -60,6 +60,18 @@ LEGACY = Legacy(
 )  # fmt: skip
 
 
+def _check_vocab_size(vocab_size: int) -> None:
+    if vocab_size > MAX_VOCAB_SIZE:  # the trainers abort the process on sizes like 1e10
+        raise ValueError(
+            f"--vocab_size {vocab_size} is beyond any tokenizer (at most {MAX_VOCAB_SIZE:,}; "
+            "BERT's is 30,522)"
+        )
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"--vocab_size {vocab_size} is too small: it must exceed the 5 special tokens"
+        )
+
+
 def train_tokenizer(
     train_file: str,
     output_dir: str,
@@ -103,15 +115,7 @@ def train_tokenizer(
     check_output_folder(output_dir, "train_tokenizer", inputs, overwrite, legacy=LEGACY)
     if model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
-    if vocab_size > MAX_VOCAB_SIZE:  # the trainers abort the process on sizes like 1e10
-        raise ValueError(
-            f"--vocab_size {vocab_size} is beyond any tokenizer (at most {MAX_VOCAB_SIZE:,}; "
-            "BERT's is 30,522)"
-        )
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(
-            f"--vocab_size {vocab_size} is too small: it must exceed the 5 special tokens"
-        )
+    _check_vocab_size(vocab_size)
     if not 0 < character_coverage <= 1:
         raise ValueError(f"--character_coverage {character_coverage} must be in (0, 1]")
     if model_type == "wordpiece" and not add_dummy_prefix:
