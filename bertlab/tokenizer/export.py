@@ -145,7 +145,7 @@ def tokenizer_info(folder: Path, source: Path, tokenizer) -> dict[str, Any]:
         from bertlab.tokenizer.training import tokenizer_fingerprint
 
         fingerprint = tokenizer_fingerprint(str(source))
-    except (ImportError, ValueError, OSError):
+    except (ValueError, OSError):  # a folder without its files: the card says none
         fingerprint = None
     info.update(
         type=described,
