@@ -222,6 +222,10 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(value, str) and not value.strip() and value != default:  # `--input=`
                 raise ValueError(f"--{name} is empty; give a value (see --help)")
             bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
+            seed = bound.arguments[name]
+            if name == "seed" and isinstance(seed, int) and not 0 <= seed < 2**32:
+                # numpy's and torch's seeds; a negative one fails later, or is silently folded
+                raise ValueError(f"--seed {seed} must be in [0, 2**32)")
         fn(*bound.args, **bound.kwargs)
 
     wrapper.__signature__ = loose  # type: ignore[attr-defined]
@@ -269,6 +273,8 @@ def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
     line and 130 / 143, not a KeyboardInterrupt traceback from inside torch.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:  # help, whatever else was typed (fire would run it)
+        argv = ["--help"]
     try:
         with stop_on_signals():
             fn = _imported(fn) if isinstance(fn, str) else fn

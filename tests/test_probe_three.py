@@ -235,7 +235,7 @@ def test_readers_name_the_flag_and_the_file(
     config = json.loads((broken / "tokenizer.json").read_text(encoding="utf-8"))
     (broken / "tokenizer.json").write_text(json.dumps({**config, "model": "x"}), encoding="utf-8")
     for fn, argv, expected in (
-        (evaluate_mlm, [*base, "--text", text, "--seed", "-1"], "--seed -1 must be 0 or more"),
+        (evaluate_mlm, [*base, "--text", text, "--seed", "-1"], "--seed -1 must be in [0, 2**32)"),
         (evaluate_mlm, [*base, "--text", packed], f"{packed}: bzip2-compressed; give it as"),
         (evaluate_mlm, [*base, "--text", text, "--tokenizer", samples],
          f"--tokenizer {samples} holds no tokenizer files (tokenizer.json); it is prepare_s"),
@@ -349,7 +349,7 @@ def test_text_readers_refuse_a_shard_and_see_through_links(
     shard = next((en_samples / "test").glob("shard-*.jsonl.gz"))
     base = ["--model", masked_lm, "--max_blocks", "4"]
     error = _error(_run(evaluate_mlm, [*base, "--text", shard], capsys))
-    assert f"{shard}: a samples shard (prepare_samples' output), not corpus text" in error
+    assert f"{shard}: a file of prepare_samples's output, not corpus text" in error
     text = en_corpus / "test.txt"
     link = tmp_path / "unigram.txt"
     link.hardlink_to(text)
@@ -462,3 +462,49 @@ def test_the_fourth_probes_tool_findings(masked_lm, en_corpus, en_samples, tmp_p
     (train / "meta.json").write_text(json.dumps({**meta, "nsp": "yes"}), encoding="utf-8")
     error = _error(_run(plan_budget, ["--batch_size", "8", "--samples", train], capsys))
     assert "is damaged: nsp 'yes' is not true or false" in error
+
+
+def test_the_fifth_probes_findings(masked_lm, en_corpus, en_wordpiece, tmp_path, capsys):
+    """Help whatever else is typed, URLs and other commands' files where a local path or a
+    text is wanted, a negative seed anywhere, an export folder that is not one."""
+    from tiny import handmade_checkpoint
+
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.export.fill_mask import fill_mask
+    from bertlab.export.hub import push_to_hub
+    from bertlab.export.model import export_model
+    from bertlab.research.budget import plan_budget
+    from bertlab.samples.prepare import prepare_samples
+    from bertlab.tokenizer.training import train_tokenizer
+
+    text = en_corpus / "test.txt"
+    status, err = _run(prepare_corpus, ["--input", tmp_path / "nothing.txt", "--help"], capsys)
+    assert status == 0 and "error" not in err
+    error = _error(_run(prepare_corpus, ["--input", text, "--output_dir", "s3://bucket/c"], capsys))
+    assert "is a URL; this command writes a local path" in error
+    assert not Path("s3:").exists()
+    vocab = en_wordpiece / "vocab.txt"
+    error = _error(_run(train_tokenizer, ["--train_file", vocab, "--output_dir", tmp_path / "t"],
+                        capsys))  # fmt: skip
+    assert f"--train_file {vocab}: a file of train_tokenizer's output, not corpus text" in error
+    error = _error(_run(prepare_samples, ["--input", text, "--tokenizer", en_wordpiece,
+                                          "--output_dir", tmp_path / "s", "--seed", "-1"],
+                        capsys))  # fmt: skip
+    assert error == "error: --seed -1 must be in [0, 2**32)"
+    status, err = _run(fill_mask, ["--model", masked_lm, "--text", "the [MASK] is here"], capsys)
+    assert status == 0 and f"warning: --model {masked_lm}: its weights were never trained" in err
+    status, err = _run(plan_budget, ["--batch_size", "8", "--seq_len", "64", "--target_tokens",
+                                     "1"], capsys)  # fmt: skip
+    assert status == 0 and "warning: the budget of 1 tokens is less than one step's 512" in err
+    ckpt = handmade_checkpoint(en_wordpiece, tmp_path / "tiny.ckpt")
+    model = tmp_path / "model"
+    export_model(str(ckpt), str(model), language="en")
+    embeddings = tmp_path / "embeddings"
+    export_model(str(ckpt), str(embeddings), language="en", embeddings_only=True)
+    capsys.readouterr()
+    shutil.copy(embeddings / "word_embeddings.safetensors", model / "model.safetensors")
+    with pytest.raises(ValueError, match="the weights hold no encoder layer"):
+        push_to_hub(str(model), "someone/tiny-bert", dry_run=True)
+    shutil.copy(en_wordpiece / ".bertlab-output", model / ".bertlab-output")
+    with pytest.raises(ValueError, match="holds the output of train_tokenizer, not export_model"):
+        push_to_hub(str(model), "someone/tiny-bert", dry_run=True)

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from bertlab.files.artefacts import not_a_file
 from bertlab.files.identity import file_identity
+from bertlab.model.network import never_trained
 from bertlab.tokenizer.export import check_folder_tokenizer
 from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 
@@ -219,20 +220,6 @@ def evaluate_masked_lm(
         result["unigram_accuracy"] = round(float((truth == unigram.argmax()).float().mean()), 4)
         result["below_unigram"] = round(unigram_loss - result["loss"], 4)
     return result
-
-
-def never_trained(model: torch.nn.Module) -> bool:
-    """Whether every LayerNorm of `model` still has its initial scale 1 and shift 0.
-
-    Every one of them is on the path of the masked-LM loss and has no weight decay to hold it,
-    so the first optimizer step with a non-zero learning rate moves them all.
-    """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
-    return bool(norms) and all(
-        (m.weight is None or bool((m.weight == 1).all()))
-        and (m.bias is None or bool((m.bias == 0).all()))
-        for m in norms
-    )
 
 
 def describe(result: dict) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.files.artefacts import check_model_folder, check_model_weights
+from bertlab.model.network import never_trained
 from bertlab.tokenizer.special import MAX_UNKNOWN_SHARE
 
 Prediction = dict[str, Any]
@@ -89,6 +90,7 @@ def predict_masks(pipe, texts: list[str], top_k: int = 5) -> list[list[list[Pred
             )
     for number, text in enumerate(texts, start=1):
         _warn_of_unknown(pipe.tokenizer, number, text)
+
     results = []
     for text in texts:
         output = pipe(text, top_k=top_k)
@@ -141,6 +143,12 @@ def fill_mask(model: str, text: list[str], top_k: int = 5, json: bool = False) -
     if top_k < 1:
         raise ValueError(f"--top_k must be at least 1, got {top_k}")
     pipe = load_fill_mask_pipeline(model)
+    if never_trained(pipe.model):
+        print(
+            f"warning: --model {model}: its weights were never trained (every LayerNorm still "
+            "has its initial scale 1 and shift 0): the fills are those of random weights",
+            file=sys.stderr,
+        )
     results = predict_masks(pipe, texts, top_k=top_k)
     if json:
         for t, masks in zip(texts, results, strict=True):

@@ -77,7 +77,12 @@ def check_export_folder(model_dir: Path) -> None:
     if "tokenizer_config.json" not in names:
         raise ValueError(f"--model_dir {model_dir}: no tokenizer files (tokenizer_config.json)")
     marker = read_marker(model_dir)
-    if marker is not None and marker.get("command") == "export_model":
+    if marker is not None and marker.get("command") != "export_model":
+        raise ValueError(
+            f"--model_dir {model_dir} holds the output of {marker.get('command')}, not "
+            "export_model; give the folder export_model wrote"
+        )
+    if marker is not None:
         written = set(marker.get("entries") or [])
         if missing := sorted(written - {name.split("/")[0] for name in names}):
             raise ValueError(

@@ -298,8 +298,14 @@ def check_model_weights(folder: Path, flag: str) -> None:
             refuse_nonfinite(((name, f.get_tensor(name)) for name in names), f"{flag}: {weights}")
         every_name += names
     # Layers a config has beyond the weights would be drawn at random, without a word.
-    found = {int(m[1]) for n in every_name if (m := re.search(r"encoder\.layer\.(\d+)\.", n))}
+    layer = r"(?:encoder|transformer)\.layers?\.(\d+)\."
+    found = {int(m[1]) for n in every_name if (m := re.search(layer, n))}
     layers = config.get("num_hidden_layers")
+    if files and not found and isinstance(layers, int) and layers > 0:
+        raise ValueError(  # e.g. an embeddings-only export's file in a model folder
+            f"{flag}: {config_path} says num_hidden_layers {layers}, but the weights hold no "
+            "encoder layer: the config is not these weights'; export the folder again"
+        )
     if found and isinstance(layers, int) and layers != len(found):
         raise ValueError(
             f"{flag}: {config_path} says num_hidden_layers {layers}, but the weights hold "

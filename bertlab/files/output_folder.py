@@ -36,6 +36,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -96,6 +97,18 @@ def read_marker(folder: Path) -> dict | None:
     return marker
 
 
+def refuse_foreign_text(path: str | os.PathLike, flag: str) -> None:
+    """A text input that is a file of another command's output (a tokenizer's vocab.txt, a
+    samples folder's meta.json, an export's config) is no corpus: refused, naming whose it is.
+    prepare_corpus's own files are corpus text."""
+    marker = read_marker(Path(path).parent)
+    if marker is not None and marker["command"] != "prepare_corpus":
+        raise ValueError(
+            f"{flag} {path}: a file of {marker['command']}'s output, not corpus text; give a "
+            "text file such as prepare_corpus's train.txt"
+        )
+
+
 def write_marker(folder: Path, command: str, names: Iterable[str] | None = None) -> None:
     """Write the marker naming `command` and the entries it wrote (default: all but the marker)."""
     if names is None:
@@ -125,11 +138,22 @@ def check_inputs(
             )
 
 
+def _refuse_url(output: str | os.PathLike, flag: str) -> None:
+    """A tool writes a local folder: `s3://b/c` would become a folder named `s3:` here."""
+    # A Path has already folded `s3://b` into `s3:/b`: the scheme is what tells.
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(output)):
+        raise ValueError(
+            f"{flag} {output} is a URL; this command writes a local path (only bertlab fit "
+            "writes its runs to an object store): write here, then copy it there"
+        )
+
+
 def check_outside_outputs(output: str | os.PathLike, flag: str, command: str | None = None) -> None:
     """Refuse an output inside another command's marked output folder (a HOLDERS folder
     aside): the owner's --overwrite would then be refused, and its Hub upload or its reader
     would take the stranger for its own. With `command`, `output` itself must not be another
     command's folder either (for caches, which check_output_folder does not judge)."""
+    _refuse_url(output, flag)
     out = _resolved(output, flag)
     for owner in (out, *out.parents) if command else out.parents:
         marker = read_marker(owner) if owner.is_dir() else None

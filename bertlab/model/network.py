@@ -184,3 +184,17 @@ def _load_pretrained(
             embeddings[model.config.pad_token_id].zero_()
             model.cls.predictions.bias.zero_()
     return model.float()
+
+
+def never_trained(model: torch.nn.Module) -> bool:
+    """Whether every LayerNorm of `model` still has its initial scale 1 and shift 0.
+
+    Every one of them is on the path of the masked-LM loss and has no weight decay to hold it,
+    so the first optimizer step with a non-zero learning rate moves them all.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    return bool(norms) and all(
+        (m.weight is None or bool((m.weight == 1).all()))
+        and (m.bias is None or bool((m.bias == 0).all()))
+        for m in norms
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json as json_module
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,12 @@ def plan_budget(
     sequences_per_step = batch_size * accumulate_grad_batches * num_devices * num_nodes
     tokens_per_step = sequences_per_step * seq_len
     steps = math.ceil(budget / tokens_per_step)
+    if budget < tokens_per_step:  # the plan is one step, whatever the budget: said
+        print(
+            f"warning: the budget of {budget:,} tokens is less than one step's "
+            f"{tokens_per_step:,}: the plan is one step; is --target_tokens in tokens?",
+            file=sys.stderr,
+        )
     sequences = steps * sequences_per_step
     plan: dict[str, Any] = {
         "target": description,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bertlab.files.output_folder import refuse_foreign_text
 from bertlab.samples.token_store import array_path
 from bertlab.tokenizer.special import compression_of
 from bertlab.workers import WORKER, Workers
@@ -51,6 +52,7 @@ def check_corpus_name(path: Path | str) -> None:
     """Refuse a file whose name says it is no corpus text: a samples shard, or raw input for
     prepare_corpus (read as text, its JSON or markup would be taken for sentences)."""
     name = Path(path).name.lower()
+    refuse_foreign_text(path, "--input")
     if name.startswith("shard-") and name.endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(
             f"--input {path}: a samples shard (prepare_samples' output), not corpus text; give "

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bertlab.files.output_folder import refuse_foreign_text
+
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SPECIAL_IDS: dict[str, int] = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 # Real text in a tokenizer's own language has well under 1% [UNK]: above 5% the text is not
@@ -46,6 +48,7 @@ def iter_lines(path: str, flag: str = "--train_file") -> Iterator[tuple[int, str
         raise ValueError(f"{flag} {path} does not exist")
     if not file.is_file():
         raise ValueError(f"{flag} {path} is not a file")
+    refuse_foreign_text(file, flag)  # a vocab.txt or meta.json read as text trains nonsense
     offset = 0
     kind = compression_of(file)
     with open(file, "rb") as f:
