@@ -245,7 +245,7 @@ def _flag_values(argv: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _os_error_line(error: OSError, argv: list[str]) -> str:
+def os_error_line(error: OSError, argv: list[str]) -> str:
     """`[Errno 13] Permission denied: 'ro/.t2.x.tmp'` as the flag whose path it is: the file
     itself, a file inside its folder, or the hidden temporary written beside it."""
     failed = Path(error.filename).absolute()
@@ -288,7 +288,7 @@ def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
     except USER_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         if isinstance(error, OSError) and error.filename and message.startswith("[Errno"):
-            message = _os_error_line(error, argv)
+            message = os_error_line(error, argv)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:

@@ -508,3 +508,37 @@ def test_the_fifth_probes_findings(masked_lm, en_corpus, en_wordpiece, tmp_path,
     shutil.copy(en_wordpiece / ".bertlab-output", model / ".bertlab-output")
     with pytest.raises(ValueError, match="holds the output of train_tokenizer, not export_model"):
         push_to_hub(str(model), "someone/tiny-bert", dry_run=True)
+
+
+def test_the_fifth_probes_fit_findings(en_samples, en_wordpiece, masked_lm, tmp_path, capsys):
+    from tiny import handmade_checkpoint
+
+    from bertlab.downstream.finetune import finetune
+
+    tiny = REPO / "configs" / "tiny.yaml"
+    run = tmp_path / "run"
+    error = _error(_fit(["fit", "--trainer.max_steps=2", f"--config={tiny}"], capsys))
+    assert f"--trainer.max_steps comes before --config {tiny}, which sets" in error
+    for extra, expected in (
+        (["--trainer.max_epochs=0"], "--trainer.max_epochs 0: bertlab fit would train on no"),
+        (["--trainer.check_val_every_n_epoch=0"], "--trainer.check_val_every_n_epoch 0 must be"),
+        (["--trainer.val_check_interval=0.5"], "a fraction of an epoch needs"),
+        (["--trainer.logger=false"], "--trainer.logger false: bertlab's learning-rate"),
+        (["--trainer.default_root_dir=/dev/null"], "--trainer.default_root_dir /dev/null: not a"),
+    ):
+        error = _error(_fit(_tiny_fit(en_samples, run, *extra), capsys))
+        assert expected in error, error
+    status, err = _fit(_tiny_fit(en_samples, run, "--checkpoint.save_last=false",
+                                 "--checkpoint.save_top_k=0"), capsys)  # fmt: skip
+    assert status == 0 and "warning: --checkpoint.save_last false with" in err, err
+    # test scores the checkpoint's weights: how they were trained (warmup) is no contradiction
+    ckpt = handmade_checkpoint(en_wordpiece, tmp_path / "tiny.ckpt")
+    argv = _tiny_fit(en_samples, tmp_path / "scored", "--model.hidden_size=32",
+                     "--model.intermediate_size=64", f"--ckpt_path={ckpt}")  # fmt: skip
+    status, err = _fit(["test", *argv[1:]], capsys)
+    assert status == 0, err
+    task = tmp_path / "t.jsonl"
+    task.write_text('{"text": "good", "label": 1}\n{"text": null, "label": 0}\n', "utf-8")
+    error = _error(_run(finetune, ["--model", masked_lm, "--train_file", task, "--valid_file",
+                                   task], capsys))  # fmt: skip
+    assert f"{task} line 2: 'text' is null, not text" in error

@@ -173,7 +173,8 @@ def _read_jsonl(path: Path, label_column: str, text_columns: list[str] | None) -
             values.append(record[key])
         for key, value in zip(text_columns, values[1:], strict=True):
             if not isinstance(value, str):
-                raise ValueError(f"{where}: {key!r} is {type(value).__name__}, not text")
+                kind = "null" if value is None else f"a JSON {type(value).__name__}"
+                raise ValueError(f"{where}: {key!r} is {kind}, not text")
         label = values[0]
         if isinstance(label, bool):
             label = str(label).lower()

@@ -28,6 +28,13 @@ from collections.abc import Mapping
 from typing import Any
 
 NOT_COMPARED = {"tokenizer", "_instantiator", "_class_path"}
+# Settings of how weights are trained, not of what they compute: validate and test, which only
+# score the checkpoint's weights, never contradict it through them (a config shared with fit).
+TRAINING_ONLY = frozenset({
+    "lr", "weight_decay", "betas", "eps", "warmup_steps", "lr_schedule", "trainable",
+    "initializer_range", "reinit_word_embeddings", "position_init", "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+})  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

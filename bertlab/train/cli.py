@@ -58,6 +58,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
 from bertlab.command import USER_ERRORS as COMMAND_USER_ERRORS
+from bertlab.command import os_error_line
 from bertlab.data.datamodule import BertDataModule
 from bertlab.downstream.heldout_monitor import HeldoutEvaluation
 from bertlab.files import remote
@@ -65,7 +66,7 @@ from bertlab.files.artefacts import read_json_object
 from bertlab.files.output_folder import new_folders, remove_unused
 from bertlab.model.module import BertPretraining
 from bertlab.model.network import SHAPE_KEYS
-from bertlab.model.resume import check_resume, data_changes
+from bertlab.model.resume import TRAINING_ONLY, check_resume, data_changes
 from bertlab.signals import Interrupted, stop_on_signals
 from bertlab.speed.settings import (
     Speed,
@@ -91,6 +92,7 @@ from bertlab.train.run_config_checks import (
     refuse_escaping_filename,
     refuse_outputs_in_inputs,
     refuse_zero_batches,
+    warn_no_checkpoint,
     warn_unreached_validation,
 )
 from bertlab.train.throughput import ThroughputMonitor
@@ -183,7 +185,10 @@ class BertLabCLI(LightningCLI):
             )
         current = self.config[subcommand].get("model")
         current = current.as_dict() if hasattr(current, "as_dict") else dict(current or {})
-        line = check_resume(ckpt_path, hparams, self._explicit(subcommand, "model"), current)
+        explicit = self._explicit(subcommand, "model")
+        if subcommand != "fit":  # scoring reads weights: how they were trained changes nothing
+            explicit = {k: v for k, v in explicit.items() if k not in TRAINING_ONLY}
+        line = check_resume(ckpt_path, hparams, explicit, current)
         if line:
             rank_zero_info(line)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
@@ -240,6 +245,7 @@ class BertLabCLI(LightningCLI):
             checkpoint = config.get("checkpoint")
             refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
             refuse_escaping_filename(checkpoint)
+            warn_no_checkpoint(checkpoint)
         # Scored all the same, but the figures are of random weights: said in one line.
         trained = config.get("ckpt_path") or (config.get("model") or {}).get("from_pretrained")
         if self.subcommand in ("test", "validate") and not trained:
@@ -341,7 +347,10 @@ def main(args: list[str] | None = None) -> None:
             raise
         given = list(sys.argv[1:] if args is None else args)
         hints = moved_key_hint(str(error)) + unknown_key_hint(str(error), given)
-        print(f"error: {one_line(error)}{hints}", file=sys.stderr)
+        line = one_line(error)
+        if isinstance(error, OSError) and error.filename and line.startswith("[Errno"):
+            line = os_error_line(error, given)  # the flag whose path it was, not a bare errno
+        print(f"error: {line}{hints}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
         print(stop.line(), file=sys.stderr)

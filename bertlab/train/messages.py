@@ -153,6 +153,27 @@ def check_config_files(args: list[str]) -> None:
                 "(model:, data:, trainer:, ...)"
             )
         _check_sections(loaded, path)
+    _refuse_flags_before_configs(args)
+
+
+def _refuse_flags_before_configs(args: list[str]) -> None:
+    """jsonargparse applies the command line in order: a `--config` after `--trainer.max_steps 2`
+    replaces the 2 with the file's value, silently. Refused when the file sets that key."""
+    given: list[str] = []
+    for i, word in enumerate(args):
+        if not word.startswith("--"):
+            continue
+        key = word[2:].split("=", 1)[0]
+        if key != "config":
+            given.append(key)
+            continue
+        path = word.split("=", 1)[1] if "=" in word else (args[i + 1] if i + 1 < len(args) else "")
+        for earlier in given:
+            if path and os.path.isfile(path) and _holds(path, earlier.split(".")):
+                raise ValueError(
+                    f"--{earlier} comes before --config {path}, which sets {earlier} too: the "
+                    "file's value would replace yours; put --config first"
+                )
 
 
 # Top-level keys of a config that hold one value; every other one is a section of settings.

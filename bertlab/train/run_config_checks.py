@@ -25,7 +25,7 @@ from bertlab.files import remote
 from bertlab.files.output_folder import HOLDERS, read_marker
 
 ZERO_BATCH_KEYS = {
-    "fit": ("limit_train_batches", "max_steps"),
+    "fit": ("limit_train_batches", "max_steps", "max_epochs"),
     "validate": ("limit_val_batches",),
     "test": ("limit_test_batches",),
 }
@@ -65,6 +65,41 @@ def refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
     clip = trainer.get("gradient_clip_val")
     if isinstance(clip, (int, float)) and clip < 0:
         raise ValueError(f"--trainer.gradient_clip_val {clip} must be >= 0 (0: no clipping)")
+    refuse_unusable_trainer(trainer)
+
+
+def refuse_unusable_trainer(trainer: Any) -> None:
+    """Trainer settings Lightning fails on later, in its own words (or with a traceback)."""
+    every = trainer.get("check_val_every_n_epoch")
+    if isinstance(every, int) and not isinstance(every, bool) and every < 1:
+        raise ValueError(  # Lightning divides by it
+            f"--trainer.check_val_every_n_epoch {every} must be at least 1, or null (bertlab's "
+            "runs validate every trainer.val_check_interval steps)"
+        )
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, float) and interval < 1 and every is None:
+        raise ValueError(
+            f"--trainer.val_check_interval {interval}: a fraction of an epoch needs "
+            "--trainer.check_val_every_n_epoch; bertlab's runs are step-based: give a number "
+            "of batches (e.g. 1000)"
+        )
+    if trainer.get("logger") is False:
+        raise ValueError(
+            "--trainer.logger false: bertlab's learning-rate, throughput and held-out figures "
+            "are logged to TensorBoard; keep the logger (its events are small)"
+        )
+
+
+def warn_no_checkpoint(checkpoint: Any) -> None:
+    """A fit that keeps no checkpoint at all (no last.ckpt, no best ones) is said in one line."""
+    if checkpoint is None or checkpoint.get("save_last") is not False:
+        return
+    if checkpoint.get("save_top_k") == 0:
+        print(
+            "warning: --checkpoint.save_last false with --checkpoint.save_top_k 0: the run "
+            "keeps no checkpoint (nothing to resume, test or export)",
+            file=sys.stderr,
+        )
 
 
 def _is_zero_time(max_time: Any) -> bool:
