@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bertlab.downstream.tasks import classification_metrics
-from bertlab.model.optim import adamw_implementation, build_adamw, lr_multiplier, parameter_groups
+from bertlab.model.optim import (
+    adamw_implementation,
+    build_adamw,
+    lr_multiplier,
+    parameter_groups,
+    warn_of_lr,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class FineTuning:
             raise ValueError(f"{flag}max_epochs {self.max_epochs} must be at least 1")
         if not self.lr > 0:
             raise ValueError(f"{flag}lr {self.lr} must be positive")
+        warn_of_lr(self.lr, f"{flag}lr")
         if not self.weight_decay >= 0:
             raise ValueError(f"{flag}weight_decay {self.weight_decay} must be >= 0 (0: no decay)")
         if not 0 <= self.warmup_ratio <= 1:  # a share of the steps: 2 would warm up past the end

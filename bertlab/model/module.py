@@ -45,6 +45,7 @@ from bertlab.model.optim import (
     lr_multiplier,
     parameter_groups,
     select_trainable,
+    warn_of_lr,
 )
 from bertlab.model.time_budget import BudgetClock, budget_seconds
 from bertlab.speed.allocator import keep_freed_memory
@@ -169,6 +170,7 @@ class BertPretraining(pl.LightningModule):
                 raise ValueError(f"model.{key} must be in [0, 1), got {p}")
         if not lr > 0:  # 0 trains nothing and saves the initial weights; below, torch's message
             raise ValueError(f"model.lr must be positive, got {lr}")
+        warn_of_lr(lr, "--model.lr")
         if not weight_decay >= 0:  # AdamW would grow the weights, silently
             raise ValueError(f"--model.weight_decay {weight_decay} must be >= 0 (0: no decay)")
         if lr_schedule not in ("linear", "constant"):

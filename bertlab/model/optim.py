@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 from collections.abc import Callable, Iterable
 
 import torch
@@ -46,6 +47,21 @@ WORD_EMBEDDING_PATTERNS = (
 NSP_ONLY_PATTERNS = ("bert.pooler.*", "cls.seq_relationship.*")
 
 PRESETS = ("all", "word_embeddings")
+
+
+# Above this an AdamW step moves every weight by about its own scale: the run diverges at once.
+MAX_SENSIBLE_LR = 1.0
+
+
+def warn_of_lr(lr: float, flag: str) -> None:
+    """A learning rate above 1 for AdamW (BERT's are 1e-5 to 1e-3) is said in one line: valid,
+    but the loss becomes NaN within a few steps."""
+    if lr > MAX_SENSIBLE_LR:
+        print(
+            f"warning: {flag} {lr:g} is far above any AdamW learning rate for BERT (1e-5 to "
+            "1e-3): the run will diverge; did you mean a power of ten below?",
+            file=sys.stderr,
+        )
 
 
 def _matches(name: str, pattern: str) -> bool:

@@ -346,3 +346,10 @@ def test_fine_tuning_settings_are_refused_as_finetune_refuses_them(setting, mess
     with pytest.raises(ValueError) as error:
         DownstreamEvaluation(train_file="t.tsv", valid_file="v.tsv", **setting)
     assert str(error.value) == message
+
+
+def test_a_learning_rate_above_one_is_warned_of(capsys):
+    DownstreamEvaluation(train_file="t.tsv", valid_file="v.tsv", lr=1000.0)
+    assert capsys.readouterr().err.startswith(
+        "warning: DownstreamEvaluation.lr 1000 is far above any AdamW learning rate"
+    )
