@@ -118,6 +118,20 @@ def _list_item_types(annotation: Any) -> tuple[Any, ...]:
     return tuple(items)
 
 
+def _join_flag_values(argv: list[str]) -> list[str]:
+    """`--overrides '--data.x a --model.y b'`: a value that starts with -- (it holds spaces
+    before any =, so it is no flag) is joined to its flag as `--overrides=...`."""
+    out: list[str] = []
+    for word in argv:
+        name = word[2:].split("=", 1)[0]
+        is_value = word.startswith("--") and any(c.isspace() for c in name)
+        if is_value and out and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={word}"
+            continue
+        out.append(word)
+    return out
+
+
 def _gather_lists(argv: list[str], list_flags: set[str]) -> list[str]:
     """Turn `--input a b c` into `--input=[a,b,c]`-like values fire understands (as one string)."""
     out: list[str] = []
@@ -272,7 +286,7 @@ def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
     handled, so a command stopped during its seconds of imports (torch, Lightning) ends with one
     line and 130 / 143, not a KeyboardInterrupt traceback from inside torch.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_flag_values(list(sys.argv[1:] if argv is None else argv))
     if "--help" in argv or "-h" in argv:  # help, whatever else was typed (fire would run it)
         argv = ["--help"]
     try:

@@ -86,6 +86,13 @@ def in_child(signum: int) -> bool:
     return True
 
 
+def leave_interrupts_to_parent() -> None:
+    """A pool initializer for spawned workers, which inherit no handler: Ctrl-C reaches the whole
+    process group, and a worker's KeyboardInterrupt traceback would bury the parent's one line.
+    The worker ignores it; the parent stops, and its pool ends the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     if in_child(signum) or _stopping:
         return

@@ -397,6 +397,11 @@ def test_the_fourth_probes_silent_inputs_are_refused_or_said(
                                           "--work_dir", tmp_path / "sw", "--sizes_mb", "0.2",
                                           "--num_proc", "1"], capsys))  # fmt: skip
     assert "train_tokenizer refused the corpus scaled from --input: --vocab_size" in error
+    assert not (tmp_path / "sw").exists()  # a refused run leaves no scratch
+    error = _error(_run(scale_benchmark, ["--input", shared_data / "enwiki-sample.xml.bz2",
+                                          "--work_dir", tmp_path / "sw", "--vocab_size", "3"],
+                        capsys))  # fmt: skip
+    assert error == "error: --vocab_size 3 must exceed the 5 special tokens"
 
 
 def test_the_fourth_probes_fit_findings(en_samples, en_corpus, en_wordpiece, tmp_path, capsys):
@@ -542,3 +547,23 @@ def test_the_fifth_probes_fit_findings(en_samples, en_wordpiece, masked_lm, tmp_
     error = _error(_run(finetune, ["--model", masked_lm, "--train_file", task, "--valid_file",
                                    task], capsys))  # fmt: skip
     assert f"{task} line 2: 'text' is null, not text" in error
+
+
+def test_a_value_that_starts_with_dashes_and_a_held_out_split_as_input(en_corpus, tmp_path,
+                                                                       capsys):  # fmt: skip
+    from bertlab.command import run
+
+    got = {}
+
+    def overrides(overrides: str = "", max_steps: int = 1) -> None:
+        """A command with a free-form flag, as soak's --overrides."""
+        got.update(overrides=overrides, max_steps=max_steps)
+
+    run(overrides, ["--overrides", "--data.x a --model.y b", "--max_steps", "8"])
+    assert got == {"overrides": "--data.x a --model.y b", "max_steps": 8}
+    from bertlab.corpus.prepare import prepare_corpus
+
+    status, err = _run(prepare_corpus, ["--input", en_corpus / "train.txt", en_corpus / "test.txt",
+                                        "--output_dir", tmp_path / "c"], capsys)  # fmt: skip
+    assert status == 0, err
+    assert f"warning: --input {en_corpus / 'test.txt'} is the held-out test split" in err

@@ -134,6 +134,18 @@ def _command_outputs_inside(folder: Path) -> list[Path]:
     return owned
 
 
+def _warn_of_held_out_split(path: Path) -> None:
+    """An earlier corpus's valid.txt or test.txt as input: its documents, held out there, may
+    land in this corpus's training split (a folder of a corpus is refused for that reason)."""
+    marker = read_marker(path.parent)
+    if marker and marker["command"] == "prepare_corpus" and path.name in ("valid.txt", "test.txt"):
+        print(
+            f"warning: --input {path} is the held-out {path.stem} split of an earlier corpus: "
+            "its documents may be trained on here; evaluate a model of that corpus elsewhere",
+            file=sys.stderr,
+        )
+
+
 def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[Path | str]:
     """Files named by `inputs` (files, directories read recursively, globs), in a stable order.
 
@@ -185,6 +197,7 @@ def expand_inputs(inputs: list[str], outputs: set[Path] = frozenset()) -> list[P
                     )
                 if path.resolve() in outputs:
                     raise ValueError(f"--input {path} is one of this run's outputs")
+                _warn_of_held_out_split(path)
                 found = [path]
             else:
                 raise ValueError(f"--input {path}: {not_a_file(path)}")

@@ -33,6 +33,7 @@ from bertlab.corpus.inputs import input_size, read_documents
 from bertlab.corpus.sentences import split_sentences
 from bertlab.corpus.wikipedia import Page
 from bertlab.files.atomic import atomic_write
+from bertlab.signals import leave_interrupts_to_parent
 
 SPLITS = ("train", "valid", "test")
 SCRIPT_SAMPLE_DOCUMENTS = 100  # documents whose script is checked against --lang
@@ -120,7 +121,8 @@ def _in_order(
         yield from map(work, documents)
         return
     batch_size = 64 * num_proc
-    with multiprocessing.get_context("spawn").Pool(num_proc) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(num_proc, initializer=leave_interrupts_to_parent) as pool:
         pending = None
         while batch := list(itertools.islice(documents, batch_size)):
             submitted = pool.map_async(work, batch, chunksize=4)

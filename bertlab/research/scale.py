@@ -40,6 +40,7 @@ from typing import Any
 
 from bertlab.files.output_folder import check_output_file, check_output_folder, write_marker
 from bertlab.research.scale_report import plot, project, report, table
+from bertlab.signals import Interrupted
 
 # English Wikipedia's article text (20231101.en, ~6.4M articles): about 20 GB of UTF-8.
 WIKIPEDIA_MB = 20_000
@@ -94,7 +95,7 @@ def _run_child(spec: dict, log: Path, env: dict | None = None) -> dict:
             raise ValueError(
                 f"{spec['stage']} refused the corpus scaled from --input: "
                 f"{tail[-1].removeprefix('ValueError: ')} (each size is cut from --input, or "
-                f"repeats its documents: give larger --sizes_mb or a larger --input); see {log}"
+                "repeats its documents: give larger --sizes_mb or a larger --input)"
             )
         raise RuntimeError(f"{spec['stage']} failed ({child.returncode}): {' | '.join(tail)}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
@@ -214,14 +215,9 @@ def scale_benchmark(
     sizes_mb = sizes_mb or [25, 100, 400]
     num_proc = num_proc or [1, 2]
     cores = cores or [64]
-    if any(size <= 0 for size in sizes_mb):
-        raise ValueError(f"--sizes_mb {sizes_mb}: sizes must be positive")
-    if not target_mb > 0:
-        raise ValueError(f"--target_mb {target_mb} must be positive (the size to project to)")
-    if any(n < 1 for n in num_proc) or any(n < 1 for n in cores):
-        raise ValueError("--num_proc and --cores must be at least 1")
-    if not Path(input).exists():
-        raise ValueError(f"--input {input}: no such file")
+    settings = {"num_proc": num_proc, "vocab_size": vocab_size, "max_seq_len": max_seq_len,
+                "dupe_factor": dupe_factor, "num_shards": num_shards}  # fmt: skip
+    _check_flags(input, sizes_mb, cores, target_mb, settings)
     work = Path(work_dir)
     if output:
         out = Path(output)
@@ -229,20 +225,23 @@ def scale_benchmark(
                           flag="--output", recognise=_is_records)  # fmt: skip
     if check_output_folder(work, COMMAND, [("--input", input)], overwrite, flag="--work_dir"):
         shutil.rmtree(work)  # only this command's own earlier scratch (checked just above)
+    made = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
     write_marker(
         work, COMMAND, _scratch_names(sizes_mb, num_proc)
     )  # first: a failed run's folder is still this command's
-    source = work / "source"
-    prepare_corpus(input=[input], output_dir=str(source), valid_docs=0, test_docs=0,
-                   overwrite=True)  # fmt: skip
-    documents = source_documents(source)
-    records: list[dict] = []
-    print("\n".join(table([])), flush=True)
-    settings = {"num_proc": num_proc, "vocab_size": vocab_size, "max_seq_len": max_seq_len,
-                "dupe_factor": dupe_factor, "num_shards": num_shards}  # fmt: skip
-    for size in sizes_mb:
-        records += _measure_size(work, documents, size, settings)
+    try:
+        prepare_corpus(input=[input], output_dir=str(work / "source"), valid_docs=0, test_docs=0,
+                       overwrite=True)  # fmt: skip
+        documents = source_documents(work / "source")
+        records: list[dict] = []
+        print("\n".join(table([])), flush=True)
+        for size in sizes_mb:
+            records += _measure_size(work, documents, size, settings)
+    except (ValueError, Interrupted):  # refused or stopped: no scratch of this run is left
+        if made:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     projections = project(records, target_mb, cores)
     report(records, projections)
     if output:
@@ -253,6 +252,26 @@ def scale_benchmark(
         plot(records, out.with_suffix(".png"))
         print(f"records -> {out}, plot -> {out.with_suffix('.png')}")
     return records
+
+
+def _check_flags(
+    input: str, sizes_mb: list[float], cores: list[int], target_mb: float, settings: dict
+) -> None:
+    """The flags, refused before any scratch is made (a stage would refuse them later)."""
+    if any(size <= 0 for size in sizes_mb):
+        raise ValueError(f"--sizes_mb {sizes_mb}: sizes must be positive")
+    if not target_mb > 0:
+        raise ValueError(f"--target_mb {target_mb} must be positive (the size to project to)")
+    if any(n < 1 for n in settings["num_proc"]) or any(n < 1 for n in cores):
+        raise ValueError("--num_proc and --cores must be at least 1")
+    if settings["vocab_size"] <= 5:
+        raise ValueError(f"--vocab_size {settings['vocab_size']} must exceed the 5 special tokens")
+    if settings["max_seq_len"] < 8:
+        raise ValueError(f"--max_seq_len {settings['max_seq_len']} is too small (needs >= 8)")
+    if settings["dupe_factor"] < 1 or settings["num_shards"] < 1:
+        raise ValueError("--dupe_factor and --num_shards must be at least 1")
+    if not Path(input).exists():
+        raise ValueError(f"--input {input}: no such file")
 
 
 def _record(size: float, stage: str, result: dict, **extra: Any) -> dict:
