@@ -567,3 +567,50 @@ def test_a_value_that_starts_with_dashes_and_a_held_out_split_as_input(en_corpus
                                         "--output_dir", tmp_path / "c"], capsys)  # fmt: skip
     assert status == 0, err
     assert f"warning: --input {en_corpus / 'test.txt'} is the held-out test split" in err
+
+
+def test_the_fifth_probes_remaining_findings(masked_lm, en_samples, en_wordpiece, tmp_path, capsys):
+    """Emoji-only text, a null setting, a short --seq_len, checkpointing switched off, a
+    samples record without its fingerprint, a vocab.txt-only folder, soak's own flags, and a
+    gpu_check input too small to check with."""
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.research.budget import plan_budget
+    from bertlab.research.gpu_check import gpu_check
+    from bertlab.research.soak import soak
+
+    emoji = tmp_path / "emoji.txt"
+    emoji.write_text(("\U0001f600\U0001f389 " * 30 + "\n") * 20, encoding="utf-8")
+    error = _error(_run(evaluate_mlm, ["--model", masked_lm, "--text", emoji], capsys))
+    assert f"--text {emoji}: no word piece to mask, every token is [UNK]" in error
+    nulls = tmp_path / "nulls.yaml"
+    nulls.write_text("model:\n  lr: null\n", encoding="utf-8")
+    for extra, expected in (
+        ([f"--config={nulls}"], "--model.lr is null; give a number"),
+        (["--trainer.enable_checkpointing=false"], "--trainer.enable_checkpointing false: "),
+    ):
+        error = _error(_fit(_tiny_fit(en_samples, tmp_path / "run", *extra), capsys))
+        assert expected in error, error
+    plan = ["--batch_size", "8", "--num_samples", "10", "--seq_len", "1"]
+    assert "--seq_len 1 is too small" in _error(_run(plan_budget, plan, capsys))
+    train = tmp_path / "train"
+    shutil.copytree(en_samples / "train", train)
+    meta = json.loads((train / "meta.json").read_text(encoding="utf-8"))
+    del meta["tokenizer"]["fingerprint"]
+    (train / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    error = _error(_run(plan_budget, ["--batch_size", "8", "--samples", train], capsys))
+    assert "is damaged: its tokenizer record has no fingerprint" in error
+    vocab_only = tmp_path / "vocab_only"
+    vocab_only.mkdir()
+    shutil.copy(en_wordpiece / "vocab.txt", vocab_only / "vocab.txt")
+    error = _error(_run(evaluate_mlm, ["--model", masked_lm, "--text", emoji, "--tokenizer",
+                                       vocab_only], capsys))  # fmt: skip
+    assert "holds vocab.txt but no tokenizer.json or tokenizer_config.json" in error
+    argv = ["--output_dir", tmp_path / "soak", "--config", REPO / "configs" / "tiny.yaml"]
+    error = _error(_run(soak, [*argv, "--overrides=--trainer.default_root_dir=elsewhere"], capsys))
+    assert "--overrides sets --trainer.default_root_dir, which soak sets itself" in error
+    small = tmp_path / "small.txt"
+    small.write_text("One document.\nOf two lines.\n", encoding="utf-8")
+    out = tmp_path / "gpu-check"
+    error = _error(_run(gpu_check, ["--device", "cpu", "--smoke", "--input", small,
+                                    "--output_dir", out], capsys))  # fmt: skip
+    assert error.startswith(f"error: --input {small}: ") and not out.exists()

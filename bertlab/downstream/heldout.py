@@ -146,6 +146,11 @@ def make_blocks(
         targets[row, positions] = input_ids[row, positions]
         input_ids[row, positions] = tokenizer.mask_token_id
     share = unknown / text_tokens if text_tokens and tokenizer.unk_token_id is not None else 0.0
+    if not bool((targets != -100).any()):  # every piece [UNK] (emoji, another script): no loss
+        raise ValueError(
+            f"--text {path}: no word piece to mask, every token is {tokenizer.unk_token} or "
+            "special for this tokenizer; give text in the tokenizer's language"
+        )
     return HeldoutBlocks(path.name, input_ids, attention_mask, targets, share)
 
 

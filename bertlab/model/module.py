@@ -65,6 +65,13 @@ def _compile(model: BertForPreTraining, fused_mlm_loss: bool) -> None:
     (head.transform if fused_mlm_loss else head).compile(dynamic=False)
 
 
+def _refuse_nulls(**numbers: float | None) -> None:
+    """`lr: null` in a config reaches the model as None: a TypeError at the first comparison."""
+    for key, value in numbers.items():
+        if value is None:
+            raise ValueError(f"--model.{key} is null; give a number (or leave it out)")
+
+
 class BertPretraining(pl.LightningModule):
     """Pre-train a Hugging Face BertForPreTraining: masked LM, optionally next-sentence prediction.
 
@@ -163,6 +170,9 @@ class BertPretraining(pl.LightningModule):
                 "model.layer_norm pre exports to transformers' RobertaPreLayerNorm classes, "
                 "which have no next-sentence head: set model.objective mlm"
             )
+        _refuse_nulls(lr=lr, weight_decay=weight_decay, eps=eps, warmup_steps=warmup_steps,
+                      hidden_dropout_prob=hidden_dropout_prob, initializer_range=initializer_range,
+                      attention_probs_dropout_prob=attention_probs_dropout_prob)  # fmt: skip
         lr_multiplier(warmup_steps, None, "constant")  # validates warmup_steps early
         for key, p in (("hidden_dropout_prob", hidden_dropout_prob),
                        ("attention_probs_dropout_prob", attention_probs_dropout_prob)):  # fmt: skip

@@ -173,6 +173,8 @@ def plan_budget(
     if samples is not None:
         num_samples, seq_len = _from_samples(samples, num_samples, seq_len)
     seq_len = seq_len or DEFAULT_SEQ_LEN
+    if seq_len < 8:  # prepare_samples' own floor: [CLS] and two [SEP] leave nothing below it
+        raise ValueError(f"--seq_len {seq_len} is too small (needs >= 8, as prepare_samples)")
     if target_tokens is not None:
         budget, description = int(target_tokens), f"{int(target_tokens):,} tokens (--target_tokens)"
     elif target in TARGETS:

@@ -27,6 +27,7 @@ known to work before GPU time is spent (tests/research/test_gpu_check.py runs it
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -95,9 +96,8 @@ def gpu_check(
     if not Path(input).is_file():
         raise ValueError(f"--input {input}: {not_a_file(input)}")
     out = Path(output_dir)
+    made = not out.exists()
     if check_output_folder(out, COMMAND, [("--input", input)], overwrite):
-        import shutil
-
         shutil.rmtree(out)  # only this command's own earlier output (checked just above)
     (out / "runs").mkdir(parents=True)
     write_marker(out, COMMAND, ["runs", "model", "checks.json", "benchmark.jsonl"])
@@ -107,6 +107,10 @@ def gpu_check(
         started = time.perf_counter()
         try:
             check = _run_check(name, plan, input, out)
+        except ValueError as error:  # the data check refused --input: nothing measured yet
+            if made:
+                shutil.rmtree(out, ignore_errors=True)
+            raise ValueError(f"--input {input}: {error}") from None
         except Interrupted as stop:  # device time is dear: what was measured stays, said so
             done = ", ".join(c.name for c in results) or "none"
             stop.detail = (
@@ -140,9 +144,14 @@ def _run_check(name: str, plan: Plan, input: str, out: Path) -> Check:
         "export": lambda: check_export(plan, runs, out),
         "benchmark": lambda: check_benchmark(plan, out, runs, input),
     }
-    try:
-        if name == "data":
+    if name == "data":  # a refused --input is the user's mistake, not a finding: one line, exit 2
+        try:
             return check_data(plan, input, runs / "data")
+        except ValueError:
+            raise
+        except Exception as error:
+            return Check(name, False, f"{type(error).__name__}: {str(error)[:300]}")
+    try:
         if not (samples / "train" / "meta.json").exists():
             return Check(name, False, "no samples (the data check did not run or failed)")
         return steps[name]()

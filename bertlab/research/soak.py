@@ -216,6 +216,17 @@ def _problems(summary: dict, final: list[str], max_growth_mb: float, top_k: int)
     return problems
 
 
+def _refuse_owned_overrides(overrides: str) -> None:
+    """The fit's folders and length are soak's own flags: an override would win, unseen."""
+    owned = ("--trainer.default_root_dir", "--checkpoint.dirpath", "--trainer.max_steps")
+    for word in shlex.split(overrides):
+        if word.split("=", 1)[0] in owned:
+            raise ValueError(
+                f"--overrides sets {word.split('=', 1)[0]}, which soak sets itself (from "
+                "--output_dir and --max_steps); use those flags"
+            )
+
+
 def soak(
     output_dir: str = "runs/soak",
     config: str = "configs/tiny.yaml",
@@ -254,6 +265,7 @@ def soak(
     if not 0 <= warmup_fraction < 0.9:
         raise ValueError(f"--warmup_fraction {warmup_fraction} must be in [0, 0.9)")
     # Refused here, before the output folder and a fit are started for nothing.
+    _refuse_owned_overrides(overrides)
     if not Path(config).is_file():
         raise ValueError(f"--config {config}: {not_a_file(config)}")
     for flag, value, least in (("num_workers", num_workers, 0), ("interval", interval, 0.01),

@@ -116,6 +116,11 @@ def _check_counts(meta: dict, path: object) -> None:
     epoch count of -409,600,000, a shard read as holding no samples)."""
     if not (_is_count(meta["max_seq_len"]) and meta["max_seq_len"] > 0):
         raise ValueError(f"{path} is damaged: max_seq_len {meta['max_seq_len']!r} is no length")
+    tokenizer = meta["tokenizer"]
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("fingerprint"), str):
+        raise ValueError(  # every check of samples against a tokenizer compares it
+            f"{path} is damaged: its tokenizer record has no fingerprint; remake the samples"
+        )
     if "nsp" in meta and not isinstance(meta["nsp"], bool):
         raise ValueError(f"{path} is damaged: nsp {meta['nsp']!r} is not true or false")
     if "num_samples" in meta and not _is_count(meta["num_samples"]):

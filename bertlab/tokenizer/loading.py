@@ -39,6 +39,14 @@ def open_tokenizer(path: str | Path, flag: str) -> Any:
         raise ValueError(f"{where} is a file; give the folder that holds tokenizer.json")
     if not folder.is_dir():
         raise ValueError(f"{where} does not exist")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        present = [name for name in LOADABLE_FILES if (folder / name).is_file()]
+        if present:  # AutoTokenizer would guess a class and fail mid-sentence about tiktoken
+            raise ValueError(
+                f"{where} holds {', '.join(present)} but no tokenizer.json or "
+                "tokenizer_config.json; give a folder train_tokenizer or export_model wrote "
+                "(tools/convert_tokenizer.py makes one from a SentencePiece model)"
+            )
     if not any((folder / name).is_file() for name in LOADABLE_FILES):
         marker = read_marker(folder)
         hint = (

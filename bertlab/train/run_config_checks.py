@@ -83,6 +83,12 @@ def refuse_unusable_trainer(trainer: Any) -> None:
             "--trainer.check_val_every_n_epoch; bertlab's runs are step-based: give a number "
             "of batches (e.g. 1000)"
         )
+    if trainer.get("enable_checkpointing") is False:
+        raise ValueError(
+            "--trainer.enable_checkpointing false: bertlab's checkpoint callback is part of "
+            "every run; to keep no checkpoint set --checkpoint.save_last false and "
+            "--checkpoint.save_top_k 0"
+        )
     if trainer.get("logger") is False:
         raise ValueError(
             "--trainer.logger false: bertlab's learning-rate, throughput and held-out figures "

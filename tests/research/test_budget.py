@@ -15,7 +15,8 @@ from bertlab.research.budget import plan_budget
 BERT_TOKENS = 1_000_000 * 256 * 512  # the paper's 1M steps of 256 sequences of 512 tokens
 # What prepare_samples' meta.json holds that plan_budget reads (the reader checks the rest).
 SAMPLES_META = {
-    "format": "bertlab.samples", "format_version": 1, "tokenizer": {"path": "tok"},
+    "format": "bertlab.samples", "format_version": 1,
+    "tokenizer": {"path": "tok", "fingerprint": "0123456789abcdef"},
     "num_samples": 1000, "max_seq_len": 128, "shards": [{"file": "shard-00000.jsonl.gz",
     "num_samples": 1000}],
 }  # fmt: skip
