@@ -409,7 +409,7 @@ def test_tools_refuse_settings_that_mean_nothing(tmp_path, masked_lm, en_corpus,
     (tmp_path / "run").mkdir()
     cases = [
         (train_tokenizer, ["--train_file", text, "--output_dir", tmp_path / "t", "--seed", -1],
-         "--seed -1 must be >= 0"),
+         "--seed -1 must be in [0, 2**32)"),
         (prepare_corpus, ["--input", text, "--output_dir", tmp_path / "c", "--mirror", "http://x"],
          "--mirror is only used with --download LANG"),
         (benchmark, ["--threads", -1], "--threads -1 must be at least 1"),

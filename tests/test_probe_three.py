@@ -43,8 +43,8 @@ def _fit(argv: list[str], capsys) -> tuple[int, str]:
 def _tiny_fit(samples: Path, root: Path, *extra: str) -> list[str]:
     from tiny import fit_args
 
-    return [*fit_args(samples, root, steps=2), "--trainer.val_check_interval=2",
-            "--model.warmup_steps=1", *extra]  # fmt: skip
+    return fit_args(samples, root, "--trainer.val_check_interval=2", "--model.warmup_steps=1",
+                    *extra, steps=2)  # fmt: skip
 
 
 def _changed_model(source: Path, folder: Path, **config) -> Path:

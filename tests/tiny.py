@@ -64,10 +64,16 @@ def handmade_checkpoint(tokenizer: Path, path: Path) -> Path:
 
 
 def fit_args(samples: Path, root: Path, *extra: str, workers: int = 0, steps: int = 12) -> list:
-    """A 32-wide, 1-layer BERT for `steps` steps; validation and checkpoints every 4 steps."""
+    """A 32-wide, 1-layer BERT for `steps` steps; validation and checkpoints every 4 steps.
+
+    A `--config=` among `extra` comes right after tiny.yaml: a config after the flags would
+    replace them, which bertlab fit refuses."""
+    configs = [e for e in extra if str(e).startswith("--config=")]
+    extra = tuple(e for e in extra if e not in configs)
     return [
         "fit",
         f"--config={REPO / 'configs' / 'tiny.yaml'}",
+        *configs,
         f"--data.train_files={samples / 'train'}",
         f"--data.val_files={samples / 'valid'}",
         f"--data.test_files={samples / 'test'}",

@@ -143,13 +143,13 @@ def fill_mask(model: str, text: list[str], top_k: int = 5, json: bool = False) -
     if top_k < 1:
         raise ValueError(f"--top_k must be at least 1, got {top_k}")
     pipe = load_fill_mask_pipeline(model)
+    results = predict_masks(pipe, texts, top_k=top_k)  # refuses a text without a mask first
     if never_trained(pipe.model):
         print(
             f"warning: --model {model}: its weights were never trained (every LayerNorm still "
             "has its initial scale 1 and shift 0): the fills are those of random weights",
             file=sys.stderr,
         )
-    results = predict_masks(pipe, texts, top_k=top_k)
     if json:
         for t, masks in zip(texts, results, strict=True):
             print(jsonlib.dumps({"text": t, "masks": masks}, ensure_ascii=False))

@@ -46,9 +46,12 @@ def good_lines(samples: Path) -> list[bytes]:
 
 
 def fit(train: Path, valid: Path, root: Path, *extra: str, workers: int = 0) -> tuple[int, str]:
+    configs = [e for e in extra if e.startswith("--config=")]  # before the flags they'd replace
+    extra = tuple(e for e in extra if e not in configs)
     return forked_bertlab(
         "fit",
         f"--config={REPO / 'configs' / 'tiny.yaml'}",
+        *configs,
         f"--data.train_files={train}",
         f"--data.val_files={valid}",
         "--data.test_files=null",
