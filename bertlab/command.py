@@ -147,7 +147,8 @@ def _gather_lists(argv: list[str], list_flags: set[str]) -> list[str]:
                 i += 1
             if not values:
                 raise ValueError(f"--{name} needs a value")
-            if len(values) == 1 and values[0].startswith("[") and values[0].endswith("]"):
+            listed = values[0].startswith("[") and values[0].endswith("]") and "," in values[0]
+            if len(values) == 1 and listed:  # `--text '[MASK]'` is a text, not a list
                 # fire's own list syntax, `--datasets '[a,b]'` or '["a", "b"]': the same list
                 values = [v.strip().strip("'\"") for v in values[0][1:-1].split(",")]
                 values = [v for v in values if v]

@@ -614,3 +614,19 @@ def test_the_fifth_probes_remaining_findings(masked_lm, en_samples, en_wordpiece
     error = _error(_run(gpu_check, ["--device", "cpu", "--smoke", "--input", small,
                                     "--output_dir", out], capsys))  # fmt: skip
     assert error.startswith(f"error: --input {small}: ") and not out.exists()
+
+
+def test_the_sixth_probes_findings(masked_lm, en_corpus, tmp_path, capsys):
+    from bertlab.export.fill_mask import fill_mask
+    from bertlab.research.budget import plan_budget
+    from bertlab.tokenizer.training import train_tokenizer
+
+    status, err = _run(fill_mask, ["--model", masked_lm, "--text", "[MASK]"], capsys)
+    assert status == 0, err  # a text that is one mask, not fire's list syntax
+    error = _error(_run(train_tokenizer, ["--train_file", en_corpus / "test.txt", "--output_dir",
+                                          tmp_path / "t", "--character_coverage", "1e-9"],
+                        capsys))  # fmt: skip
+    assert "--character_coverage 1e-09: SentencePiece takes 0.98 to 1" in error
+    status, err = _run(plan_budget, ["--batch_size", "100000", "--seq_len", "64",
+                                     "--num_samples", "1000"], capsys)  # fmt: skip
+    assert status == 0 and "warning: a step of 100,000 sequences is more than the 1,000" in err

@@ -30,7 +30,11 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from bertlab.export.model_card import EMBEDDINGS_FILE, check_card
-from bertlab.files.artefacts import check_model_folder, check_model_weights
+from bertlab.files.artefacts import (
+    check_model_folder,
+    check_model_weights,
+    never_trained_weights,
+)
 from bertlab.files.output_folder import read_marker
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
@@ -98,6 +102,12 @@ def check_export_folder(model_dir: Path) -> None:
     # A dry run must not call a folder with a damaged file fine: read what the Hub would serve.
     check_model_folder(model_dir, f"--model_dir {model_dir}")
     check_model_weights(model_dir, f"--model_dir {model_dir}")  # NaN weights for all to download
+    if never_trained_weights(model_dir):
+        print(
+            f"warning: --model_dir {model_dir}: its weights were never trained (every LayerNorm "
+            "still has its initial scale 1 and shift 0); published, they predict nothing",
+            file=sys.stderr,
+        )
     problems = check_card(model_dir, _mask_token(model_dir))
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -180,6 +190,7 @@ def push_to_hub(
     folder = Path(model_dir)
     check_repo_id(repo_id)
     check_revision(revision)
+    token = None if dry_run else resolve_token(token)  # a refusal first, before any warning
     check_export_folder(folder)
     files = upload_files(folder)
     total = sum(size for _, size in files)
@@ -202,7 +213,7 @@ def push_to_hub(
         )
         return {**summary, "uploaded": False}
 
-    api = HfApi(token=resolve_token(token))
+    api = HfApi(token=token)
     repo = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if revision is not None:
         refs = api.list_repo_refs(repo_id, repo_type="model")

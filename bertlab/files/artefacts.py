@@ -68,8 +68,14 @@ def read_json_object(path: Path, flag: str) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{flag}: {path} is missing")
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:  # unreadable is not damaged: say which
+        raise ValueError(f"{flag}: {path} cannot be read ({error.strerror or error})") from None
+    except ValueError as error:
+        raise ValueError(f"{flag}: {path} is damaged: not UTF-8 text ({_reason(error)})") from None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
         raise ValueError(f"{flag}: {path} is damaged: not valid JSON ({_reason(error)})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{flag}: {path} is damaged: not a JSON object")
@@ -322,3 +328,20 @@ def not_a_file(path: str | Path) -> str:
     if file.exists():
         return "not a regular file (a FIFO, a socket or a device); give a file"
     return "no such file"
+
+
+def never_trained_weights(folder: Path) -> bool:
+    """Whether every LayerNorm of the folder's weights still has its initial scale 1 and shift
+    0: weights nobody trained (the first optimizer step moves them all)."""
+    import torch
+    from safetensors import safe_open
+
+    norms = 0
+    for weights in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(weights), "pt") as f:
+            for name in [n for n in f.keys() if "LayerNorm." in n]:  # noqa: SIM118
+                norms += 1
+                value, initial = f.get_tensor(name), 1.0 if name.endswith("weight") else 0.0
+                if not bool(torch.all(value == initial)):
+                    return False
+    return norms > 0

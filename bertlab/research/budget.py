@@ -185,6 +185,12 @@ def plan_budget(
     sequences_per_step = batch_size * accumulate_grad_batches * num_devices * num_nodes
     tokens_per_step = sequences_per_step * seq_len
     steps = math.ceil(budget / tokens_per_step)
+    if num_samples and sequences_per_step > num_samples:  # one step more than the data
+        print(
+            f"warning: a step of {sequences_per_step:,} sequences is more than the "
+            f"{num_samples:,} samples: every step repeats the data",
+            file=sys.stderr,
+        )
     if budget < tokens_per_step:  # the plan is one step, whatever the budget: said
         print(
             f"warning: the budget of {budget:,} tokens is less than one step's "

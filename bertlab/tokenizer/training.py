@@ -72,6 +72,16 @@ def _check_vocab_size(vocab_size: int) -> None:
         )
 
 
+def _check_coverage(character_coverage: float, model_type: str) -> None:
+    if not 0 < character_coverage <= 1:
+        raise ValueError(f"--character_coverage {character_coverage} must be in (0, 1]")
+    if model_type != "wordpiece" and character_coverage < 0.98:  # SentencePiece's own bound
+        raise ValueError(
+            f"--character_coverage {character_coverage}: SentencePiece takes 0.98 to 1 "
+            "(0.9995 for Japanese or Chinese)"
+        )
+
+
 def train_tokenizer(
     train_file: str,
     output_dir: str,
@@ -116,8 +126,7 @@ def train_tokenizer(
     if model_type not in MODEL_TYPES:
         raise ValueError(f"--model_type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     _check_vocab_size(vocab_size)
-    if not 0 < character_coverage <= 1:
-        raise ValueError(f"--character_coverage {character_coverage} must be in (0, 1]")
+    _check_coverage(character_coverage, model_type)
     if model_type == "wordpiece" and not add_dummy_prefix:
         raise ValueError(
             "--add_dummy_prefix is for SentencePiece; WordPiece splits on spaces itself"

@@ -165,6 +165,13 @@ def test_a_broken_card_fails_the_dry_run(model_dir: Path, tmp_path: Path):
         push_to_hub(str(broken), "someone/tiny-bert", dry_run=True)
 
 
+def test_weights_nobody_trained_are_said(model_dir: Path, capsys):
+    push_to_hub(str(model_dir), "someone/tiny-bert", dry_run=True)
+    assert f"warning: --model_dir {model_dir}: its weights were never trained" in (
+        capsys.readouterr().err
+    )
+
+
 def test_weights_holding_nan_are_not_published(model_dir: Path, tmp_path: Path):
     import shutil
 
