@@ -630,3 +630,42 @@ def test_the_sixth_probes_findings(masked_lm, en_corpus, tmp_path, capsys):
     status, err = _run(plan_budget, ["--batch_size", "100000", "--seq_len", "64",
                                      "--num_samples", "1000"], capsys)  # fmt: skip
     assert status == 0 and "warning: a step of 100,000 sequences is more than the 1,000" in err
+
+
+def test_the_sixth_probes_checkpoint_and_folder_findings(
+    en_samples, en_corpus, en_wordpiece, tmp_path, capsys
+):
+    """Junk inside a checkpoint's tensor bytes (its zip checksum tells), a checkpoint missing a
+    weight, and validate writing its logs into another command's folder."""
+    import torch
+    from tiny import handmade_checkpoint
+
+    from bertlab.export.model import export_model
+
+    ckpt = handmade_checkpoint(en_wordpiece, tmp_path / "tiny.ckpt")
+    junk = tmp_path / "junk.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)  # inside a tensor's bytes: still a valid zip
+    junk.write_bytes(bytes(data))
+    error = _error(_run(export_model, ["--ckpt_path", junk, "--output_dir", tmp_path / "m"],
+                        capsys))  # fmt: skip
+    assert f"--ckpt_path {junk} is damaged:" in error and "does not match its checksum" in error
+    checkpoint = torch.load(ckpt, weights_only=True)
+    del checkpoint["state_dict"][next(k for k in checkpoint["state_dict"] if "query" in k)]
+    torch.save(checkpoint, tmp_path / "missing.ckpt")
+    argv = _tiny_fit(
+        en_samples,
+        tmp_path / "run",
+        "--model.hidden_size=32",
+        "--model.intermediate_size=64",
+        f"--ckpt_path={tmp_path / 'missing.ckpt'}",
+    )
+    error = _error(_fit(["test", *argv[1:]], capsys))
+    assert "is damaged: its weights do not fit the model its settings describe" in error
+    assert not (tmp_path / "run").exists()
+    corpus = tmp_path / "corpus"
+    shutil.copytree(en_corpus, corpus)
+    argv = _tiny_fit(en_samples, corpus)
+    error = _error(_fit(["validate", *argv[1:]], capsys))
+    assert f"--trainer.default_root_dir {corpus} holds the output of prepare_corpus" in error

@@ -61,7 +61,12 @@ from bertlab.export.model_card import (
     widget_sentence,
 )
 from bertlab.export.run_facts import RunFacts, collect_run_facts
-from bertlab.files.artefacts import check_model_folder, refuse_nonfinite, torch_load_reason
+from bertlab.files.artefacts import (
+    check_checkpoint_bytes,
+    check_model_folder,
+    refuse_nonfinite,
+    torch_load_reason,
+)
 from bertlab.files.output_folder import Legacy, check_inputs, check_output_folder, output_folder
 from bertlab.model.conversion import transformers_model
 from bertlab.model.network import like_saved
@@ -96,6 +101,7 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
     path = Path(ckpt_path)
     if not path.is_file():
         raise ValueError(f"--ckpt_path {ckpt_path} does not exist or is not a file")
+    check_checkpoint_bytes(path, "--ckpt_path")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     # A truncated file can also be a bare OSError ([Errno 22] Invalid argument), naming nothing.

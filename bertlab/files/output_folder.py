@@ -293,11 +293,12 @@ def remove_unused(folders: list[Path]) -> None:
     """Remove the folders `new_folders` found missing, now made by a refused run: the deepest
     with what the run wrote in it (its logs and config) unless a checkpoint is among it, each
     parent only when it is empty."""
-    if not folders or not folders[0].is_dir():
+    if not folders:
         return
-    if any(folders[0].rglob("*.ckpt")):
-        return
-    shutil.rmtree(folders[0], ignore_errors=True)
-    for parent in folders[1:]:
+    if folders[0].is_dir():
+        if any(folders[0].rglob("*.ckpt")):
+            return
+        shutil.rmtree(folders[0], ignore_errors=True)
+    for parent in folders[1:]:  # made by the run, and empty: a stop before its version folder
         with contextlib.suppress(OSError):  # not empty: something else is in it now
             parent.rmdir()

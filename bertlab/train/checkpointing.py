@@ -59,7 +59,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from typing_extensions import override
 
 from bertlab.files import remote
-from bertlab.files.artefacts import refuse_nonfinite, torch_load_reason
+from bertlab.files.artefacts import check_checkpoint_bytes, refuse_nonfinite, torch_load_reason
 from bertlab.files.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,7 @@ def read_run_checkpoint(ckpt_path: str) -> dict[str, Any] | None:
         if remote.is_remote(ckpt_path):  # its pickle only: the tensors stay in the store
             checkpoint = read_remote_checkpoint(ckpt_path)
         elif Path(ckpt_path).is_file():
+            check_checkpoint_bytes(Path(ckpt_path), "--ckpt_path")
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         else:
             return None

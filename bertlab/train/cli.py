@@ -241,9 +241,10 @@ class BertLabCLI(LightningCLI):
                 raise ValueError(f"bertlab {subcommand} needs --data.{key}: nothing to score")
         if self.subcommand == "fit" and not config.get("ckpt_path"):
             self._check_model_start(config.get("model") or {})
+        checkpoint = config.get("checkpoint")
+        # validate and test write their logs there too: never into another command's folder
+        refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
         if self.subcommand == "fit":
-            checkpoint = config.get("checkpoint")
-            refuse_outputs_in_inputs(trainer.get("default_root_dir"), checkpoint, data)
             refuse_escaping_filename(checkpoint)
             warn_no_checkpoint(checkpoint)
         # Scored all the same, but the figures are of random weights: said in one line.
@@ -282,7 +283,7 @@ class BertLabCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            self._run_checked(subcommand)
         except (*USER_ERRORS, Interrupted) as error:
             # A refusal from inside the run, or a stop before its first step (or during a test):
             # the log folder it made for itself goes with it. Logs of steps trained stay.
@@ -296,6 +297,21 @@ class BertLabCLI(LightningCLI):
                 if log_dir.parent == root and log_dir.name not in before:
                     remove_unused([log_dir, *parents])
             raise
+
+    def _run_checked(self, subcommand: str) -> None:
+        """The subcommand, with a checkpoint whose weights do not fit its own settings (a key
+        missing from its state_dict) as one line naming it, not torch's traceback."""
+        try:
+            super()._run_subcommand(subcommand)
+        except RuntimeError as error:
+            if "Error(s) in loading state_dict" not in str(error):
+                raise
+            ckpt = self.config[subcommand].get("ckpt_path")
+            reason = " ".join(str(error).split())[:200]
+            raise ValueError(
+                f"--ckpt_path {ckpt} is damaged: its weights do not fit the model its settings "
+                f"describe ({reason})"
+            ) from None
 
     def _set_seed(self) -> None:
         seed = self._get(self.config, "seed_everything")
