@@ -281,18 +281,6 @@ def refuse_nonfinite(tensors: Any, where: str) -> None:
             )
 
 
-def _check_layers(
-    names: list[str], layers: object, flag: str, config_path: Path, weights: Path
-) -> None:
-    """More layers in config.json than in the weights would be drawn at random, silently."""
-    found = {int(m.group(1)) for n in names if (m := re.search(r"encoder\.layer\.(\d+)\.", n))}
-    if found and isinstance(layers, int) and layers != len(found):
-        raise ValueError(
-            f"{flag}: {config_path} says num_hidden_layers {layers}, but {weights.name} holds "
-            f"{len(found)}: the config is not these weights'; export the folder again"
-        )
-
-
 def check_model_weights(folder: Path, flag: str) -> None:
     """ValueError naming the file unless the folder's weights agree with config.json's shape
     and hold only finite values. (from_pretrained's own errors for either: a size-mismatch
