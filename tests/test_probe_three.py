@@ -669,3 +669,76 @@ def test_the_sixth_probes_checkpoint_and_folder_findings(
     argv = _tiny_fit(en_samples, corpus)
     error = _error(_fit(["validate", *argv[1:]], capsys))
     assert f"--trainer.default_root_dir {corpus} holds the output of prepare_corpus" in error
+
+
+def test_the_sixth_probes_misleading_figures_are_said(masked_lm, en_corpus, tmp_path, capsys):
+    """A held-out text the model was trained on, a unigram corpus the tokenizer cannot spell, a
+    compressed held-out split as a corpus input: each said in one warning line."""
+    import gzip
+
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.downstream.heldout import evaluate_mlm
+
+    train, test = en_corpus / "train.txt", en_corpus / "test.txt"
+    status, err = _run(evaluate_mlm, ["--model", masked_lm, "--text", train, test], capsys)
+    assert status == 0, err
+    assert f"warning: --text {train} is the train split of the corpus in {en_corpus}" in err
+    assert f"--text {test} is the train split" not in err
+    carded = tmp_path / "carded"
+    shutil.copytree(masked_lm, carded)
+    (carded / "README.md").write_text("| | |\n| --- | --- |\n| corpus files | corpus/train.txt |\n")
+    copy = tmp_path / "corpus" / "train.txt"  # a copy: no corpus marker beside it
+    copy.parent.mkdir()
+    shutil.copy(train, copy)
+    status, err = _run(evaluate_mlm, ["--model", carded, "--text", copy], capsys)
+    assert status == 0 and "card names corpus/train.txt as its training corpus" in err, err
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("日本語の文章です。\n東京は大きな都市です。\n" * 50, encoding="utf-8")
+    status, err = _run(evaluate_mlm, ["--model", masked_lm, "--text", test,
+                                      "--unigram_corpus", foreign], capsys)  # fmt: skip
+    assert status == 0 and f"warning: --unigram_corpus {foreign}: " in err, err
+    assert "are [UNK] for this tokenizer" in err
+    status, err = _run(evaluate_mlm, ["--model", masked_lm, "--text", test,
+                                      "--unigram_corpus", train], capsys)  # fmt: skip
+    assert status == 0 and "--unigram_corpus" not in err, err
+    corpus = tmp_path / "earlier"
+    shutil.copytree(en_corpus, corpus)
+    packed = corpus / "valid.txt.gz"
+    packed.write_bytes(gzip.compress((corpus / "valid.txt").read_bytes()))
+    status, err = _run(prepare_corpus, ["--input", train, packed, "--output_dir",
+                                        tmp_path / "c"], capsys)  # fmt: skip
+    assert status == 0 and f"warning: --input {packed} is the held-out valid split" in err, err
+
+
+def test_bad_sample_lines_are_refused_by_the_trainer_recipe_too(en_samples, tmp_path):
+    """The Hugging Face recipe's reader checks each line as bertlab's loader does."""
+    import gzip
+
+    from bertlab.research.hf_recipe import TokenIdsDataset
+
+    samples = tmp_path / "samples"
+    shutil.copytree(en_samples / "valid", samples)
+    shard = samples / "shard-00000.jsonl.gz"
+    lines = gzip.decompress(shard.read_bytes()).decode().splitlines()
+    for number, change in ((1, {"next_sentence_label": None}), (2, {"input_ids": [2, 1.5, 3]}),
+                           (3, {"token_type_ids": [True, 0, 0]})):  # fmt: skip
+        broken = list(lines)
+        sample = json.loads(broken[number - 1])
+        sample.update(change)
+        if change.get("token_type_ids"):
+            sample["input_ids"] = sample["input_ids"][:3]
+        broken[number - 1] = json.dumps(sample)
+        shard.write_bytes(gzip.compress(("\n".join(broken) + "\n").encode()))
+        with pytest.raises(ValueError, match=rf"^{shard}:{number}: "):
+            TokenIdsDataset(str(samples), [0, 1, 2, 3, 4])
+
+
+def test_quality_benchmark_refuses_fit_flags_before_any_run(tmp_path, capsys):
+    from bertlab.research.quality import quality_benchmark
+
+    out = tmp_path / "quality"
+    for flag in ("--equal_args", "--budget_args"):
+        argv = [f"{flag}=--model.lrr=3", "--output_dir", out, "--work_dir", tmp_path / "cache"]
+        error = _error(_run(quality_benchmark, argv, capsys))
+        assert error == f"error: {flag} --model.lrr=3: unrecognized arguments: --model.lrr=3"
+    assert not out.exists() and not (tmp_path / "cache").exists()

@@ -36,7 +36,7 @@ from bertlab.corpus.wikipedia import Page, iter_pages
 from bertlab.files import remote
 from bertlab.files.artefacts import not_a_file
 from bertlab.files.identity import file_identity
-from bertlab.files.output_folder import MARKER, SHOWN_NAMES, read_marker
+from bertlab.files.output_folder import MARKER, SHOWN_NAMES, corpus_split, read_marker
 
 FORMAT = re.compile(r".*\.(xml|txt|jsonl)(?:-p\d+p\d+)?(?:\.(gz|bz2|xz))?", re.IGNORECASE)
 TABLE = re.compile(r".*\.(parquet|arrow)", re.IGNORECASE)  # bertlab.corpus.tables reads them
@@ -137,10 +137,10 @@ def _command_outputs_inside(folder: Path) -> list[Path]:
 def _warn_of_held_out_split(path: Path) -> None:
     """An earlier corpus's valid.txt or test.txt as input: its documents, held out there, may
     land in this corpus's training split (a folder of a corpus is refused for that reason)."""
-    marker = read_marker(path.parent)
-    if marker and marker["command"] == "prepare_corpus" and path.name in ("valid.txt", "test.txt"):
+    split = corpus_split(path)
+    if split and split[1] in ("valid", "test"):
         print(
-            f"warning: --input {path} is the held-out {path.stem} split of an earlier corpus: "
+            f"warning: --input {path} is the held-out {split[1]} split of an earlier corpus: "
             "its documents may be trained on here; evaluate a model of that corpus elsewhere",
             file=sys.stderr,
         )

@@ -25,8 +25,11 @@ Decisions:
   1 and shift 0 was never trained (training moves them at its first step), so its loss is that
   of random weights; a text with fewer than MIN_POSITIONS masked positions gives a loss too
   noisy to compare models by; a text more than MAX_UNKNOWN_SHARE [UNK] is not in the
-  tokenizer's language, and its few scored pieces say little about the model. The weights are
-  looked at rather than the export's records, which a hand-made or copied folder may lack.
+  tokenizer's language, and its few scored pieces say little about the model; a text the model
+  was trained on (its card's corpus files, or a corpus's train split) is not held out; a
+  unigram corpus mostly [UNK] makes a near-uniform baseline. Whether a model was trained is
+  read from its weights rather than the export's records, which a hand-made or copied folder
+  may lack.
 """
 
 from __future__ import annotations
@@ -154,20 +157,29 @@ def make_blocks(
     return HeldoutBlocks(path.name, input_ids, attention_mask, targets, share)
 
 
-def unigram_log_probs(corpus: str | Path, tokenizer) -> Tensor:
+def unigram_log_probs(corpus: str | Path, tokenizer, flag: str = "--unigram_corpus") -> Tensor:
     """Log-probabilities [V] of a unigram model of `corpus` (add-one over non-special tokens)."""
     if isinstance(tokenizer, (str, Path)):
         tokenizer = _load_tokenizer(str(tokenizer))
     path = Path(corpus)
     if not path.is_file():
-        raise ValueError(f"--unigram_corpus {path}: {not_a_file(path)}")
+        raise ValueError(f"{flag} {path}: {not_a_file(path)}")
     size = len(tokenizer)
     counts = np.zeros(size, dtype=np.float64)
     for sentences in _documents(path):
         ids = np.asarray(_document_ids(tokenizer, sentences), dtype=np.int64)
         counts += np.bincount(ids, minlength=size)[:size]
     if not counts.any():  # add-one smoothing alone would make it a uniform model, unsaid
-        raise ValueError(f"--unigram_corpus {path}: no text in it to count words from")
+        raise ValueError(f"{flag} {path}: no text in it to count words from")
+    unk = tokenizer.unk_token_id
+    if unk is not None and counts[unk] > MAX_UNKNOWN_SHARE * counts.sum():
+        # The [UNK] counts are dropped with the special tokens below: what is left is mostly
+        # add-one smoothing, a near-uniform baseline that any model beats.
+        _warn(
+            f"{flag} {path}: {counts[unk] / counts.sum():.0%} of its tokens are [UNK] for this "
+            "tokenizer (text it cannot spell): the baseline is near uniform, so below_unigram "
+            "overstates what context bought; give the corpus the tokenizer was trained on"
+        )
     counts += 1.0
     counts[list(set(tokenizer.all_special_ids))] = 0.0
     log_probs = np.log(counts / counts.sum(), where=counts > 0, out=np.full(size, -math.inf))
@@ -260,6 +272,27 @@ def _warn_of_text(path: str, blocks: HeldoutBlocks) -> None:
             f"--text {path}: {blocks.unknown_share:.0%} of its tokens are [UNK] for this "
             "tokenizer (text it cannot spell, e.g. another language's script): the loss is "
             "over the few pieces left; give text in the tokenizer's language"
+        )
+
+
+def _warn_of_training_text(path: str, model: str) -> None:
+    """A --text the model was trained on, by its card's corpus files or as a corpus's train
+    split: its loss is valid, but measures memory rather than what context bought."""
+    from bertlab.export.model_card import card_corpus_files
+    from bertlab.files.output_folder import corpus_split
+
+    named = "/".join(Path(path).resolve().parts[-2:])
+    if named in card_corpus_files(Path(model)):
+        _warn(
+            f"--text {path}: --model {model}'s card names {named} as its training corpus: "
+            "the loss is not held-out; give that corpus's test.txt"
+        )
+        return
+    split = corpus_split(path)
+    if split and split[1] == "train":
+        _warn(
+            f"--text {path} is the train split of the corpus in {split[0]}: a model trained on "
+            "it has seen this text, so the loss is not held-out; give its test.txt"
         )
 
 
@@ -381,6 +414,7 @@ def evaluate_mlm(
     results = []
     for path in texts:
         blocks = make_blocks(path, tok, max_len, max_blocks, seed=seed)
+        _warn_of_training_text(path, model)
         _warn_of_text(path, blocks)
         result = evaluate_masked_lm(network, blocks, unigram)
         print(describe(result))

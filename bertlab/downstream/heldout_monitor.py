@@ -159,7 +159,9 @@ class HeldoutEvaluation(Callback):
             for text in self.texts
         ]
         if self.unigram_corpus:
-            self._unigram = unigram_log_probs(self.unigram_corpus, tokenizer)
+            self._unigram = unigram_log_probs(
+                self.unigram_corpus, tokenizer, "--heldout.unigram_corpus"
+            )
         if self.output is None and trainer.log_dir:
             self.output = str(Path(trainer.log_dir) / "heldout.jsonl")
 

@@ -172,6 +172,7 @@ def _corpus_text(facts: RunFacts) -> list[tuple[str, Any]]:
         return [("samples", "not recorded (no meta.json found for data.train_files)")]
     # The last two path parts (corpus/train.txt): enough to recognise, no home folders in public.
     sources = ", ".join("/".join(Path(s).parts[-2:]) for s in meta.get("source_files", [])) or None
+    assert CORPUS_ROW == "| corpus files | "  # card_corpus_files reads this row back
     return [
         ("corpus files", sources),
         ("training samples per pass", meta.get("num_samples")),
@@ -180,6 +181,21 @@ def _corpus_text(facts: RunFacts) -> list[tuple[str, Any]]:
         ("next-sentence pairs", meta.get("nsp")),
         ("dupe factor", meta.get("dupe_factor")),
     ]
+
+
+CORPUS_ROW = "| corpus files | "
+
+
+def card_corpus_files(model_dir: Path) -> list[str]:
+    """The corpus files a bertlab model card records (their last two path parts), or []."""
+    try:
+        lines = (Path(model_dir) / "README.md").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    row = next((line for line in lines if line.startswith(CORPUS_ROW)), None)
+    if row is None:
+        return []
+    return [name.strip() for name in row[len(CORPUS_ROW) :].rstrip(" |").split(",")]
 
 
 def render_model_card(

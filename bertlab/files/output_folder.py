@@ -109,6 +109,23 @@ def refuse_foreign_text(path: str | os.PathLike, flag: str) -> None:
         )
 
 
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+def corpus_split(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(corpus folder, split) when `path` is a file of a prepare_corpus folder: train, valid or
+    test (a compressed copy beside it, train.txt.gz, counts as its split), or the file's name."""
+    path = Path(path)
+    marker = read_marker(path.parent)
+    if marker is None or marker["command"] != "prepare_corpus":
+        return None
+    name = path.name
+    for suffix in COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    split = name.removesuffix(".txt") if name in ("train.txt", "valid.txt", "test.txt") else name
+    return path.parent, split
+
+
 def write_marker(folder: Path, command: str, names: Iterable[str] | None = None) -> None:
     """Write the marker naming `command` and the entries it wrote (default: all but the marker)."""
     if names is None:

@@ -12,7 +12,6 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import tempfile
 
 import numpy as np
@@ -26,12 +25,15 @@ class TokenIdsDataset(torch.utils.data.Dataset):
     """The samples' token ids as a map-style dataset of dicts of lists (what `datasets` yields)."""
 
     def __init__(self, samples_dir: str, special_ids: list[int], limit: int | None = None):
-        from bertlab.samples.shard_reader import read_lines, resolve_samples
+        from bertlab.samples.shard_reader import parse_sample, read_lines, resolve_samples
 
         ids, types, offsets = [], [], [0]
-        for shard in resolve_samples(samples_dir, "samples").shards:
-            for _, raw in read_lines(shard.path, shard.num_samples):
-                sample = json.loads(raw)
+        samples = resolve_samples(samples_dir, "samples")
+        for shard in samples.shards:
+            for number, raw in read_lines(shard.path, shard.num_samples):
+                # Checked as bertlab's loader checks them: both sides refuse the same bad line.
+                sample = parse_sample(raw, shard.path, number, samples.max_seq_len,
+                                      samples.vocab_size, samples.nsp)  # fmt: skip
                 ids.extend(sample["input_ids"])
                 types.extend(sample["token_type_ids"])
                 offsets.append(len(ids))

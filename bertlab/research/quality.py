@@ -116,6 +116,22 @@ def _run_bertlab(args: list[str], run_dir: Path, timeout: float) -> dict[str, An
     return {"heldout": points, "speed": speed}
 
 
+def check_fit_flags(flags: list[str], flag: str) -> None:
+    """Refuse `bertlab fit` flags the parser rejects, before any run: a typo in the last run's
+    flags would otherwise surface only after the hours of the runs before it."""
+    if not flags:
+        return
+    command = [
+        sys.executable, "-m", "bertlab", "fit", f"--config={REPO / 'configs' / 'bert-mini.yaml'}",
+        *flags, "--print_config",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or [""]
+        reason = next((line for line in lines if line.startswith("error:")), lines[-1])
+        raise ValueError(f"{flag} {' '.join(flags)}: {reason.removeprefix('error:').strip()}")
+
+
 def _recipe_spec(
     data: dict, steps: int, batch_size: int, lr: float, warmup: int, eval_every: int, blocks: int
 ) -> dict:
@@ -334,6 +350,10 @@ def quality_benchmark(
     if len(parts) != 4 or not all(part.isdigit() for part in parts):
         # Lightning's Timer would refuse it only when the budget run starts, after the others.
         raise ValueError(f"--max_time {max_time!r} must be DD:HH:MM:SS, e.g. 00:00:08:00")
+    if "bertlab" in systems or "ablation" in systems:
+        check_fit_flags(list(equal_args or []), "--equal_args")
+    if "budget" in systems:
+        check_fit_flags(list(budget_args or []), "--budget_args")
     work_dir = work_dir or str(Path(tempfile.gettempdir()) / "bertlab-benchmark")
     check_outside_outputs(work_dir, "--work_dir", COMMAND)  # a cache, never in another's output
     inputs = [("--input", input), ("--work_dir", work_dir)]

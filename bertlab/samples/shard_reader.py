@@ -327,6 +327,16 @@ def _all_ints(values: list) -> bool:
         return False
 
 
+def _has_bool(sample: dict) -> bool:
+    """Whether a JSON true or false stands among the ids (sum() takes them for 1 and 0)."""
+    return any(
+        type(v) is bool
+        for key in ("input_ids", "token_type_ids")
+        if isinstance(sample.get(key), list)
+        for v in sample[key]
+    )
+
+
 def parse_sample(
     raw: bytes, path: str, line: int, max_seq_len: int, vocab_size: int, nsp: bool
 ) -> dict:
@@ -340,9 +350,12 @@ def parse_sample(
         raise ValueError(f"{where}: a sample line must be a JSON object")
     ids = sample.get("input_ids")
     types = sample.get("token_type_ids")
-    # sum/min/max run in C: a str, null or list raises TypeError, a float makes the sum a float.
+    # sum/min/max run in C: a str, null or list raises TypeError, a float makes the sum a float;
+    # only true and false pass for ints, and a byte scan finds whether any line holds one.
     if not isinstance(ids, list) or not ids or not _all_ints(ids):
         raise ValueError(f"{where}: input_ids must be a non-empty list of integers")
+    if (b"true" in raw or b"false" in raw) and _has_bool(sample):
+        raise ValueError(f"{where}: input_ids and token_type_ids must be integers, not true/false")
     if len(ids) > max_seq_len:
         raise ValueError(
             f"{where}: sample of {len(ids)} tokens is longer than max_seq_len {max_seq_len}"
