@@ -10,8 +10,9 @@ Decisions:
 - A model folder is checked file by file: config.json and the tokenizer's JSON files must parse
   as JSON objects, each *.safetensors file must open with a complete header (the header lists
   every tensor's byte range, so a truncated file fails here). Corrupt bytes inside a tensor's
-  data are not detectable without a checksum the format does not have; the export's own reload
-  checks are what catch those at export time.
+  data leave the header whole: the format has no checksum, so the folder's marker records the
+  SHA-256 of each weights file its command wrote (bertlab.files.output_folder.write_marker) and
+  the weights check compares it. A folder without one (downloaded, hand-made) is read as it is.
 - The tokenizer's raw vocabularies are checked too, because nothing else would notice them: with
   tokenizer.json in the folder, AutoTokenizer never reads vocab.txt or sentencepiece.model, yet
   they ship with the model and are what other tools (BertTokenizer's slow class, the original
@@ -32,6 +33,8 @@ import math
 import re
 from pathlib import Path
 from typing import Any
+
+from bertlab.files.output_folder import file_sha256, read_marker
 
 TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 VOCAB_FILE = "vocab.txt"
@@ -281,6 +284,14 @@ def refuse_nonfinite(tensors: Any, where: str) -> None:
             )
 
 
+def _recorded_digests(folder: Path) -> dict[str, str]:
+    """The weights files' SHA-256 the folder's marker records (none for a hand-made folder)."""
+    digests = (read_marker(folder) or {}).get("sha256")
+    if not isinstance(digests, dict):
+        return {}
+    return {name: digest for name, digest in digests.items() if isinstance(digest, str)}
+
+
 def check_model_weights(folder: Path, flag: str) -> None:
     """ValueError naming the file unless the folder's weights agree with config.json's shape
     and hold only finite values. (from_pretrained's own errors for either: a size-mismatch
@@ -291,8 +302,14 @@ def check_model_weights(folder: Path, flag: str) -> None:
     config = read_json_object(config_path, flag) if config_path.is_file() else {}
     every_name: list[str] = []
     files = sorted(folder.glob("*.safetensors"))
+    recorded = _recorded_digests(folder)
     for weights in files:
         check_safetensors(weights, flag)
+        if weights.name in recorded and file_sha256(weights) != recorded[weights.name]:
+            raise ValueError(
+                f"{flag}: {weights} is damaged: its bytes are not the ones "
+                f"{read_marker(folder)['command']} wrote (SHA-256 differs); export it again"
+            )
         with safe_open(str(weights), "pt") as f:
             names = list(f.keys())  # noqa: SIM118 (safe_open is no mapping)
             for name in names:

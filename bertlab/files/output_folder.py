@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -126,12 +127,26 @@ def corpus_split(path: str | os.PathLike) -> tuple[Path, str] | None:
     return path.parent, split
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (weights files run to gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_marker(folder: Path, command: str, names: Iterable[str] | None = None) -> None:
-    """Write the marker naming `command` and the entries it wrote (default: all but the marker)."""
+    """Write the marker naming `command` and the entries it wrote (default: all but the marker),
+    with the SHA-256 of each weights file among them: their headers say nothing of bytes changed
+    inside a tensor, and readers (bertlab.files.artefacts.check_model_weights) compare."""
     if names is None:
         names = (p.name for p in folder.iterdir())
     entries = sorted({n for n in names if n != MARKER})
     marker = {"command": command, "version": MARKER_VERSION, "entries": entries}
+    weights = [n for n in entries if n.endswith(".safetensors") and (folder / n).is_file()]
+    if weights:
+        marker["sha256"] = {name: file_sha256(folder / name) for name in weights}
     with atomic_write(folder / MARKER) as f:
         f.write(json.dumps(marker, indent=2) + "\n")
 

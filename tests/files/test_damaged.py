@@ -157,3 +157,32 @@ def test_damaged_file_is_one_line_naming_it(
     # The damaged file is named: the checkpoint by its flag's path, the others by their own.
     assert str(w / name) in errors[0], errors[0]
     assert not (w / "out").exists() and not (w / "s").exists()
+
+
+def test_bytes_changed_inside_a_tensor_are_refused_by_every_reader(artefacts, tmp_path, capsys):
+    """The header stays whole, so only the export's recorded SHA-256 tells."""
+    from bertlab.downstream.heldout import evaluate_mlm
+    from bertlab.files.output_folder import MARKER
+
+    w = tmp_path / "w"
+    shutil.copytree(artefacts, w)
+    weights = w / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:] = bytes(64)  # the last tensor's last bytes: still a complete safetensors file
+    weights.write_bytes(bytes(data))
+    commands = [
+        (fill_mask, ["--model", w / "model", "--text", "a [MASK] b"]),
+        (evaluate_mlm, ["--model", w / "model", "--text", w / "corpus" / "test.txt"]),
+        (push_to_hub, ["--model_dir", w / "model", "--repo_id", "me/tiny", "--dry_run"]),
+        (finetune, finetune_args(w / "model", w)),
+    ]
+    for fn, argv in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            run(fn, [str(a) for a in argv])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert exit_info.value.code == 2 and len(errors) == 1, err[-3000:]
+        assert f"{weights} is damaged: its bytes are not the ones export_model wrote" in errors[0]
+    (w / "model" / MARKER).unlink()  # a hand-made folder: nothing recorded, read as it is
+    run(fill_mask, ["--model", str(w / "model"), "--text", "a [MASK] b"])
+    assert "error:" not in capsys.readouterr().err
