@@ -41,6 +41,7 @@ from bertlab.downstream.heldout import (
 )
 from bertlab.files.artefacts import not_a_file
 from bertlab.files.identity import file_identity
+from bertlab.files.output_folder import check_output_file
 
 
 class HeldoutEvaluation(Callback):
@@ -88,9 +89,12 @@ class HeldoutEvaluation(Callback):
                 flag = "heldout.texts" if path in self.texts else "heldout.unigram_corpus"
                 raise ValueError(f"{flag}: {path}: {not_a_file(path)}")
         if output is not None:
-            _check_output(output, [("--heldout.texts", t) for t in self.texts] + (
+            # Appended to: a resumed run continues its own record, never another file.
+            inputs = [("--heldout.texts", t) for t in self.texts] + (
                 [("--heldout.unigram_corpus", unigram_corpus)] if unigram_corpus else []
-            ))  # fmt: skip
+            )  # fmt: skip
+            check_output_file(output, "held-out evaluations", inputs, flag="--heldout.output",
+                              recognise=_is_record, appends=True)  # fmt: skip
         self.results: list[dict[str, Any]] = []
         self._blocks: list[HeldoutBlocks] = []
         self._unigram: torch.Tensor | None = None
@@ -219,20 +223,3 @@ def _is_record(path: Path) -> bool:
         return all("step" in json.loads(line) for line in lines if line.strip())
     except (OSError, ValueError, TypeError):
         return False
-
-
-def _check_output(output: str, inputs: list) -> None:
-    """heldout.output is appended to, so an existing file must be this callback's own record
-    (a resumed run continues it); never one of its inputs, never another file."""
-    from bertlab.files.output_folder import check_inputs, check_outside_outputs
-
-    check_inputs(output, inputs, "--heldout.output", noun="file name")
-    check_outside_outputs(output, "--heldout.output")
-    path = Path(output)
-    if path.is_dir():
-        raise ValueError(f"--heldout.output {output} is a folder; give a file name to write")
-    if path.exists() and not _is_record(path):
-        raise ValueError(
-            f"--heldout.output {output} exists and is not a record of held-out evaluations; "
-            "choose another file name"
-        )

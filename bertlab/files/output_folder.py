@@ -291,9 +291,11 @@ def check_output_file(
     *,
     flag: str,
     recognise: Callable[[Path], bool],
+    appends: bool = False,
 ) -> None:
     """The same rule for a single result file: never an input or inside an input folder; an
-    existing file only if `recognise` says this command wrote it, and only with --overwrite."""
+    existing file only if `recognise` says this command wrote it, and only with --overwrite
+    (`appends`: a file the command adds to, its own earlier one continued without it)."""
     check_inputs(output, inputs, flag, noun="file name")
     check_outside_outputs(output, flag)
     path = Path(output)
@@ -305,7 +307,7 @@ def check_output_file(
         raise ValueError(
             f"{flag} {output} exists and is not a result of {command}; choose another file name"
         )
-    if not overwrite:
+    if not overwrite and not appends:
         raise ValueError(
             f"{flag} {output} holds an earlier result of {command}; pass --overwrite to "
             "replace it, or choose another file name"

@@ -238,7 +238,8 @@ def test_heldout_output_never_overwrites_a_file_it_did_not_write(en_samples, val
     text.write_text("The cat sat on the mat.\n\nA second document is here.\n", encoding="utf-8")
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n", encoding="utf-8")
-    for output, says in ((notes, "is not a record of held-out"), (text, "is --heldout.texts")):
+    not_ours = "exists and is not a result of held-out evaluations"
+    for output, says in ((notes, not_ours), (text, "is --heldout.texts")):
         heldout = (f"--heldout.texts=[{text}]", f"--heldout.output={output}")
         status, log = fit(train, valid, tmp_path / "run", *heldout)
         assert_one_line_error(status, log, f"--heldout.output {output}", says)
