@@ -107,6 +107,14 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
+def _read_meta_of(folder: str | Path, flag: str) -> dict:
+    """read_meta, its refusal led by the flag that named the folder."""
+    try:
+        return read_meta(folder)
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
+
+
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -193,7 +201,7 @@ def _resolve_remote(
     for url, folder_given in _expand_remote(entry, flag):
         folder = url if folder_given else remote.parent(url)
         if folder not in metas:
-            metas[folder] = read_meta(folder)
+            metas[folder] = _read_meta_of(folder, flag)
         meta = metas[folder]
         listed = {s["file"]: s for s in meta["shards"]}
         if folder_given:
@@ -235,7 +243,7 @@ def resolve_samples(spec: str | os.PathLike | list, flag: str) -> SampleSet:
             folder = path if path.is_dir() else path.parent
             key = str(folder.resolve())
             if key not in metas:
-                metas[key] = read_meta(folder)
+                metas[key] = _read_meta_of(folder, flag)
             meta = metas[key]
             listed = {s["file"]: s for s in meta["shards"]}
             if path.is_dir():
