@@ -195,7 +195,8 @@ class BertDataModule(pl.LightningDataModule):
         batch_size: samples per batch and per process.
         eval_batch_size: batch size for validation and test; default: batch_size.
         num_workers: DataLoader worker processes per training process.
-        shuffle_buffer_size: samples held per reader for shuffling the training stream.
+        shuffle_buffer_size: samples held per reader for shuffling the training stream (0 or 1:
+            none, samples in shard order; the order of the shards is still shuffled each epoch).
         mlm_probability: fraction of tokens (or words) selected for masked-LM prediction.
         whole_word_masking: select whole words instead of single tokens.
         pad_to_multiple_of: pad each batch to a multiple of this length (a speed setting: the
