@@ -2,7 +2,9 @@
 
 Every tool writes through these helpers so that a crash, a kill or a user's mistake halfway never
 leaves an output that looks finished: data goes to a temporary name beside the target (same file
-system, so the final rename is atomic), is flushed and fsynced, then renamed into place.
+system, so the final rename is atomic), is flushed and fsynced, then renamed into place. A
+target that is a symbolic link is written where the link points, and the link stays: renaming
+over the link would replace the user's link with a file and leave the old output beside it.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _target(path: str | os.PathLike) -> Path:
+    """The path an output is renamed to: a symbolic link's target, the link kept."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync and rename it to `path`."""
-    path = Path(path)
+    path = _target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -61,7 +69,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
 
     With overwrite=False an existing non-empty `path` is a ValueError (before anything is written).
     """
-    path = Path(path)
+    path = _target(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} exists and is not a directory")
     if not overwrite and path.exists() and any(path.iterdir()):

@@ -17,6 +17,7 @@ Decisions:
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,16 @@ def refuse_zero_batches(subcommand: str | None, trainer: Any) -> None:
             "nothing; give DD:HH:MM:SS above zero"
         )
     devices = trainer.get("devices")
-    if str(devices).strip() in ("0", "-0", "[]") or (isinstance(devices, int) and devices < -1):
+    # Lightning takes auto, a count, or "0,1" (indices) as strings; any other word ends in its
+    # TypeError traceback at Trainer(), after the model is built.
+    wrong_word = isinstance(devices, str) and not re.fullmatch(
+        r"auto|-?\d+|(\d+\s*,\s*)*\d+\s*,?", devices.strip()
+    )
+    if (
+        wrong_word
+        or str(devices).strip() in ("0", "-0", "[]")
+        or (isinstance(devices, int) and devices < -1)
+    ):
         raise ValueError(  # Lightning's own words name Trainer(devices='0'), not the flag
             f"--trainer.devices {devices}: give a number of devices of at least 1, a list of "
             "device indices, -1 (all) or auto"
