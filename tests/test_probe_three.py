@@ -508,6 +508,11 @@ def test_the_fifth_probes_findings(masked_lm, en_corpus, en_wordpiece, tmp_path,
     export_model(str(ckpt), str(embeddings), language="en", embeddings_only=True)
     capsys.readouterr()
     shutil.copy(embeddings / "word_embeddings.safetensors", model / "model.safetensors")
+    with pytest.raises(ValueError, match="its bytes are not the ones export_model wrote"):
+        push_to_hub(str(model), "someone/tiny-bert", dry_run=True)
+    marker = json.loads((model / ".bertlab-output").read_text(encoding="utf-8"))
+    del marker["sha256"]  # as an export of an earlier bertlab records none
+    (model / ".bertlab-output").write_text(json.dumps(marker), encoding="utf-8")
     with pytest.raises(ValueError, match="the weights hold no encoder layer"):
         push_to_hub(str(model), "someone/tiny-bert", dry_run=True)
     shutil.copy(en_wordpiece / ".bertlab-output", model / ".bertlab-output")
@@ -718,6 +723,10 @@ def test_bad_sample_lines_are_refused_by_the_trainer_recipe_too(en_samples, tmp_
 
     samples = tmp_path / "samples"
     shutil.copytree(en_samples / "valid", samples)
+    meta = json.loads((samples / "meta.json").read_text(encoding="utf-8"))
+    for listed in meta["shards"]:
+        del listed["num_bytes"]  # the lines are checked, not the size of a shard edited here
+    (samples / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     shard = samples / "shard-00000.jsonl.gz"
     lines = gzip.decompress(shard.read_bytes()).decode().splitlines()
     for number, change in ((1, {"next_sentence_label": None}), (2, {"input_ids": [2, 1.5, 3]}),
@@ -742,3 +751,92 @@ def test_quality_benchmark_refuses_fit_flags_before_any_run(tmp_path, capsys):
         error = _error(_run(quality_benchmark, argv, capsys))
         assert error == f"error: {flag} --model.lrr=3: unrecognized arguments: --model.lrr=3"
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_seventh_probes_output_and_fit_findings(en_samples, en_corpus, tmp_path, capsys):
+    """An output that is a link to the command's earlier output, a shard of another size than
+    its meta.json records, a devices word, a fit that would validate or log nothing."""
+    import gzip
+
+    from bertlab.tokenizer.training import train_tokenizer
+
+    tokenizer = tmp_path / "tok"
+    argv = ["--train_file", en_corpus / "test.txt", "--model_type", "wordpiece",
+            "--vocab_size", "300"]  # fmt: skip
+    assert _run(train_tokenizer, [*argv, "--output_dir", tokenizer], capsys)[0] == 0
+    link = tmp_path / "link"
+    link.symlink_to(tokenizer)
+    status, err = _run(train_tokenizer, [*argv, "--output_dir", link, "--overwrite"], capsys)
+    assert status == 0, err
+    assert link.is_symlink() and link.resolve() == tokenizer  # the user's link, kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "tok"]  # nothing left beside
+    assert (tokenizer / "tokenizer.json").is_file()
+
+    samples = tmp_path / "samples"
+    shutil.copytree(en_samples, samples)
+    shard = samples / "train" / "shard-00000.jsonl.gz"
+    lines = gzip.decompress(shard.read_bytes()).splitlines(keepends=True)
+    shard.write_bytes(gzip.compress(b"".join(lines[:100])))  # a valid gzip, cut short
+    error = _error(_fit(_tiny_fit(samples, tmp_path / "run"), capsys))
+    assert f"--data.train_files: {shard} is damaged: " in error
+    assert "but its meta.json records" in error and not (tmp_path / "run").exists()
+
+    error = _error(_fit(_tiny_fit(en_samples, tmp_path / "run", "--trainer.devices=two"), capsys))
+    assert error.startswith("error: --trainer.devices two: give a number of devices")
+    status, err = _fit(_tiny_fit(en_samples, tmp_path / "run", "--trainer.limit_val_batches=0",
+                                 "--trainer.log_every_n_steps=0"), capsys)  # fmt: skip
+    assert status == 0, err
+    assert "warning: --trainer.limit_val_batches 0: no validation will run" in err
+    assert "warning: --trainer.log_every_n_steps 0: no training loss" in err
+
+
+def test_the_seventh_probes_tool_findings(masked_lm, en_corpus, en_wordpiece, tmp_path, capsys):
+    from tiny import handmade_checkpoint, write_run
+
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.downstream.finetune import finetune
+    from bertlab.export.model import export_model
+    from bertlab.research.budget import plan_budget
+    from bertlab.research.plots import plot_runs
+
+    logs = tmp_path / "logs"
+    write_run(logs, seconds_per_step=5, downstream=False)
+    error = _error(_run(plot_runs, ["--logdir", logs, "--output_dir", tmp_path / "p",
+                                    "--dpi", "70000"], capsys))  # fmt: skip
+    assert error.startswith("error: --dpi 70000: at most 1200") and not (tmp_path / "p").exists()
+
+    ckpt = handmade_checkpoint(en_wordpiece, tmp_path / "tiny.ckpt")
+    out = tmp_path / "model"
+    error = _error(_run(export_model, ["--ckpt_path", ckpt, "--output_dir", out,
+                                       "--embeddings_only", "--widget_text", "a [MASK]"],
+                        capsys))  # fmt: skip
+    assert "--widget_text: an --embeddings_only export has no masked-LM head" in error
+    error = _error(_run(export_model, ["--ckpt_path", ckpt, "--output_dir", out, "--config",
+                                       tmp_path], capsys))  # fmt: skip
+    assert error == f"error: --config {tmp_path} is a folder; give the run's config.yaml in it"
+    status, err = _run(export_model, ["--ckpt_path", ckpt, "--output_dir", out, "--language",
+                                      "en, ja"], capsys)  # fmt: skip
+    assert status == 0, err
+    assert "language:\n- en\n- ja\n" in (out / "README.md").read_text(encoding="utf-8")
+
+    raw = en_corpus / "test.txt"
+    error = _error(_run(prepare_corpus, ["--input", raw, "--output_dir", tmp_path / "c",
+                                         "--dataset_split", "validation"], capsys))  # fmt: skip
+    assert error == "error: --dataset_split is only used with --dataset NAME"
+    corpus = ["--input", raw, "--output_dir", tmp_path / "c"]
+    error = _error(_run(prepare_corpus, [*corpus, "--valid_docs", "0.5", "--test_docs", "0.5"],
+                        capsys))  # fmt: skip
+    assert "hold out every document: their fractions must sum to less than 1" in error
+    status, err = _run(prepare_corpus, [*corpus, "--valid_docs", "0.4", "--test_docs", "0.4"],
+                       capsys)  # fmt: skip
+    assert status == 0 and "documents: only" in err and "are left for training" in err, err
+
+    error = _error(_run(plan_budget, ["--batch_size", "8", "--target", "bert-phased",
+                                      "--target_tokens", "1000000"], capsys))  # fmt: skip
+    assert "--target bert-phased and --target_tokens 1000000 are two budgets" in error
+
+    task = tmp_path / "task.tsv"
+    task.write_text("".join(f"{i % 2}\tsentence {i}\n" for i in range(20)), encoding="utf-8")
+    error = _error(_run(finetune, ["--model", masked_lm, "--train_file", task, "--valid_file",
+                                   task, "--label_column", "7"], capsys))  # fmt: skip
+    assert "--label_column 7 is a column position, but the line has 2 tab-separated" in error

@@ -64,7 +64,7 @@ def prepare_corpus(
     title_column: str | None = None,
     dataset: str | None = None,
     dataset_config: str | None = None,
-    dataset_split: str = "train",
+    dataset_split: str | None = None,
     dataset_files: list[str] | None = None,
 ) -> dict:
     """Turn Wikipedia dumps, text, JSON Lines, Parquet or a dataset into train/valid/test.txt.
@@ -103,7 +103,7 @@ def prepare_corpus(
             Hub dataset such as wikimedia/wikipedia (needs the network), a local folder, or a
             builder for --dataset_files such as parquet. Needs pip install datasets.
         dataset_config: the --dataset configuration, such as 20231101.en.
-        dataset_split: the --dataset split to read.
+        dataset_split: the --dataset split to read (default: train).
         dataset_files: files or globs for --dataset's data_files, such as 'data/*.parquet'.
     """
     output = Path(output_dir)
@@ -112,8 +112,10 @@ def prepare_corpus(
     _refuse_unused_flags(
         download, dataset,
         {"date": date, "mirror": mirror, "download_dir": download_dir},
-        {"dataset_config": dataset_config, "dataset_files": dataset_files},
+        {"dataset_config": dataset_config, "dataset_files": dataset_files,
+         "dataset_split": dataset_split},
     )  # fmt: skip
+    dataset_split = dataset_split or "train"
     items = [input] if isinstance(input, str) else list(input or [])
     table_files = [dataset_files] if isinstance(dataset_files, str) else list(dataset_files or [])
     downloads = Path(download_dir) if download_dir is not None else output / DOWNLOADS
@@ -190,6 +192,15 @@ def _check_settings(
         raise ValueError(f"--min_doc_sentences must be at least 1, got {min_doc_sentences}")
     _check_split_size("valid_docs", valid_docs)
     _check_split_size("test_docs", test_docs)
+    if (
+        isinstance(valid_docs, float)
+        and isinstance(test_docs, float)
+        and valid_docs + test_docs >= 1
+    ):
+        raise ValueError(
+            f"--valid_docs {valid_docs} and --test_docs {test_docs} hold out every document: "
+            "their fractions must sum to less than 1 (0.01 each is usual)"
+        )
     if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*|simple", lang.lower().replace("_", "-")):
         print(
             f"warning: --lang {lang} is not a language code (en, de, ja, zh, ...): sentences are "

@@ -149,6 +149,13 @@ def assign_splits(hashes: array, valid_docs: int | float, test_docs: int | float
             f"--valid_docs {valid_docs} and --test_docs {test_docs} leave no training documents "
             f"(the corpus has {n} document{'s' if n != 1 else ''})"
         )
+    held_out = num_valid + num_test
+    if held_out > n - held_out:  # the usual split holds out a few percent
+        print(
+            f"warning: --valid_docs {valid_docs} and --test_docs {test_docs} hold out {held_out} "
+            f"of {n} documents: only {n - held_out} are left for training",
+            file=sys.stderr,
+        )
     split_of = bytearray(n)
     # nsmallest is a stable sort cut short: ties (identical texts) keep their input order.
     ranked = heapq.nsmallest(num_valid + num_test, range(n), key=hashes.__getitem__)

@@ -115,7 +115,18 @@ def _read_tsv(path: Path, label_column: str, text_columns: list[str] | None) -> 
         expected = len(header)
     elif by_position:
         names = text_columns or []
-        if not names or not all(name.isdigit() for name in names):
+        if int(label_column) >= len(first):
+            raise ValueError(
+                f"{path} line {lines[0][0]}: --label_column {label_column} is a column position, "
+                f"but the line has {len(first)} tab-separated field(s) (positions 0 to "
+                f"{len(first) - 1})"
+            )
+        if not text_columns:
+            raise ValueError(
+                f"{path}: --label_column {label_column} is a column position, so give the text "
+                "columns' positions too with --text_columns (e.g. 3 or 1,2)"
+            )
+        if not all(name.isdigit() for name in names):
             raise ValueError(
                 f"{path}: --label_column {label_column} is a column position, so --text_columns "
                 f"must be positions too (e.g. 3 or 1,2), got {names}"

@@ -350,8 +350,8 @@ def export_model(
         config: The run's config (default: the config.yaml LightningCLI saved beside the
             checkpoint's log folder); optional, the checkpoint alone is enough.
         tokenizer: The tokenizer folder (default: the one the run recorded).
-        language: The model's language code for the model card (e.g. en, ja); also picks the
-            default widget sentence.
+        language: The model's language code for the model card (e.g. en, ja; en,ja for
+            several); the first also picks the default widget sentence.
         license: The Hub's license identifier for the model card (apache-2.0, mit, cc-by-4.0,
             ...; other for a license of your own).
         datasets: Hub dataset ids for the model card (e.g. wikipedia).
@@ -362,12 +362,22 @@ def export_model(
     """
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if config is not None and Path(config).is_dir():
+        raise ValueError(f"--config {config} is a folder; give the run's config.yaml in it")
     if config is not None and not Path(config).is_file():
         raise ValueError(f"--config {config} does not exist")
     code = r"[a-z]{2,3}(-[A-Za-z0-9]+)*"
-    if language is not None and not re.fullmatch(rf"{code}(,{code})*", language):
+    if language is not None and not re.fullmatch(rf"{code}(,\s*{code})*", language):
         # The card's `language:` is an ISO 639 code for the Hub; a name or a phrase is not one.
-        raise ValueError(f"--language {language!r} is not a language code such as en, ja, pt-BR")
+        raise ValueError(
+            f"--language {language!r} is not a language code such as en, ja, pt-BR (or a "
+            "comma-separated list of them)"
+        )
+    if embeddings_only and widget_text is not None:
+        raise ValueError(
+            "--widget_text: an --embeddings_only export has no masked-LM head, so its card has "
+            "no fill-mask widget; leave --widget_text out"
+        )
     check_license(license)
     for name in datasets or []:
         if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", str(name)):
@@ -384,8 +394,10 @@ def export_model(
     lines, where = check_texts(facts.samples_meta)
     texts = [text for _, text in lines]
     name = Path(output_dir).resolve().name
-    widget = widget_sentence(widget_text, language, source_tok.mask_token, texts[0])
-    meta = front_matter(language, license, datasets, widget, embeddings_only)
+    languages = [code.strip() for code in language.split(",")] if language else None
+    widget = widget_sentence(widget_text, languages and languages[0], source_tok.mask_token,
+                             texts[0])  # fmt: skip
+    meta = front_matter(languages, license, datasets, widget, embeddings_only)
     exported_at = datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
     with output_folder(output_dir, COMMAND) as tmp:

@@ -103,7 +103,7 @@ def widget_sentence(
 
 
 def front_matter(
-    language: str | None,
+    language: list[str] | str | None,
     license: str,
     datasets: list[str] | None,
     widget: str | None,
@@ -111,7 +111,7 @@ def front_matter(
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if language:
-        meta["language"] = [language]
+        meta["language"] = [language] if isinstance(language, str) else list(language)
     meta["license"] = license
     if datasets:
         meta["datasets"] = list(datasets)

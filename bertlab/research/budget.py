@@ -138,7 +138,7 @@ def plan_budget(
     num_devices: int = 1,
     num_nodes: int = 1,
     target_tokens: int | None = None,
-    target: str = "bert",
+    target: str | None = None,
     tokens_per_second: float | None = None,
     samples_per_second: float | None = None,
     samples: str | None = None,
@@ -157,8 +157,8 @@ def plan_budget(
         num_samples: samples in the training set, for the number of epochs.
         num_devices: devices per node (trainer.devices).
         num_nodes: nodes (trainer.num_nodes).
-        target_tokens: a budget in tokens; overrides --target.
-        target: a named budget: bert or bert-phased.
+        target_tokens: a budget in tokens (instead of --target).
+        target: a named budget: bert or bert-phased (default: bert).
         tokens_per_second: measured throughput of the whole job, for the wall-clock time.
         samples_per_second: the same throughput in sequences per second.
         samples: a samples folder (or its meta.json): reads num_samples and max_seq_len.
@@ -175,6 +175,11 @@ def plan_budget(
     seq_len = seq_len or DEFAULT_SEQ_LEN
     if seq_len < 8:  # prepare_samples' own floor: [CLS] and two [SEP] leave nothing below it
         raise ValueError(f"--seq_len {seq_len} is too small (needs >= 8, as prepare_samples)")
+    if target_tokens is not None and target is not None:
+        raise ValueError(
+            f"--target {target} and --target_tokens {target_tokens} are two budgets; give one"
+        )
+    target = target or "bert"
     if target_tokens is not None:
         budget, description = int(target_tokens), f"{int(target_tokens):,} tokens (--target_tokens)"
     elif target in TARGETS:

@@ -45,6 +45,8 @@ EVENT_FILE_MARKER = "tfevents"
 # Series this short are periodic evaluations: drawn with markers, never smoothed (an average of
 # four validation points lags the truth by a whole interval).
 SPARSE_POINTS = 30
+# Print quality is 300-600 dpi; far beyond that the canvas alone is gigabytes.
+MAX_DPI = 1200
 
 # group -> regular expression (re.search over tag names) selecting that group's series.
 DEFAULT_PATTERNS: dict[str, str] = {
@@ -297,7 +299,7 @@ def plot_runs(
             '{"loss": "loss$", "lr": "^lr-"}'; groups: loss, lr, throughput, mfu, downstream.
         smoothing: TensorBoard-style exponential smoothing weight in [0, 1) for series of more
             than 30 points; raw values stay drawn faintly behind.
-        dpi: resolution of the PNGs (8 x 5 inches).
+        dpi: resolution of the PNGs (8 x 5 inches; at most 1200).
         overwrite: replace an earlier plot_runs folder in output_dir.
     """
     import json
@@ -306,6 +308,11 @@ def plot_runs(
         raise ValueError(f"--smoothing must be in [0, 1), got {smoothing}")
     if dpi <= 0:
         raise ValueError(f"--dpi must be positive, got {dpi}")
+    if dpi > MAX_DPI:  # matplotlib would try to allocate the canvas and fail with bad_alloc
+        raise ValueError(
+            f"--dpi {dpi}: at most {MAX_DPI} (8 x 5 inches at {MAX_DPI} dpi are already "
+            f"{8 * MAX_DPI} x {5 * MAX_DPI} pixels)"
+        )
     compiled = _compile_patterns(patterns)
     inputs = [("--logdir", path) for path in logdir]
     check_output_folder(output_dir, COMMAND, inputs, overwrite, legacy=LEGACY)

@@ -150,7 +150,7 @@ def prepare_samples(
         shutil.rmtree(scratch)
 
         meta = _meta(
-            tok, tokenizer, special_ids, source, corpus, dealer,
+            tok, tokenizer, special_ids, source, corpus, dealer, tmp,
             max_seq_len=max_seq_len, nsp=nsp, seed=seed, dupe_factor=dupe_factor,
             short_seq_prob=short_seq_prob,
         )  # fmt: skip
@@ -283,12 +283,15 @@ def _build_samples(params: tuple, lo: int, hi: int) -> tuple[list, list, list]:
     return deal(lines, num_tokens, num_shards, pass_ends)
 
 
-def _meta(tok, tokenizer, special_ids, source, corpus, dealer, **parameters) -> dict:
+def _meta(tok, tokenizer, special_ids, source, corpus, dealer, out, **parameters) -> dict:
     folder = Path(tokenizer).resolve()
+    # num_bytes: a reader compares the file's size at start-up, so a shard cut short, replaced
+    # or appended to is refused before training, not when (or if) a run reads it to its end.
     shards = [
-        {"file": shard_name(i), "num_samples": n, "num_tokens": t}
+        {"file": shard_name(i), "num_samples": n, "num_tokens": t,
+         "num_bytes": (out / shard_name(i)).stat().st_size}
         for i, (n, t) in enumerate(zip(dealer.num_samples, dealer.num_tokens, strict=True))
-    ]
+    ]  # fmt: skip
     return {
         "format": SAMPLES_FORMAT,
         "format_version": SAMPLES_FORMAT_VERSION,

@@ -115,6 +115,19 @@ def _read_meta_of(folder: str | Path, flag: str) -> dict:
         raise ValueError(f"{flag}: {error}") from None
 
 
+def _check_size(path: Path, listed: dict, flag: str) -> None:
+    """A local shard's size against the num_bytes its meta.json records (samples made before
+    the field record none; an object store's shards are checked by their line count only)."""
+    recorded = listed.get("num_bytes")
+    size = path.stat().st_size
+    if recorded is not None and size != recorded:
+        raise ValueError(
+            f"{flag}: {path} is damaged: {size:,} bytes, but its meta.json records "
+            f"{recorded:,}: not the shard prepare_samples wrote (cut short, replaced or "
+            "appended to); remake the samples"
+        )
+
+
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -138,11 +151,11 @@ def _check_counts(meta: dict, path: object) -> None:
     for shard in meta["shards"]:
         if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
             raise ValueError(f"{path} is damaged: a shard entry without a file name ({shard!r})")
-        if not _is_count(shard.get("num_samples")):
-            raise ValueError(
-                f"{path} is damaged: {shard['file']}'s num_samples "
-                f"{shard.get('num_samples')!r} is no count"
-            )
+        for key in ("num_samples", "num_bytes"):
+            if (key == "num_samples" or key in shard) and not _is_count(shard.get(key)):
+                raise ValueError(
+                    f"{path} is damaged: {shard['file']}'s {key} {shard.get(key)!r} is no count"
+                )
     listed = sum(shard["num_samples"] for shard in meta["shards"])
     if "num_samples" in meta and meta["num_samples"] != listed:  # which count is the truth?
         raise ValueError(
@@ -261,6 +274,7 @@ def resolve_samples(spec: str | os.PathLike | list, flag: str) -> SampleSet:
                     raise ValueError(
                         f"{flag}: {folder}/meta.json lists {name}, but the file is missing"
                     )
+                _check_size(shard_path, listed[name], flag)
                 chosen.setdefault(
                     str(shard_path.resolve()),
                     Shard(str(shard_path), int(listed[name]["num_samples"]), meta["max_seq_len"]),

@@ -93,6 +93,7 @@ from bertlab.train.run_config_checks import (
     refuse_outputs_in_inputs,
     refuse_zero_batches,
     warn_no_checkpoint,
+    warn_unlogged_fit,
     warn_unreached_validation,
 )
 from bertlab.train.throughput import ThroughputMonitor
@@ -321,8 +322,11 @@ class BertLabCLI(LightningCLI):
 
     def before_fit(self) -> None:
         # Said when the run really starts: a refusal while building it stays the only line.
-        if self.datamodule.hparams.get("val_files"):
+        validates = bool(self.datamodule.hparams.get("val_files"))
+        if validates:
             warn_unreached_validation(self.config["fit"].trainer)
+        fit = self.config["fit"]
+        warn_unlogged_fit(fit.trainer, fit.get("checkpoint"), validates)
 
     def after_instantiate_classes(self) -> None:
         # Lightning merges the model's and the data's hparams for the logger and refuses a key

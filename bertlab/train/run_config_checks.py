@@ -216,6 +216,29 @@ def warn_unreached_validation(trainer: Any) -> None:
         )
 
 
+def warn_unlogged_fit(trainer: Any, checkpoint: Any, validates: bool) -> None:
+    """Settings Lightning takes without a word that leave a fit without the figures a user reads
+    (no validation, hence no best checkpoint; no training curves), each said in one line."""
+    if validates and trainer.get("limit_val_batches") == 0:
+        monitor = (checkpoint or {}).get("monitor") if checkpoint is not None else None
+        kept = (
+            f": --checkpoint.monitor {monitor} is never logged, so no best checkpoint is kept"
+            if monitor
+            else ""
+        )
+        print(
+            f"warning: --trainer.limit_val_batches 0: no validation will run{kept}",
+            file=sys.stderr,
+        )
+    if trainer.get("log_every_n_steps") == 0:
+        print(
+            "warning: --trainer.log_every_n_steps 0: no training loss, learning rate or "
+            "throughput will be logged (plot_runs has no training curve to draw); the default "
+            "is 50",
+            file=sys.stderr,
+        )
+
+
 def check_remote_folders(root: str | None, checkpoint: Any) -> None:
     """A run folder in an object store must be writable before anything is built: Lightning's
     logger would otherwise create a missing bucket (s3fs's makedirs does) or fail mid-setup."""

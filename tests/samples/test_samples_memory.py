@@ -38,6 +38,11 @@ def shard_lines(folder: Path) -> list[list[bytes]]:
     return [gzip.decompress((folder / s["file"]).read_bytes()).splitlines() for s in meta["shards"]]
 
 
+def unsized(meta: dict) -> dict:
+    shards = [{k: v for k, v in shard.items() if k != "num_bytes"} for shard in meta["shards"]]
+    return {**meta, "shards": shards}
+
+
 def test_bucketed_shards_hold_the_same_samples(en_corpus, en_wordpiece, tmp_path, monkeypatch):
     """Shards larger than a bucket: the same lines in every shard as a whole shuffle gives, in
     another order, and the same files whatever --num_proc."""
@@ -51,7 +56,8 @@ def test_bucketed_shards_hold_the_same_samples(en_corpus, en_wordpiece, tmp_path
     )  # ~7 buckets a shard
     one = prepare_samples(**common, output_dir=str(tmp_path / "one"), num_proc=1)
     two = prepare_samples(**common, output_dir=str(tmp_path / "two"), num_proc=2)
-    assert whole == one == two
+    assert one == two  # the same files, so the same sizes too
+    assert unsized(whole) == unsized(one)  # the lines in another order compress to other sizes
     files = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "two").iterdir())
     for name in files:
