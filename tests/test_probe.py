@@ -207,7 +207,8 @@ def test_export_model_refuses_a_language_that_is_not_a_code(tmp_path, capsys):
                            "--language", "English"])  # fmt: skip
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (
-        "error: --language 'English' is not a language code such as en, ja, pt-BR\n"
+        "error: --language 'English' is not a language code such as en, ja, pt-BR (or a "
+        "comma-separated list of them)\n"
     )
     assert not (tmp_path / "m").exists()
 

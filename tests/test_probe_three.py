@@ -508,11 +508,6 @@ def test_the_fifth_probes_findings(masked_lm, en_corpus, en_wordpiece, tmp_path,
     export_model(str(ckpt), str(embeddings), language="en", embeddings_only=True)
     capsys.readouterr()
     shutil.copy(embeddings / "word_embeddings.safetensors", model / "model.safetensors")
-    with pytest.raises(ValueError, match="its bytes are not the ones export_model wrote"):
-        push_to_hub(str(model), "someone/tiny-bert", dry_run=True)
-    marker = json.loads((model / ".bertlab-output").read_text(encoding="utf-8"))
-    del marker["sha256"]  # as an export of an earlier bertlab records none
-    (model / ".bertlab-output").write_text(json.dumps(marker), encoding="utf-8")
     with pytest.raises(ValueError, match="the weights hold no encoder layer"):
         push_to_hub(str(model), "someone/tiny-bert", dry_run=True)
     shutil.copy(en_wordpiece / ".bertlab-output", model / ".bertlab-output")

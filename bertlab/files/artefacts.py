@@ -302,14 +302,8 @@ def check_model_weights(folder: Path, flag: str) -> None:
     config = read_json_object(config_path, flag) if config_path.is_file() else {}
     every_name: list[str] = []
     files = sorted(folder.glob("*.safetensors"))
-    recorded = _recorded_digests(folder)
     for weights in files:
         check_safetensors(weights, flag)
-        if weights.name in recorded and file_sha256(weights) != recorded[weights.name]:
-            raise ValueError(
-                f"{flag}: {weights} is damaged: its bytes are not the ones "
-                f"{read_marker(folder)['command']} wrote (SHA-256 differs); export it again"
-            )
         with safe_open(str(weights), "pt") as f:
             names = list(f.keys())  # noqa: SIM118 (safe_open is no mapping)
             for name in names:
@@ -340,6 +334,14 @@ def check_model_weights(folder: Path, flag: str) -> None:
             f"{flag}: {config_path} says num_hidden_layers {layers}, but the weights hold "
             f"{len(found)} layers: the config is not these weights'; export the folder again"
         )
+    # Last, so that what is wrong with changed weights (NaN, a shape) is said when it can be.
+    recorded = _recorded_digests(folder)
+    for weights in files:
+        if weights.name in recorded and file_sha256(weights) != recorded[weights.name]:
+            raise ValueError(
+                f"{flag}: {weights} is damaged: its bytes are not the ones "
+                f"{read_marker(folder)['command']} wrote (SHA-256 differs); export it again"
+            )
 
 
 def not_a_file(path: str | Path) -> str:
