@@ -118,15 +118,26 @@ def _list_item_types(annotation: Any) -> tuple[Any, ...]:
     return tuple(items)
 
 
-def _join_flag_values(argv: list[str]) -> list[str]:
-    """`--overrides '--data.x a --model.y b'`: a value that starts with -- (it holds spaces
-    before any =, so it is no flag) is joined to its flag as `--overrides=...`."""
+def _join_flag_values(argv: list[str], flags: set[str], value_flags: set[str]) -> list[str]:
+    """`--overrides '--data.x a --model.y b'`, `--equal_args --model.lr=1e-3`: a word after a
+    flag that takes a value, starting with -- but naming none of the command's `flags` (a
+    dotted name, `bertlab fit`'s, or one with spaces before any =: no tool's flag is either),
+    is that flag's value, joined to it as `--overrides=...`. A misspelt flag of the command
+    stays a flag, refused as unknown."""
     out: list[str] = []
     for word in argv:
         name = word[2:].split("=", 1)[0]
-        is_value = word.startswith("--") and any(c.isspace() for c in name)
-        if is_value and out and out[-1].startswith("--") and "=" not in out[-1]:
-            out[-1] = f"{out[-1]}={word}"
+        previous = out[-1] if out else ""
+        takes_value = (
+            previous.startswith("--")
+            and "=" not in previous
+            and previous[2:].replace("-", "_") in value_flags
+        )
+        foreign = name.replace("-", "_") not in flags and (
+            "." in name or any(c.isspace() for c in name)
+        )
+        if word.startswith("--") and takes_value and foreign:
+            out[-1] = f"{previous}={word}"
             continue
         out.append(word)
     return out
@@ -237,6 +248,11 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(value, str) and not value.strip() and value != default:  # `--input=`
                 raise ValueError(f"--{name} is empty; give a value (see --help)")
             bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
+            listed = bound.arguments[name]
+            if isinstance(listed, (list, tuple)) and any(
+                isinstance(v, str) and not v.strip() for v in listed
+            ):  # `--input ''` would read the current folder
+                raise ValueError(f"--{name} has an empty value; give a value (see --help)")
             seed = bound.arguments[name]
             if name == "seed" and isinstance(seed, int) and not 0 <= seed < 2**32:
                 # numpy's and torch's seeds; a negative one fails later, or is silently folded
@@ -287,7 +303,7 @@ def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
     handled, so a command stopped during its seconds of imports (torch, Lightning) ends with one
     line and 130 / 143, not a KeyboardInterrupt traceback from inside torch.
     """
-    argv = _join_flag_values(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:  # help, whatever else was typed (fire would run it)
         argv = ["--help"]
     try:
@@ -296,6 +312,8 @@ def run(fn: Callable[..., Any] | str, argv: list[str] | None = None) -> None:
             signature = inspect.signature(fn)
             hints = typing.get_type_hints(fn)
             list_flags = {name for name in signature.parameters if _is_list(hints.get(name))}
+            value_flags = {n for n in signature.parameters if hints.get(n) is not bool}
+            argv = _join_flag_values(argv, set(signature.parameters), value_flags)
             _check_flags(argv, signature, fn.__name__)
             gathered = _gather_lists(argv, list_flags)
             _check_words(gathered)

@@ -835,3 +835,67 @@ def test_the_seventh_probes_tool_findings(masked_lm, en_corpus, en_wordpiece, tm
     error = _error(_run(finetune, ["--model", masked_lm, "--train_file", task, "--valid_file",
                                    task, "--label_column", "7"], capsys))  # fmt: skip
     assert "--label_column 7 is a column position, but the line has 2 tab-separated" in error
+
+
+def test_the_eighth_probes_findings(masked_lm, en_corpus, tmp_path, capsys, monkeypatch):
+    """An event file damaged mid-way, an input hard-linked into the output, an empty list value,
+    a fit flag as a tool flag's value, a card not in UTF-8, a weights file this user cannot
+    read."""
+    import os
+
+    from tiny import write_run
+
+    import bertlab.files.artefacts
+    from bertlab.corpus.prepare import prepare_corpus
+    from bertlab.export.fill_mask import fill_mask
+    from bertlab.export.hub import push_to_hub
+    from bertlab.research.plots import plot_runs
+    from bertlab.research.soak import soak
+
+    logs = tmp_path / "logs"
+    write_run(logs, seconds_per_step=5, downstream=False)
+    events = next(logs.glob("events.out.tfevents.*"))
+    data = bytearray(events.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    events.write_bytes(bytes(data))
+    error = _error(_run(plot_runs, ["--logdir", logs, "--output_dir", tmp_path / "p"], capsys))
+    assert f"{events} is damaged: record" in error and "fails its checksum" in error
+    events.write_bytes(bytes(data[: len(data) // 2]))  # cut short: a live run's last record
+    assert _run(plot_runs, ["--logdir", logs, "--output_dir", tmp_path / "p"], capsys)[0] == 0
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(en_corpus, corpus)
+    (tmp_path / "in").mkdir()
+    os.link(corpus / "test.txt", tmp_path / "in" / "t.txt")
+    before = (corpus / "train.txt").read_bytes()
+    error = _error(_run(prepare_corpus, ["--input", tmp_path / "in" / "t.txt", "--output_dir",
+                                         corpus, "--overwrite"], capsys))  # fmt: skip
+    assert f"({corpus / 'test.txt'} is a hard link to it); choose another folder" in error
+    assert f"holds --input {tmp_path / 'in' / 't.txt'} under another name" in error
+    assert (corpus / "train.txt").read_bytes() == before
+    error = _error(_run(prepare_corpus, ["--input", "", "--output_dir", tmp_path / "c"], capsys))
+    assert error == "error: --input has an empty value; give a value (see --help)"
+
+    argv = ["--output_dir", tmp_path / "soak", "--config", REPO / "configs" / "tiny.yaml"]
+    error = _error(_run(soak, [*argv, "--overrides", "--trainer.default_root_dir=x"], capsys))
+    assert "--overrides sets --trainer.default_root_dir, which soak sets itself" in error
+
+    model = tmp_path / "model"
+    shutil.copytree(masked_lm, model)
+    card = "---\nlicense: apache-2.0\n---\n# A card\n"
+    (model / "README.md").write_bytes(card.encode("utf-16"))
+    status, err = _run(push_to_hub, ["--model_dir", model, "--repo_id", "me/tiny", "--dry_run"],
+                       capsys)  # fmt: skip
+    assert status == 2 and f"{model / 'README.md'}: not UTF-8 at byte 0" in err, err
+
+    weights = model / "model.safetensors"
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if Path(path) == weights:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(bertlab.files.artefacts, "open", refusing_open, raising=False)
+    error = _error(_run(fill_mask, ["--model", model, "--text", "a [MASK] b"], capsys))
+    assert f"{weights} cannot be read by this user (permission denied)" in error

@@ -387,7 +387,13 @@ def read_front_matter(readme: Path) -> dict[str, Any]:
     """The card's YAML metadata, parsed by huggingface_hub's own (offline) card parser."""
     from huggingface_hub import ModelCard
 
-    text = readme.read_text(encoding="utf-8")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{readme}: not UTF-8 at byte {error.start}, which the Hub reads cards as; save it "
+            "as UTF-8"
+        ) from None
     if not text.startswith("---"):
         raise ValueError(f"{readme}: no YAML front matter (the card must start with ---)")
     try:

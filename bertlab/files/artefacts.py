@@ -66,11 +66,28 @@ def torch_load_reason(error: BaseException) -> str:
     return _reason(error)
 
 
+def check_readable(path: Path, flag: str) -> None:
+    """A file this user may not read is refused as that: the libraries' own errors for it read
+    as damage ("not a complete safetensors file (No such file or directory)", "not a
+    checkpoint torch.load can read")."""
+    try:
+        open(path, "rb").close()  # noqa: SIM115 (opened only to be refused or not)
+    except PermissionError:
+        raise ValueError(
+            f"{flag}: {path} cannot be read by this user (permission denied); fix its "
+            "permissions, e.g. chmod a+r"
+        ) from None
+    except OSError:
+        return  # missing or not a file: the caller's own check says which
+
+
 def check_checkpoint_bytes(path: Path, flag: str) -> None:
     """A torch.save archive whose stored bytes no longer match the zip's CRC-32 (junk written
     inside a tensor) loads without a word: torch does not check. Read and checked here; one
     pass over the file, a second or so a GB."""
     import zipfile
+
+    check_readable(path, flag)
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -107,6 +124,7 @@ def check_safetensors(path: Path, flag: str) -> None:
     """ValueError naming `path` unless its header is complete and names its tensors."""
     from safetensors import safe_open
 
+    check_readable(path, flag)
     try:
         with safe_open(str(path), "pt") as f:
             f.keys()

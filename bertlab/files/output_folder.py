@@ -168,6 +168,32 @@ def check_inputs(
             raise ValueError(
                 f"{flag} {output} is inside {input_flag} {value}; choose a {noun} outside it"
             )
+        linked = _hard_link_in(out, source)
+        if linked is not None:
+            raise ValueError(
+                f"{flag} {output} holds {input_flag} {value} under another name ({linked} is a "
+                f"hard link to it); choose another {noun}, or copy the input"
+            )
+
+
+def _hard_link_in(out: Path, source: Path) -> Path | None:
+    """A file in (or at) `out` that is `source` by another name: only a file with more than one
+    link can be one, so folders are walked for those alone."""
+    try:
+        info = source.stat()
+    except OSError:
+        return None
+    if not source.is_file() or info.st_nlink < 2 or not out.exists():
+        return None
+    candidates = out.rglob("*") if out.is_dir() else [out]
+    for path in candidates:
+        try:
+            other = path.stat()
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
+            return path
+    return None
 
 
 def _refuse_url(output: str | os.PathLike, flag: str) -> None:

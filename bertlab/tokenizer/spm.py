@@ -58,6 +58,7 @@ from tokenizers import (
 )
 from tokenizers.models import BPE, Unigram
 
+from bertlab.files.artefacts import check_readable
 from bertlab.tokenizer.special import SPECIAL_TOKENS
 
 MODEL_FILE = "sentencepiece.model"
@@ -144,6 +145,7 @@ def read_model(path: str, flag: str = "--spm_model") -> model_pb2.ModelProto:
         raise ValueError(f"{flag} {path} does not exist")
     if file.stat().st_size == 0:  # parses as a model of no pieces: say what is wrong instead
         raise ValueError(f"{flag} {path} is empty (0 bytes), not a SentencePiece model")
+    check_readable(file, flag)
     proto = model_pb2.ModelProto()
     try:
         proto.ParseFromString(file.read_bytes())
