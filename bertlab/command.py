@@ -249,10 +249,12 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise ValueError(f"--{name} is empty; give a value (see --help)")
             bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
             listed = bound.arguments[name]
-            if isinstance(listed, (list, tuple)) and any(
-                isinstance(v, str) and not v.strip() for v in listed
-            ):  # `--input ''` would read the current folder
-                raise ValueError(f"--{name} has an empty value; give a value (see --help)")
+            if isinstance(listed, (list, tuple)):  # `--input ''` would read the current folder
+                empty = [i for i, v in enumerate(listed, 1) if isinstance(v, str) and not v.strip()]
+                if empty:
+                    raise ValueError(
+                        f"--{name}: value {empty[0]} is empty; give a value (see --help)"
+                    )
             seed = bound.arguments[name]
             if name == "seed" and isinstance(seed, int) and not 0 <= seed < 2**32:
                 # numpy's and torch's seeds; a negative one fails later, or is silently folded

@@ -260,7 +260,7 @@ def test_plot_runs_and_finetune_refuse_inputs_that_would_mean_nothing(masked_lm,
     write_run(tmp_path / "a", seconds_per_step=0.1, downstream=False)
     write_run(tmp_path / "b", seconds_per_step=0.1, downstream=False)
     runs = ["--logdir", tmp_path / "a", tmp_path / "b", "--output_dir", tmp_path / "plots"]
-    assert "--names: name 1 is empty" in _error(_run(plot_runs, [*runs, "--names", "", "b"],
+    assert "--names: value 1 is empty" in _error(_run(plot_runs, [*runs, "--names", "", "b"],
                                                      capsys))  # fmt: skip
     assert "--names names 'x' twice" in _error(_run(plot_runs, [*runs, "--names", "x", "x"],
                                                         capsys))  # fmt: skip
@@ -874,7 +874,7 @@ def test_the_eighth_probes_findings(masked_lm, en_corpus, tmp_path, capsys, monk
     assert f"holds --input {tmp_path / 'in' / 't.txt'} under another name" in error
     assert (corpus / "train.txt").read_bytes() == before
     error = _error(_run(prepare_corpus, ["--input", "", "--output_dir", tmp_path / "c"], capsys))
-    assert error == "error: --input has an empty value; give a value (see --help)"
+    assert error == "error: --input: value 1 is empty; give a value (see --help)"
 
     argv = ["--output_dir", tmp_path / "soak", "--config", REPO / "configs" / "tiny.yaml"]
     error = _error(_run(soak, [*argv, "--overrides", "--trainer.default_root_dir=x"], capsys))
