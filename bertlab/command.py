@@ -20,6 +20,7 @@ import functools
 import importlib
 import inspect
 import math
+import os
 import sys
 import types
 import typing
@@ -46,6 +47,26 @@ def _annotation_args(annotation: Any) -> tuple[Any, ...]:
 def _is_list(annotation: Any) -> bool:
     sequences = (list, tuple, Sequence)
     return any(typing.get_origin(a) in sequences for a in _annotation_args(annotation))
+
+
+# Flags that name files and folders (--text is one for evaluate_mlm, a sentence for fill_mask).
+PATH_FLAGS = {"input", "output", "model", "tokenizer", "logdir", "config", "samples",
+              "unigram_corpus", "spm_model"}  # fmt: skip
+
+
+def _is_path_flag(name: str) -> bool:
+    """Whether a flag names files: its name says so."""
+    return name in PATH_FLAGS or name.endswith(("_dir", "_file", "_files", "_path"))
+
+
+def _expand_home(value: Any) -> Any:
+    """A quoted `~/x` is the home folder's x, as the shell and `bertlab fit` read it, not a
+    folder named `~` here."""
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return os.path.expanduser(value)
+    if isinstance(value, (list, tuple)):
+        return [_expand_home(v) for v in value]
+    return value
 
 
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
@@ -248,6 +269,8 @@ def typed(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(value, str) and not value.strip() and value != default:  # `--input=`
                 raise ValueError(f"--{name} is empty; give a value (see --help)")
             bound.arguments[name] = _coerce(value, hints.get(name, inspect.Parameter.empty), name)
+            if _is_path_flag(name):  # `--output_dir '~/x'` (quoted): the home folder, as fit's
+                bound.arguments[name] = _expand_home(bound.arguments[name])
             listed = bound.arguments[name]
             if isinstance(listed, (list, tuple)):  # `--input ''` would read the current folder
                 empty = [i for i, v in enumerate(listed, 1) if isinstance(v, str) and not v.strip()]

@@ -899,3 +899,62 @@ def test_the_eighth_probes_findings(masked_lm, en_corpus, tmp_path, capsys, monk
     monkeypatch.setattr(bertlab.files.artefacts, "open", refusing_open, raising=False)
     error = _error(_run(fill_mask, ["--model", model, "--text", "a [MASK] b"], capsys))
     assert f"{weights} cannot be read by this user (permission denied)" in error
+
+
+def test_the_ninth_probes_findings(masked_lm, en_samples, en_wordpiece, tmp_path, capsys,
+                                   monkeypatch):  # fmt: skip
+    """A byte-order mark in a task file or a card, a quoted ~ in an output path, a resume with
+    another seed_everything, a hand-edited special token, text columns without a header."""
+    from bertlab.downstream.finetune import finetune
+    from bertlab.export.hub import push_to_hub
+    from bertlab.samples.prepare import prepare_samples
+    from bertlab.tokenizer.training import train_tokenizer
+
+    task = tmp_path / "task.tsv"
+    rows = "".join(f"{('neg', 'pos')[i % 2]}\tsentence number {i} about cats\n" for i in range(20))
+    task.write_text("\ufeff" + rows, encoding="utf-8")
+    status, err = _run(finetune, ["--model", masked_lm, "--train_file", task, "--valid_file",
+                                  task, "--max_epochs", "1", "--max_seq_len", "32",
+                                  "--output_json", tmp_path / "f.json"],
+                       capsys)  # fmt: skip
+    assert status == 0, err
+    result = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
+    assert result["num_labels"] == 2, result
+    plain = tmp_path / "plain.tsv"
+    plain.write_text(rows, encoding="utf-8")
+    error = _error(_run(finetune, ["--model", masked_lm, "--train_file", plain, "--valid_file",
+                                   plain, "--text_columns", "5"], capsys))  # fmt: skip
+    assert "--text_columns 5 needs a header line naming them, or a --label_column position" in error
+
+    model = tmp_path / "model"
+    shutil.copytree(masked_lm, model)
+    (model / "README.md").write_text("\ufeff---\nlicense: apache-2.0\n---\n", encoding="utf-8")
+    status, err = _run(push_to_hub, ["--model_dir", model, "--repo_id", "me/tiny", "--dry_run"],
+                       capsys)  # fmt: skip
+    assert status == 2 and "starts with a byte-order mark before its ---" in err, err
+
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(en_wordpiece, tokenizer)
+    config = json.loads((tokenizer / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps({**config, "mask_token": "<mask>"}))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One sentence here.\nAnother one there.\n", encoding="utf-8")
+    error = _error(_run(prepare_samples, ["--input", corpus, "--tokenizer", tokenizer,
+                                          "--output_dir", tmp_path / "s"], capsys))  # fmt: skip
+    assert "has no <mask> line, the mask token tokenizer_config.json declares" in error
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    status, err = _run(train_tokenizer, ["--train_file", corpus, "--output_dir", "~/tok",
+                                         "--model_type", "wordpiece", "--vocab_size", "40"],
+                       capsys)  # fmt: skip
+    assert (tmp_path / "home" / "tok" / "tokenizer.json").is_file(), err
+    assert not (tmp_path / "~").exists()
+
+    argv = _tiny_fit(en_samples, tmp_path / "run")
+    assert _fit(argv, capsys)[0] == 0
+    last = next((tmp_path / "run").rglob("last.ckpt"))
+    argv = _tiny_fit(en_samples, tmp_path / "run", f"--ckpt_path={last}", "--seed_everything=7",
+                     "--trainer.max_steps=4")  # fmt: skip
+    error = _error(_fit(argv, capsys))
+    assert "seed_everything 0 -> 7" in error, error

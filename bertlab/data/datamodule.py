@@ -58,6 +58,12 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
+def _global_seed() -> int | None:
+    """The seed Lightning's seed_everything set for this process (None when it set none)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
+
+
 class _EpochSampler(Sampler):
     """The sampler slot of an IterableDataset's loader (endless Nones, as torch's own) that
     forwards Lightning's set_epoch to the loader."""
@@ -153,6 +159,8 @@ class StreamLoader(DataLoader):
             "batch_size": self.dataset.batch_size,
             "num_samples": self.dataset.samples.num_samples,
             "seed": self.dataset.seed,
+            # seed_everything draws the dropout masks: another one is not the same run resumed.
+            "seed_everything": _global_seed(),
         }
 
     def state_dict(self) -> dict:
@@ -163,7 +171,8 @@ class StreamLoader(DataLoader):
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"the checkpoint's data position is not a {STATE_FORMAT} state")
         now = self._facts()
-        changed = [f"{k} {state.get(k)} -> {v}" for k, v in now.items() if state.get(k) != v]
+        # A key an earlier bertlab's checkpoint lacks is not compared.
+        changed = [f"{k} {state[k]} -> {v}" for k, v in now.items() if k in state and state[k] != v]
         if changed:
             raise ValueError(
                 "cannot resume the data exactly where the checkpoint stopped: "

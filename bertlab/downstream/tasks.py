@@ -61,9 +61,11 @@ class Example:
 
 # ------------------------------------------------------------------------------------ reading
 def _open_text(path: Path) -> TextIO:
+    # utf-8-sig: a file saved by an editor that writes a byte-order mark reads as its text
+    # (the mark would otherwise join the first label, a class of its own).
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -134,7 +136,13 @@ def _read_tsv(path: Path, label_column: str, text_columns: list[str] | None) -> 
         indices = [int(label_column)] + [int(name) for name in names]
         expected = None
         rows = lines
-    elif text_columns is not None or label_column != "label":
+    elif text_columns is not None and label_column == "label":
+        raise ValueError(
+            f"{path} line 1: --text_columns {','.join(text_columns)} needs a header line naming "
+            f"them, or a --label_column position too (e.g. --label_column 0); the first line "
+            f"is {first}"
+        )
+    elif label_column != "label":
         raise ValueError(
             f"{path} line 1: no header line with a {label_column!r} column (--label_column); "
             f"the first line is {first}; for a file without a header give column positions"
@@ -159,7 +167,8 @@ def _read_tsv(path: Path, label_column: str, text_columns: list[str] | None) -> 
                 + (" (no tab)" if len(fields) == 1 else "")
             )
         if max(indices) >= len(fields):
-            raise ValueError(f"{where}: {len(fields)} field(s), no column {max(indices)}")
+            flag = "--label_column" if indices[0] >= len(fields) else "--text_columns"
+            raise ValueError(f"{where}: {len(fields)} field(s), no column {max(indices)} ({flag})")
         values = [fields[i] for i in indices]
         examples.append(_example(values[0], values[1], (values[2:] or [None])[0], where))
     return examples

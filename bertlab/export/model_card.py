@@ -394,6 +394,11 @@ def read_front_matter(readme: Path) -> dict[str, Any]:
             f"{readme}: not UTF-8 at byte {error.start}, which the Hub reads cards as; save it "
             "as UTF-8"
         ) from None
+    if text.startswith("\ufeff"):  # the Hub's parser wants --- as the first bytes
+        raise ValueError(
+            f"{readme}: starts with a byte-order mark before its ---, which the Hub does not "
+            "read as front matter; save it as UTF-8 without BOM"
+        )
     if not text.startswith("---"):
         raise ValueError(f"{readme}: no YAML front matter (the card must start with ---)")
     try:

@@ -229,7 +229,11 @@ def check_vocab_txt(
         seen[token] = line
     for role, token in special.items():
         if token not in seen:
-            raise ValueError(f"{flag}: {path} is damaged: no {token} line (the {role} token)")
+            raise ValueError(  # the config declares the special tokens: which one changed?
+                f"{flag}: {path} has no {token} line, the {role} token "
+                f"{path.with_name('tokenizer_config.json').name} declares: one of the two is "
+                "damaged or was edited; train or convert the tokenizer again"
+            )
     if expected is not None and tokens != expected:
         if len(tokens) != len(expected):
             detail = f"{len(tokens)} tokens, tokenizer.json's vocabulary has {len(expected)}"
